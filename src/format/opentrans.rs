@@ -1,0 +1,1 @@
+//! placeholder: opentrans (being written)
