@@ -120,6 +120,9 @@ pub struct DeliveryLine {
     pub buyer_part_id: Option<String>,
     /// The EAN/GTIN.
     pub gtin: Option<String>,
+    /// The manufacturer's article number, where the format carries one (supplier tables).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manufacturer_part_id: Option<String>,
     /// The article description.
     pub description: Option<String>,
     /// The delivered quantity.
