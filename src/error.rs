@@ -67,7 +67,9 @@ pub enum Reject {
         hint: String,
     },
     /// A table file whose name no supplier format matches.
-    #[error("no supplier format matches the file name {file}: add a glob for it to `files` in {hint}")]
+    #[error(
+        "no supplier format matches the file name {file}: add a glob for it to `files` in {hint}"
+    )]
     UnknownFile {
         /// The file name.
         file: String,
@@ -99,7 +101,9 @@ pub enum Reject {
         existing: i64,
     },
     /// Parsing this item crashed eingang repeatedly.
-    #[error("parsing this item stopped eingang {attempts} times; it is set aside so that others go on")]
+    #[error(
+        "parsing this item stopped eingang {attempts} times; it is set aside so that others go on"
+    )]
     Poison {
         /// How many attempts were started.
         attempts: u32,

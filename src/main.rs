@@ -1,9 +1,46 @@
-//! The `eingang` binary (being written). `parse-sheet` is the hidden child that reads one
-//! spreadsheet from stdin under resource limits.
+//! The `eingang` binary: parses the command line, runs one command, and turns errors into the
+//! contract's exit codes and its one-line `error: <what>: <why>` on stderr. The hidden
+//! `parse-sheet` command is the child that reads one spreadsheet under resource limits.
+
+use clap::Parser;
+use eingang::cli::{self, BadConfig, Cli};
 
 fn main() {
     let mut args = std::env::args().skip(1);
     if args.next().as_deref() == Some("parse-sheet") {
         std::process::exit(eingang::format::xlsx_table::child_main());
     }
+    let cli = Cli::parse();
+    let quiet = !matches!(cli.command, cli::Command::Run | cli::Command::Sync { .. });
+    init_logging(quiet);
+    // A panic inside the pipeline is caught and becomes that item's rejection; log it as one
+    // line instead of the default hook's multi-line report.
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!(panic = %info, "internal error");
+    }));
+    let code = match cli::execute(cli) {
+        Ok(code) => code,
+        Err(e) if e.is::<BadConfig>() => {
+            for line in e.to_string().lines() {
+                eprintln!("error: {line}");
+            }
+            2
+        }
+        Err(e) => {
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn init_logging(quiet: bool) {
+    let default = if quiet { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EINGANG_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }

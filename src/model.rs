@@ -34,7 +34,7 @@ impl Decimal {
         if !well_formed {
             return None;
         }
-        let normalized = if s.starts_with('+') { &s[1..] } else { s };
+        let normalized = s.strip_prefix('+').unwrap_or(s);
         let normalized = normalized.trim_end_matches('.');
         rust_decimal::Decimal::from_str(normalized)
             .ok()
@@ -81,6 +81,7 @@ impl Serialize for Decimal {
 /// One document parsed out of an item: a delivery note or an order.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)] // a handful per item; boxing would only add noise
 pub enum Document {
     /// A delivery note (Lieferschein), from any delivery-note format.
     DeliveryNote(DeliveryNote),

@@ -116,7 +116,10 @@ impl Registry {
         names.sort_unstable();
         for pair in names.windows(2) {
             if pair[0] == pair[1] {
-                problems.push(format!("formats: two files define the supplier {:?}", pair[0]));
+                problems.push(format!(
+                    "formats: two files define the supplier {:?}",
+                    pair[0]
+                ));
             }
         }
         if problems.is_empty() {
@@ -158,9 +161,18 @@ impl Registry {
                 let dir = self.dir.as_deref().unwrap_or(Path::new("formats"));
                 let stem: String = stem
                     .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() {
+                            c.to_ascii_lowercase()
+                        } else {
+                            '-'
+                        }
+                    })
                     .collect();
-                format!("{} (a new supplier file)", dir.join(format!("{stem}.toml")).display())
+                format!(
+                    "{} (a new supplier file)",
+                    dir.join(format!("{stem}.toml")).display()
+                )
             }
         }
     }
@@ -170,7 +182,7 @@ impl Registry {
 /// needs a supplier.
 pub fn is_table_file(attachment: &Attachment) -> bool {
     let name = attachment.name.to_ascii_lowercase();
-    let by_name = [".csv", ".txt", ".tsv", ".xlsx", ".xlsm", ".xls", ".ods"]
+    let by_name = [".csv", ".tsv", ".xlsx", ".xlsm", ".xls", ".ods"]
         .iter()
         .any(|ext| name.ends_with(ext));
     let by_type = attachment.content_type.as_deref().is_some_and(|t| {

@@ -34,6 +34,10 @@ impl TableFormat {
 }
 
 /// Parses a table attachment with this supplier's layout.
-pub fn parse(_attachment: &Attachment, _format: &TableFormat, _limits: &Limits) -> Result<Vec<Document>, Reject> {
+pub fn parse(
+    _attachment: &Attachment,
+    _format: &TableFormat,
+    _limits: &Limits,
+) -> Result<Vec<Document>, Reject> {
     todo!("table helper")
 }

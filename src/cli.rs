@@ -1,0 +1,499 @@
+//! The commands of CONTRACT.md: run, sync, check, parse, import, status, export, reprocess.
+//! Each returns its exit code; errors become the contract's stderr line `error: <what>: <why>`.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+use crate::config::{Config, SourceKind};
+use crate::format::Registry;
+use crate::item::{Item, ItemKind, Origin};
+use crate::pipeline::{self, Context};
+use crate::source::dir::DirSource;
+use crate::store::{Outcome, Store};
+
+/// Items per store transaction for `import`.
+const IMPORT_BATCH: usize = 256;
+
+/// eingang: supplier documents from mailboxes and drop folders into clean data.
+#[derive(Debug, Parser)]
+#[command(name = "eingang", version, about)]
+pub struct Cli {
+    /// The config file (default: ./eingang.toml if present, else the embedded default).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Watch every configured source until SIGTERM/SIGINT.
+    Run,
+    /// One pass over the sources now, then exit.
+    Sync {
+        /// Only this source.
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// Test every source and the notifier.
+    Check {
+        /// Create missing folders.
+        #[arg(long)]
+        create_folders: bool,
+    },
+    /// Parse one file (an .eml message or a single attachment) and print its documents.
+    Parse {
+        /// The file.
+        file: PathBuf,
+        /// Read it with this supplier's format (a file name in formats/ without .toml).
+        #[arg(long)]
+        supplier: Option<String>,
+    },
+    /// Import files or .eml messages (a folder: every file in it) into the store.
+    Import {
+        /// Files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Per source: received, archived, failed, pending, last error; total documents.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every stored document, oldest first.
+    Export {
+        /// Only documents with a store id above this one.
+        #[arg(long, value_name = "ID")]
+        since: Option<i64>,
+        /// One JSON document per line.
+        #[arg(long)]
+        jsonl: bool,
+    },
+    /// Put failed items back into their source's inbox for another try.
+    Reprocess {
+        /// Item ids (from the error note or the notification).
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
+}
+
+/// A configuration problem: exit 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct BadConfig(pub Vec<String>);
+
+/// Loads the config: `--config`, else `./eingang.toml`, else the embedded default. The flag
+/// says whether the embedded default is in use.
+pub fn load_config(path: Option<&Path>) -> Result<(Config, bool), BadConfig> {
+    let path = path
+        .map(Path::to_path_buf)
+        .or_else(|| Some(PathBuf::from("eingang.toml")).filter(|p| p.exists()));
+    match path {
+        Some(p) => Config::load(&p).map(|c| (c, false)).map_err(BadConfig),
+        None => Ok((Config::embedded_default(), true)),
+    }
+}
+
+fn registry(config: &Config) -> Result<Registry, BadConfig> {
+    if !config.formats.is_dir() {
+        tracing::warn!(folder = %config.formats.display(), "no formats folder: supplier table formats are off");
+    }
+    Registry::load(&config.formats).map_err(BadConfig)
+}
+
+fn sheet_reader() -> PathBuf {
+    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("eingang"))
+}
+
+fn context(config: &Config) -> Result<Context> {
+    let registry = registry(config)?;
+    let store =
+        Store::open(&config.store).with_context(|| format!("{}", config.store.display()))?;
+    Ok(Context {
+        registry,
+        limits: config.limits(sheet_reader()),
+        store,
+    })
+}
+
+fn dir_sources(
+    config: &Config,
+    only: Option<&str>,
+) -> Result<Vec<(Arc<DirSource>, crate::schedule::Schedule)>> {
+    if let Some(name) = only.filter(|n| config.source(n).is_none()) {
+        bail!("no source named {name:?} in the config");
+    }
+    Ok(config
+        .sources
+        .iter()
+        .filter(|s| only.is_none_or(|n| n == s.name))
+        .map(|s| {
+            let SourceKind::Dir(dir) = &s.kind;
+            (
+                Arc::new(DirSource::new(
+                    s.name.clone(),
+                    dir.clone(),
+                    s.supplier.clone(),
+                )),
+                s.schedule.clone(),
+            )
+        })
+        .collect())
+}
+
+/// Runs one command; returns the exit code.
+pub fn execute(cli: Cli) -> Result<i32> {
+    let (config, embedded) = load_config(cli.config.as_deref())?;
+    match cli.command {
+        Command::Parse { file, supplier } => parse(&config, &file, supplier.as_deref()),
+        Command::Import { paths } => import(&config, &paths),
+        Command::Export { since, jsonl } => export(&config, since.unwrap_or(0), jsonl),
+        Command::Status { json } => status(&config, json),
+        Command::Sync { source } => sync(&config, source.as_deref(), embedded),
+        Command::Check { create_folders } => check(&config, create_folders),
+        Command::Reprocess { ids } => reprocess(&config, &ids),
+        Command::Run => run(&config, embedded),
+    }
+}
+
+fn item_from_path(path: &Path, source: &str) -> Result<Item> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(Item::new(
+        bytes,
+        ItemKind::of_file_name(&name),
+        Origin {
+            source: source.to_owned(),
+            location: path.display().to_string(),
+            file_name: Some(name),
+        },
+    ))
+}
+
+/// `error: <what>: <why>`, naming the item and the supplier; the item's own name is not
+/// repeated when the reason starts with it.
+pub fn rejection_line(item: &str, supplier: Option<&str>, reason: &str) -> String {
+    let why = reason
+        .strip_prefix(item)
+        .and_then(|r| r.strip_prefix(": "))
+        .unwrap_or(reason);
+    match supplier {
+        Some(s) => format!("error: {item} (supplier {s}): {why}"),
+        None => format!("error: {item}: {why}"),
+    }
+}
+
+fn parse(config: &Config, file: &Path, supplier: Option<&str>) -> Result<i32> {
+    let registry = registry(config)?;
+    let forced = match supplier {
+        Some(name) => match registry.by_name(name) {
+            Some(f) => Some(f),
+            None => {
+                eprintln!(
+                    "error: --supplier {name}: no such supplier format in {}",
+                    config.formats.display()
+                );
+                return Ok(2);
+            }
+        },
+        None => None,
+    };
+    let item = item_from_path(file, "parse")?;
+    let parsed = pipeline::parse_with(&item, forced, &registry, &config.limits(sheet_reader()));
+    let name = match &parsed.envelope.message_id {
+        Some(id) => format!("{} <{id}>", item.name()),
+        None => item.name().to_owned(),
+    };
+    match parsed.result {
+        Ok(documents) => {
+            let out = serde_json::to_string_pretty(&json!({ "documents": documents }))?;
+            println!("{out}");
+            Ok(0)
+        }
+        Err(reject) => {
+            eprintln!(
+                "{}",
+                rejection_line(&name, parsed.supplier.as_deref(), &reject.to_string())
+            );
+            Ok(1)
+        }
+    }
+}
+
+fn import(config: &Config, paths: &[PathBuf]) -> Result<i32> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut in_dir: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("{}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .collect();
+            in_dir.sort();
+            files.extend(in_dir);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    let cx = context(config)?;
+    let progress = indicatif::ProgressBar::new(files.len() as u64);
+    if !std::io::stderr().is_terminal() {
+        progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let (mut imported, mut rejected) = (0usize, 0usize);
+    for chunk in files.chunks(IMPORT_BATCH) {
+        let items = chunk
+            .iter()
+            .map(|p| item_from_path(p, "import"))
+            .collect::<Result<Vec<_>>>()?;
+        let outcomes = pipeline::handle_batch(&items, None, &cx)?;
+        let mut disposed = Vec::with_capacity(items.len());
+        for (item, outcome) in items.iter().zip(&outcomes) {
+            match outcome {
+                Outcome::Imported { .. } => imported += 1,
+                Outcome::Rejected { reason, .. } => {
+                    rejected += 1;
+                    progress.suspend(|| eprintln!("{}", rejection_line(item.name(), None, reason)));
+                }
+            }
+            disposed.push((outcome.item_id(), item.origin.location.clone()));
+        }
+        cx.store.mark_disposed(&disposed)?;
+        progress.inc(chunk.len() as u64);
+    }
+    progress.finish_and_clear();
+    eprintln!("imported {imported}, rejected {rejected}");
+    Ok(if rejected == 0 { 0 } else { 1 })
+}
+
+fn export(config: &Config, since: i64, jsonl: bool) -> Result<i32> {
+    let store = Store::open(&config.store)?;
+    let documents = store.export(since)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if jsonl {
+        for d in documents {
+            writeln!(out, "{}", d.json)?;
+        }
+    } else {
+        let all: Vec<_> = documents.into_iter().map(|d| d.json).collect();
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&json!({ "documents": all }))?
+        )?;
+    }
+    out.flush()?;
+    Ok(0)
+}
+
+fn status(config: &Config, as_json: bool) -> Result<i32> {
+    let store = Store::open(&config.store)?;
+    let mut counts = store.source_counts()?;
+    for source in &config.sources {
+        if !counts.iter().any(|c| c.name == source.name) {
+            counts.push(crate::store::SourceCounts {
+                name: source.name.clone(),
+                ..Default::default()
+            });
+        }
+    }
+    let waiting_in = |name: &str| -> i64 {
+        let only = dir_sources(config, Some(name)).ok();
+        only.and_then(|v| v.into_iter().next())
+            .map_or(0, |(d, _)| d.pending_count() as i64)
+    };
+    let sources: Vec<serde_json::Value> = counts
+        .iter()
+        .map(|c| {
+            let kind = config.source(&c.name).map(|s| match s.kind {
+                SourceKind::Dir(_) => "dir",
+            });
+            let pending = c.in_flight + kind.map_or(0, |_| waiting_in(&c.name));
+            json!({
+                "name": c.name, "kind": kind, "received": c.received, "archived": c.archived,
+                "failed": c.failed, "pending": pending, "last_ok": c.last_ok, "last_error": c.last_error,
+            })
+        })
+        .collect();
+    let documents = store.document_count()?;
+    let notifications = store.pending_notifications()?;
+    if as_json {
+        let out = json!({ "sources": sources, "documents": documents, "notifications_pending": notifications });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for s in &sources {
+            println!(
+                "{}: received {}, archived {}, failed {}, pending {}, last error: {}",
+                s["name"].as_str().unwrap_or_default(),
+                s["received"],
+                s["archived"],
+                s["failed"],
+                s["pending"],
+                s["last_error"].as_str().unwrap_or("none")
+            );
+        }
+        println!("documents: {documents}");
+        println!("notifications pending: {notifications}");
+    }
+    Ok(0)
+}
+
+fn sync(config: &Config, only: Option<&str>, embedded: bool) -> Result<i32> {
+    let sources = dir_sources(config, only)?;
+    let cx = context(config)?;
+    let stop = AtomicBool::new(false);
+    let mut code = 0;
+    for (source, _) in sources {
+        if embedded {
+            source.create_folders()?;
+        }
+        let result = sync_one(&source, &cx, &stop);
+        let _ = cx.store.record_pass(
+            &source.name,
+            result.as_ref().map(|_| ()).map_err(|e| e.as_str()),
+        );
+        match result {
+            Ok(report) => eprintln!(
+                "{}: imported {}, rejected {}",
+                source.name, report.imported, report.rejected
+            ),
+            Err(e) => {
+                eprintln!("error: source {}: {e}", source.name);
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// Passes until nothing waits to settle, so that `sync` handles every file that is complete.
+fn sync_one(
+    source: &DirSource,
+    cx: &Context,
+    stop: &AtomicBool,
+) -> Result<crate::source::PassReport, String> {
+    let mut total = crate::source::PassReport::default();
+    loop {
+        let report = source.pass(cx, stop).map_err(|e| e.to_string())?;
+        total.imported += report.imported;
+        total.rejected += report.rejected;
+        match source.time_to_settle() {
+            Some(wait) if report.waiting > 0 => std::thread::sleep(wait),
+            _ => return Ok(total),
+        }
+    }
+}
+
+fn check(config: &Config, create_folders: bool) -> Result<i32> {
+    let mut failed = false;
+    let mut line = |what: &str, result: Result<(), String>| match result {
+        Ok(()) => println!("{what}: ok"),
+        Err(e) => {
+            failed = true;
+            println!("{what}: FAILED: {e}");
+        }
+    };
+    line(
+        &format!("formats {}", config.formats.display()),
+        registry(config)
+            .map(|r| tracing::debug!(suppliers = r.tables().len()))
+            .map_err(|e| e.to_string()),
+    );
+    line(
+        &format!("store {}", config.store.display()),
+        Store::open(&config.store)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+    );
+    for (source, _) in dir_sources(config, None)? {
+        if let Err(e) = create_folders.then(|| source.create_folders()).transpose() {
+            line(
+                &format!("source {}: create folders", source.name),
+                Err(e.to_string()),
+            );
+        }
+        for (what, result) in source.check_folders() {
+            line(&format!("source {}: {what}", source.name), result);
+        }
+    }
+    match &config.notify {
+        None => println!("notify: log only (no [notify] section)"),
+        Some(n) => line(
+            &format!("notify smtp {}:{} ({})", n.smtp_host, n.smtp_port, n.tls),
+            Err(format!(
+                "sending notices to {} is not built into this version yet; they wait in the outbox",
+                n.admins.join(", ")
+            )),
+        ),
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
+fn reprocess(config: &Config, ids: &[i64]) -> Result<i32> {
+    let store = Store::open(&config.store)?;
+    let sources = dir_sources(config, None)?;
+    let mut code = 0;
+    for &id in ids {
+        let result = (|| -> Result<PathBuf> {
+            let Some(item) = store.failed_item(id)? else {
+                bail!("not a failed item (see `eingang status` and the .error.txt notes)");
+            };
+            let Some((source, _)) = sources.iter().find(|(s, _)| s.name == item.source) else {
+                bail!("its source {:?} is not in the config", item.source);
+            };
+            let Some(place) = item.archived.as_deref() else {
+                bail!(
+                    "it was never moved to an error folder (found at {})",
+                    item.location
+                );
+            };
+            let back = source.put_back(Path::new(place))?;
+            store.mark_reprocessed(id)?;
+            Ok(back)
+        })();
+        match result {
+            Ok(path) => println!("item {id}: put back into {}", path.display()),
+            Err(e) => {
+                eprintln!("error: item {id}: {e:#}");
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
+}
+
+fn run(config: &Config, embedded: bool) -> Result<i32> {
+    let sources = dir_sources(config, None)?;
+    if sources.is_empty() {
+        return Err(BadConfig(vec!["config: no [[source]] to watch".to_owned()]).into());
+    }
+    if embedded {
+        for (source, _) in &sources {
+            source.create_folders()?;
+        }
+        tracing::info!(inbox = %sources[0].0.config.inbox.display(), "watching the embedded default drop folder");
+    }
+    if config.notify.is_none() {
+        tracing::warn!("no [notify] section: failures are logged only");
+    }
+    let cx = Arc::new(context(config)?);
+    let watched = sources
+        .into_iter()
+        .map(|(source, schedule)| crate::daemon::Watched { source, schedule })
+        .collect();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(crate::daemon::run(watched, cx))?;
+    Ok(0)
+}

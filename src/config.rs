@@ -1,0 +1,559 @@
+//! `eingang.toml` → `RawConfig` (as written) → `Config` (checked, paths resolved, secrets
+//! read). Every problem is collected and reported at once; all of them are fatal.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::format::Limits;
+use crate::schedule::{Schedule, parse_duration};
+
+/// The folder of the embedded default (no config file).
+pub const DEFAULT_DATA_DIR: &str = "eingang-data";
+const DEFAULT_SETTLE: &str = "2s";
+const DEFAULT_RESCAN: &str = "30s";
+
+/// The config file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    formats: Option<String>,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    source: Vec<RawSource>,
+    notify: Option<RawNotify>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    path: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_item_mib: Option<u64>,
+    max_inflated_mib: Option<u64>,
+    max_xml_depth: Option<usize>,
+    max_rows: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    name: Option<String>,
+    kind: Option<String>,
+    path: Option<String>,
+    host: Option<String>,
+    port: Option<u16>,
+    tls: Option<String>,
+    ca_file: Option<String>,
+    user: Option<String>,
+    password_env: Option<String>,
+    password_file: Option<String>,
+    password: Option<String>,
+    inbox: Option<String>,
+    archive: Option<String>,
+    error: Option<String>,
+    schedule: Option<String>,
+    notify: Option<Vec<String>>,
+    supplier: Option<String>,
+    settle: Option<String>,
+    rescan: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    smtp_host: Option<String>,
+    smtp_port: Option<u16>,
+    tls: Option<String>,
+    user: Option<String>,
+    password_env: Option<String>,
+    password_file: Option<String>,
+    password: Option<String>,
+    from: Option<String>,
+    #[serde(default)]
+    admins: Vec<String>,
+    language: Option<String>,
+}
+
+/// A password; its `Debug` never shows it.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The password itself, for the login call only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The checked configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// The folder of supplier format modules.
+    pub formats: PathBuf,
+    /// The SQLite file.
+    pub store: PathBuf,
+    /// Size, depth and row limits (the spreadsheet child is filled in by the binary).
+    pub max_item_bytes: u64,
+    /// See `Limits::max_inflated_bytes`.
+    pub max_inflated_bytes: u64,
+    /// See `Limits::max_xml_depth`.
+    pub max_xml_depth: usize,
+    /// See `Limits::max_rows`.
+    pub max_rows: usize,
+    /// Every source, in file order.
+    pub sources: Vec<SourceConfig>,
+    /// Where failure notices go; `None` means log only.
+    pub notify: Option<NotifyConfig>,
+}
+
+/// One `[[source]]`.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// The source's name, as shown in status and notices.
+    pub name: String,
+    /// When it runs.
+    pub schedule: Schedule,
+    /// The source's own staff group (instead of the admins), possibly empty.
+    pub notify: Vec<String>,
+    /// A supplier every table file of this source belongs to.
+    pub supplier: Option<String>,
+    /// Kind-specific settings.
+    pub kind: SourceKind,
+}
+
+/// What kind of source, with its settings.
+#[derive(Debug, Clone)]
+pub enum SourceKind {
+    /// A local drop folder.
+    Dir(DirConfig),
+}
+
+/// A drop folder and its archive and error folders.
+#[derive(Debug, Clone)]
+pub struct DirConfig {
+    /// The inbox folder.
+    pub inbox: PathBuf,
+    /// Where imported files go.
+    pub archive: PathBuf,
+    /// Where rejected files go, each with `<name>.error.txt`.
+    pub error: PathBuf,
+    /// How long size and mtime must stay unchanged before a file is taken.
+    pub settle: Duration,
+    /// How often the folder is listed even without events (events can be lost).
+    pub rescan: Duration,
+}
+
+/// The `[notify]` section.
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    /// SMTP server host and port.
+    pub smtp_host: String,
+    /// SMTP port.
+    pub smtp_port: u16,
+    /// `starttls`, `implicit` or `none`.
+    pub tls: String,
+    /// The sender address.
+    pub from: String,
+    /// The admin group.
+    pub admins: Vec<String>,
+}
+
+impl Config {
+    /// Reads and checks a config file; relative paths are relative to its folder.
+    pub fn load(path: &Path) -> Result<Config, Vec<String>> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| vec![format!("config: {}: {e}", path.display())])?;
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| {
+            vec![format!(
+                "config: {}: {}",
+                path.display(),
+                one_line(&e.to_string())
+            )]
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Config::from_raw(raw, &base)
+    }
+
+    /// The embedded default: the drop folder `./eingang-data/Eingang` with `Archiv` and
+    /// `Fehler` beside it, the store `./eingang-data/eingang.db`, formats from `./formats`.
+    pub fn embedded_default() -> Config {
+        let data = PathBuf::from(DEFAULT_DATA_DIR);
+        let raw = RawConfig {
+            formats: Some("formats".into()),
+            store: RawStore {
+                path: Some(data.join("eingang.db").display().to_string()),
+            },
+            source: vec![RawSource {
+                name: Some("drop".into()),
+                kind: Some("dir".into()),
+                path: Some(data.join("Eingang").display().to_string()),
+                archive: Some(data.join("Archiv").display().to_string()),
+                error: Some(data.join("Fehler").display().to_string()),
+                ..RawSource::default()
+            }],
+            ..RawConfig::default()
+        };
+        Config::from_raw(raw, Path::new("")).expect("the embedded default config is valid")
+    }
+
+    /// Checks a raw config; `base` is the folder relative paths start from.
+    pub fn from_raw(raw: RawConfig, base: &Path) -> Result<Config, Vec<String>> {
+        let mut problems = Vec::new();
+        let resolve = |p: &str| base.join(p);
+        let mut names = HashSet::new();
+        let mut sources = Vec::new();
+        for (i, source) in raw.source.into_iter().enumerate() {
+            let label = format!(
+                "config: source[{i}] {:?}",
+                source.name.as_deref().unwrap_or("")
+            );
+            match check_source(source, &resolve) {
+                Ok(s) => {
+                    if !names.insert(s.name.clone()) {
+                        problems.push(format!("{label}: the name is used twice"));
+                    }
+                    sources.push(s);
+                }
+                Err(errs) => problems.extend(errs.into_iter().map(|e| format!("{label}: {e}"))),
+            }
+        }
+        let notify = match raw.notify.map(check_notify).transpose() {
+            Ok(n) => n,
+            Err(errs) => {
+                problems.extend(errs.into_iter().map(|e| format!("config: notify: {e}")));
+                None
+            }
+        };
+        let limits = raw.limits;
+        for (key, zero) in [
+            ("max_item_mib", limits.max_item_mib == Some(0)),
+            ("max_inflated_mib", limits.max_inflated_mib == Some(0)),
+            ("max_xml_depth", limits.max_xml_depth == Some(0)),
+            ("max_rows", limits.max_rows == Some(0)),
+        ] {
+            if zero {
+                problems.push(format!("config: limits: {key} must be greater than zero"));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let defaults = Limits::with_defaults(PathBuf::new());
+        let mib = |v: Option<u64>, d: u64| v.map_or(d, |m| m.saturating_mul(1024 * 1024));
+        Ok(Config {
+            formats: resolve(raw.formats.as_deref().unwrap_or("formats")),
+            store: resolve(raw.store.path.as_deref().unwrap_or("eingang.db")),
+            max_item_bytes: mib(limits.max_item_mib, defaults.max_item_bytes),
+            max_inflated_bytes: mib(limits.max_inflated_mib, defaults.max_inflated_bytes),
+            max_xml_depth: limits.max_xml_depth.unwrap_or(defaults.max_xml_depth),
+            max_rows: limits.max_rows.unwrap_or(defaults.max_rows),
+            sources,
+            notify,
+        })
+    }
+
+    /// The parse limits, with `sheet_reader` as the spreadsheet child.
+    pub fn limits(&self, sheet_reader: PathBuf) -> Limits {
+        Limits {
+            max_item_bytes: self.max_item_bytes,
+            max_inflated_bytes: self.max_inflated_bytes,
+            max_xml_depth: self.max_xml_depth,
+            max_rows: self.max_rows,
+            ..Limits::with_defaults(sheet_reader)
+        }
+    }
+
+    /// The source with this name.
+    pub fn source(&self, name: &str) -> Option<&SourceConfig> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn check_source(
+    raw: RawSource,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> Result<SourceConfig, Vec<String>> {
+    let mut problems = Vec::new();
+    let name = raw.name.clone().filter(|n| !n.trim().is_empty());
+    if name.is_none() {
+        problems.push("`name` is required".to_owned());
+    }
+    let schedule = match Schedule::parse(raw.schedule.as_deref().unwrap_or("idle")) {
+        Ok(s) => s,
+        Err(e) => {
+            problems.push(format!("schedule: {e}"));
+            Schedule::Idle
+        }
+    };
+    let kind = match raw.kind.as_deref() {
+        Some("dir") => check_dir(&raw, resolve, &mut problems),
+        Some(kind @ ("imap" | "ftp")) => {
+            check_remote(&raw, resolve, &mut problems);
+            problems.push(format!(
+                "kind {kind:?} is not available in this version yet; use kind = \"dir\" or run a newer eingang"
+            ));
+            None
+        }
+        Some(other) => {
+            problems.push(format!("unknown kind {other:?}: use imap, ftp or dir"));
+            None
+        }
+        None => {
+            problems.push("`kind` is required: imap, ftp or dir".to_owned());
+            None
+        }
+    };
+    match (name, kind) {
+        (Some(name), Some(kind)) if problems.is_empty() => Ok(SourceConfig {
+            name,
+            schedule,
+            notify: raw.notify.unwrap_or_default(),
+            supplier: raw.supplier,
+            kind,
+        }),
+        _ => Err(problems),
+    }
+}
+
+fn check_dir(
+    raw: &RawSource,
+    resolve: &dyn Fn(&str) -> PathBuf,
+    problems: &mut Vec<String>,
+) -> Option<SourceKind> {
+    let inbox = raw.path.as_deref().or(raw.inbox.as_deref());
+    let Some(inbox) = inbox else {
+        problems.push("`path` (the drop folder) is required for a dir source".to_owned());
+        return None;
+    };
+    let inbox = resolve(inbox);
+    let sibling = |key: &Option<String>, default: &str| match key {
+        Some(p) => resolve(p),
+        None => inbox.parent().unwrap_or(Path::new("")).join(default),
+    };
+    let archive = sibling(&raw.archive, "Archiv");
+    let error = sibling(&raw.error, "Fehler");
+    for (key, path) in [("archive", &archive), ("error", &error)] {
+        if path == &inbox {
+            problems.push(format!("`{key}` must not be the drop folder itself"));
+        }
+    }
+    let remote_keys = [
+        ("host", raw.host.is_some()),
+        ("port", raw.port.is_some()),
+        ("tls", raw.tls.is_some()),
+        ("user", raw.user.is_some()),
+        ("ca_file", raw.ca_file.is_some()),
+    ];
+    for (key, _) in remote_keys.iter().filter(|(_, set)| *set) {
+        problems.push(format!("`{key}` does not apply to a dir source"));
+    }
+    let duration =
+        |key: &str, value: &Option<String>, default: &str, problems: &mut Vec<String>| {
+            parse_duration(value.as_deref().unwrap_or(default)).unwrap_or_else(|e| {
+                problems.push(format!("{key}: {e}"));
+                Duration::from_secs(1)
+            })
+        };
+    let settle = duration("settle", &raw.settle, DEFAULT_SETTLE, problems);
+    let rescan = duration("rescan", &raw.rescan, DEFAULT_RESCAN, problems);
+    Some(SourceKind::Dir(DirConfig {
+        inbox,
+        archive,
+        error,
+        settle,
+        rescan,
+    }))
+}
+
+/// The checks that hold for IMAP and FTP sources already: host, folders, the loopback rule and
+/// exactly one password source.
+fn check_remote(raw: &RawSource, resolve: &dyn Fn(&str) -> PathBuf, problems: &mut Vec<String>) {
+    match raw.host.as_deref() {
+        None => problems.push("`host` is required".to_owned()),
+        Some(host) if raw.tls.as_deref() == Some("none") && !is_loopback(host) => {
+            problems.push("tls = \"none\" is allowed only for loopback hosts".to_owned());
+        }
+        Some(_) => {}
+    }
+    if raw.user.is_none() {
+        problems.push("`user` is required".to_owned());
+    }
+    for (key, value) in [
+        ("inbox", &raw.inbox),
+        ("archive", &raw.archive),
+        ("error", &raw.error),
+    ] {
+        if value.is_none() {
+            problems.push(format!("`{key}` is required"));
+        }
+    }
+    if let Err(e) = read_secret(&raw.password_env, &raw.password_file, &raw.password) {
+        problems.push(e);
+    }
+    if raw.port == Some(0) {
+        problems.push("`port` must not be 0".to_owned());
+    }
+    if let Some(ca) = raw.ca_file.as_deref().filter(|ca| !resolve(ca).is_file()) {
+        problems.push(format!("ca_file {ca}: no such file"));
+    }
+}
+
+fn check_notify(raw: RawNotify) -> Result<NotifyConfig, Vec<String>> {
+    let mut problems = Vec::new();
+    let tls = raw.tls.clone().unwrap_or_else(|| "starttls".to_owned());
+    if !matches!(tls.as_str(), "starttls" | "implicit" | "none") {
+        problems.push(format!(
+            "unknown tls {tls:?}: use starttls, implicit or none"
+        ));
+    }
+    let host = raw.smtp_host.clone().unwrap_or_default();
+    if host.is_empty() {
+        problems.push("`smtp_host` is required".to_owned());
+    } else if tls == "none" && !is_loopback(&host) {
+        problems.push("tls = \"none\" is allowed only for loopback hosts".to_owned());
+    }
+    if raw.from.is_none() {
+        problems.push("`from` is required".to_owned());
+    }
+    if raw.admins.is_empty() {
+        problems.push("`admins` needs at least one address".to_owned());
+    }
+    if let Some(lang) = raw
+        .language
+        .as_deref()
+        .filter(|l| !matches!(*l, "de" | "en"))
+    {
+        problems.push(format!("unknown language {lang:?}: use de or en"));
+    }
+    if raw.user.is_some()
+        && let Err(e) = read_secret(&raw.password_env, &raw.password_file, &raw.password)
+    {
+        problems.push(e);
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let default_port = if tls == "implicit" { 465 } else { 587 };
+    Ok(NotifyConfig {
+        smtp_host: host,
+        smtp_port: raw.smtp_port.unwrap_or(default_port),
+        tls,
+        from: raw.from.unwrap_or_default(),
+        admins: raw.admins,
+    })
+}
+
+fn read_secret(
+    env: &Option<String>,
+    file: &Option<String>,
+    inline: &Option<String>,
+) -> Result<Secret, String> {
+    match (env, file, inline) {
+        (Some(var), None, None) => std::env::var(var)
+            .map(Secret)
+            .map_err(|_| format!("password_env {var} is not set")),
+        (None, Some(path), None) => std::fs::read_to_string(path)
+            .map(|s| Secret(s.trim_end_matches(['\r', '\n']).to_owned()))
+            .map_err(|e| format!("password_file {path}: {e}")),
+        (None, None, Some(p)) => Ok(Secret(p.clone())),
+        (None, None, None) => {
+            Err("a password is required: password_env, password_file or password".to_owned())
+        }
+        _ => Err("give only one of password_env, password_file and password".to_owned()),
+    }
+}
+
+/// Whether a host name is on this machine (`localhost`, 127.0.0.0/8, ::1).
+pub fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, Vec<String>> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| vec![e.to_string()])?;
+        Config::from_raw(raw, Path::new("/etc/eingang"))
+    }
+
+    #[test]
+    fn dir_source_paths_are_relative_to_the_config_file() {
+        let c = load(
+            "[[source]]\nname = \"drop\"\nkind = \"dir\"\npath = \"drop/eingang\"\narchive = \"drop/archiv\"\nerror = \"drop/fehler\"\n",
+        )
+        .unwrap();
+        let SourceKind::Dir(dir) = &c.sources[0].kind;
+        assert_eq!(dir.inbox, Path::new("/etc/eingang/drop/eingang"));
+        assert_eq!(dir.settle, Duration::from_secs(2));
+        assert_eq!(c.store, Path::new("/etc/eingang/eingang.db"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let errs = load(
+            "[[source]]\nname = \"a\"\nkind = \"ftp\"\nhost = \"ftp.example.com\"\ntls = \"none\"\n\
+             [[source]]\nname = \"b\"\nkind = \"dir\"\nschedule = \"sometimes\"\n",
+        )
+        .unwrap_err();
+        let text = errs.join("\n");
+        assert!(
+            text.contains("source[0] \"a\": tls = \"none\" is allowed only for loopback hosts"),
+            "{text}"
+        );
+        assert!(
+            text.contains("source[0] \"a\": a password is required"),
+            "{text}"
+        );
+        assert!(
+            text.contains("source[1] \"b\": schedule: unknown schedule"),
+            "{text}"
+        );
+        assert!(text.contains("source[1] \"b\": `path`"), "{text}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(load("[store]\npth = \"x.db\"\n").is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        assert_eq!(format!("{:?}", Secret("hunter2".into())), "***");
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for host in ["localhost", "127.0.0.1", "127.1.2.3", "::1", "[::1]"] {
+            assert!(is_loopback(host), "{host}");
+        }
+        assert!(!is_loopback("mail.example.com"));
+        assert!(!is_loopback("10.0.0.1"));
+    }
+}

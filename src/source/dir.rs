@@ -1,0 +1,427 @@
+//! The local drop folder: files are listed (file-system events are only hints, the listing is
+//! the truth), taken once their size and mtime have been stable for the settle time, handled in
+//! batches, and moved to the archive or error folder without ever overwriting; a failed file
+//! gets `<name>.error.txt` beside it. A dropped `.eml` is a message, any other file an
+//! attachment of its own.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::{Error, PassReport};
+use crate::config::DirConfig;
+use crate::disposition::Disposition;
+use crate::item::{Item, ItemKey, ItemKind, Origin};
+use crate::pipeline::{self, Context};
+
+/// Items handled per store transaction.
+const BATCH: usize = 256;
+
+/// One drop folder with its archive and error folders.
+#[derive(Debug)]
+pub struct DirSource {
+    /// The source name.
+    pub name: String,
+    /// Folders and timings.
+    pub config: DirConfig,
+    /// The supplier every table file here belongs to, if bound.
+    pub supplier: Option<String>,
+    /// Size and mtime of each file when first seen so, and since when: a file is taken once
+    /// both stayed the same for the settle time (mtime alone is not enough: `cp -p` and rsync
+    /// set an old mtime before they write).
+    seen: Mutex<HashMap<PathBuf, (u64, SystemTime, Instant)>>,
+}
+
+/// A file in the inbox as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    path: PathBuf,
+    name: String,
+    size: u64,
+    modified: SystemTime,
+}
+
+impl DirSource {
+    /// A drop-folder source.
+    pub fn new(name: String, config: DirConfig, supplier: Option<String>) -> DirSource {
+        DirSource {
+            name,
+            config,
+            supplier,
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Creates the three folders if they are missing.
+    pub fn create_folders(&self) -> Result<(), Error> {
+        for dir in [&self.config.inbox, &self.config.archive, &self.config.error] {
+            fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        Ok(())
+    }
+
+    /// One line per folder for `eingang check`: whether it exists and is a folder.
+    pub fn check_folders(&self) -> Vec<(String, Result<(), String>)> {
+        [
+            ("inbox", &self.config.inbox),
+            ("archive", &self.config.archive),
+            ("error", &self.config.error),
+        ]
+        .into_iter()
+        .map(|(role, dir)| {
+            let what = format!("{role} folder {}", dir.display());
+            let result = match fs::metadata(dir) {
+                Ok(m) if m.is_dir() => Ok(()),
+                Ok(_) => Err("not a folder".to_owned()),
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    Err("missing (eingang check --create-folders creates it)".to_owned())
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            (what, result)
+        })
+        .collect()
+    }
+
+    /// How many files wait in the inbox.
+    pub fn pending_count(&self) -> usize {
+        self.list().map(|l| l.len()).unwrap_or(0)
+    }
+
+    /// One pass: every settled file in the inbox is handled and moved. Returns after the
+    /// folder has no settled file left, or when `stop` is set (between batches).
+    pub fn pass(&self, cx: &Context, stop: &AtomicBool) -> Result<PassReport, Error> {
+        let mut report = PassReport::default();
+        loop {
+            let (ready, waiting) = self.settled(self.list()?);
+            report.waiting = waiting;
+            if ready.is_empty() || stop.load(Ordering::Relaxed) {
+                return Ok(report);
+            }
+            for chunk in ready.chunks(BATCH) {
+                self.handle_chunk(chunk, cx, &mut report)?;
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(report);
+                }
+            }
+        }
+    }
+
+    /// How long until the next waiting file may have settled (`None`: nothing waits).
+    pub fn time_to_settle(&self) -> Option<Duration> {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.values()
+            .map(|(_, _, since)| self.config.settle.saturating_sub(since.elapsed()))
+            .min()
+    }
+
+    fn list(&self) -> Result<Vec<Entry>, Error> {
+        let dir = &self.config.inbox;
+        let mut entries = Vec::new();
+        for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+            let entry = entry.map_err(|e| Error::io(dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if is_temporary(&name) {
+                continue;
+            }
+            let Ok(meta) = entry.metadata() else {
+                continue; // vanished between listing and stat
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            entries.push(Entry {
+                path: entry.path(),
+                name,
+                size: meta.len(),
+                modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            });
+        }
+        entries.sort_by(|a, b| {
+            a.modified
+                .cmp(&b.modified)
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        Ok(entries)
+    }
+
+    /// Splits the listing into files whose size and mtime stayed the same for the settle
+    /// time, and the count of those still settling.
+    fn settled(&self, entries: Vec<Entry>) -> (Vec<Entry>, usize) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let listed: HashSet<&PathBuf> = entries.iter().map(|e| &e.path).collect();
+        seen.retain(|path, _| listed.contains(path));
+        let mut ready = Vec::new();
+        for entry in &entries {
+            let state = (entry.size, entry.modified);
+            match seen.get(&entry.path) {
+                Some(&(size, modified, since)) if (size, modified) == state => {
+                    if since.elapsed() >= self.config.settle {
+                        ready.push(entry.clone());
+                    }
+                }
+                _ => {
+                    seen.insert(
+                        entry.path.clone(),
+                        (entry.size, entry.modified, Instant::now()),
+                    );
+                }
+            }
+        }
+        for entry in &ready {
+            seen.remove(&entry.path);
+        }
+        let waiting = seen.len();
+        (ready, waiting)
+    }
+
+    fn handle_chunk(
+        &self,
+        chunk: &[Entry],
+        cx: &Context,
+        report: &mut PassReport,
+    ) -> Result<(), Error> {
+        let mut items = Vec::with_capacity(chunk.len());
+        let mut paths = Vec::with_capacity(chunk.len());
+        let mut keys = HashSet::new();
+        for entry in chunk {
+            let Some(item) = self.fetch(entry, cx.limits.max_item_bytes)? else {
+                continue;
+            };
+            // Two copies of the same bytes in one batch: the second waits for the next round,
+            // where the ledger knows the first.
+            if keys.insert(item.key().clone()) {
+                paths.push(entry.path.clone());
+                items.push(item);
+            }
+        }
+        if items.is_empty() {
+            return Ok(());
+        }
+        let outcomes = pipeline::handle_batch(&items, self.supplier.as_deref(), cx)?;
+        let mut disposed = Vec::with_capacity(outcomes.len());
+        for ((path, item), outcome) in paths.iter().zip(&items).zip(&outcomes) {
+            let disposition = Disposition::of(outcome);
+            let place = self.dispose(path, item.name(), &disposition)?;
+            match disposition {
+                Disposition::Archive => {
+                    report.imported += 1;
+                    tracing::info!(source = %self.name, file = %item.name(), to = %place.display(), "item archived");
+                }
+                Disposition::Error { reason, .. } => {
+                    report.rejected += 1;
+                    tracing::warn!(source = %self.name, file = %item.name(), %reason, "item rejected");
+                }
+            }
+            disposed.push((outcome.item_id(), place.display().to_string()));
+        }
+        for dir in [&self.config.archive, &self.config.error] {
+            sync_dir(dir);
+        }
+        crate::fault::point("after_move");
+        cx.store.mark_disposed(&disposed)?;
+        Ok(())
+    }
+
+    /// Reads a settled file. `None` when it changed or vanished since it was listed: it is
+    /// still being written, or someone took it.
+    fn fetch(&self, entry: &Entry, max_bytes: u64) -> Result<Option<Item>, Error> {
+        let origin = Origin {
+            source: self.name.clone(),
+            location: entry.path.display().to_string(),
+            file_name: Some(entry.name.clone()),
+        };
+        let kind = ItemKind::of_file_name(&entry.name);
+        let read = if entry.size > max_bytes {
+            File::open(&entry.path)
+                .and_then(ItemKey::of_reader)
+                .map(|key| Item::oversized(key, entry.size, kind, origin))
+        } else {
+            fs::read(&entry.path).map(|bytes| Item::new(bytes, kind, origin))
+        };
+        let item = match read {
+            Ok(item) => item,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&entry.path, e)),
+        };
+        let unchanged = fs::metadata(&entry.path)
+            .is_ok_and(|m| m.len() == entry.size && m.modified().ok() == Some(entry.modified));
+        Ok((unchanged && item.size() == entry.size).then_some(item))
+    }
+
+    /// Moves a handled file to the archive or error folder under a free name, and writes the
+    /// reason beside a failed one. Returns where it lies now.
+    fn dispose(
+        &self,
+        path: &Path,
+        name: &str,
+        disposition: &Disposition,
+    ) -> Result<PathBuf, Error> {
+        let dir = match disposition {
+            Disposition::Archive => &self.config.archive,
+            Disposition::Error { .. } => &self.config.error,
+        };
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let target = move_without_overwrite(path, dir, name)?;
+        if let Disposition::Error { item_id, reason } = disposition {
+            let note = error_note_path(&target);
+            let text = format!(
+                "{name}: {reason}\n\nitem {item_id} in the eingang store; after fixing the cause run:\n  eingang reprocess {item_id}\n"
+            );
+            write_synced(&note, text.as_bytes()).map_err(|e| Error::io(&note, e))?;
+        }
+        Ok(target)
+    }
+
+    /// Puts a failed file back into the inbox (for `eingang reprocess`) and removes its
+    /// `.error.txt`. Returns the new path.
+    pub fn put_back(&self, failed: &Path) -> Result<PathBuf, Error> {
+        let name = failed
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let target = move_without_overwrite(failed, &self.config.inbox, &name)?;
+        match fs::remove_file(error_note_path(failed)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(failed, e)),
+        }
+        Ok(target)
+    }
+}
+
+/// Names that are still being written or are not ours: hidden files, `*.tmp`, `*.part`,
+/// browser partial downloads and editor backups.
+fn is_temporary(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    name.starts_with('.')
+        || name.ends_with('~')
+        || [".tmp", ".part", ".partial", ".crdownload", ".filepart"]
+            .iter()
+            .any(|ext| lower.ends_with(ext))
+}
+
+fn error_note_path(target: &Path) -> PathBuf {
+    let mut name = target.file_name().unwrap_or_default().to_os_string();
+    name.push(".error.txt");
+    target.with_file_name(name)
+}
+
+/// Renames `from` into `dir` as `name`, or `name-2`, `name-3`, … when taken; never replaces an
+/// existing file (`RENAME_NOREPLACE`), and the file is never in two places at once.
+fn move_without_overwrite(from: &Path, dir: &Path, name: &str) -> Result<PathBuf, Error> {
+    let (stem, ext) = match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => (stem, format!(".{ext}")),
+        _ => (name, String::new()),
+    };
+    for n in 1..=10_000u32 {
+        let candidate = if n == 1 {
+            dir.join(name)
+        } else {
+            dir.join(format!("{stem}-{n}{ext}"))
+        };
+        if error_note_path(&candidate).exists() {
+            continue; // keep each file's reason unambiguous
+        }
+        match rename_noreplace(from, &candidate) {
+            Ok(()) => return Ok(candidate),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(from, e)),
+        }
+    }
+    Err(Error::io(
+        dir,
+        std::io::Error::other("no free name after 10000 tries"),
+    ))
+}
+
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
+    let (src, dst) = (c(from)?, c(to)?);
+    // SAFETY: both arguments are valid NUL-terminated paths that outlive the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            src.as_ptr(),
+            libc::AT_FDCWD,
+            dst.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        // File systems without RENAME_NOREPLACE (some network mounts): a hard link claims
+        // the name atomically, then the source name goes.
+        Some(libc::EINVAL | libc::ENOSYS) => {
+            fs::hard_link(from, to)?;
+            fs::remove_file(from)
+        }
+        // Another file system: copy under the claimed name, make it durable, then remove.
+        Some(libc::EXDEV) => {
+            let mut out = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(to)?;
+            std::io::copy(&mut File::open(from)?, &mut out)?;
+            out.sync_all()?;
+            fs::remove_file(from)
+        }
+        _ => Err(err),
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Makes the renames into `dir` durable. Best effort: not every file system can sync a folder.
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_names_are_ignored() {
+        for name in [
+            ".hidden.csv",
+            "ls.csv.part",
+            "LS.TMP",
+            "x.crdownload",
+            "ls.csv~",
+        ] {
+            assert!(is_temporary(name), "{name}");
+        }
+        assert!(!is_temporary("ls.csv"));
+    }
+
+    #[test]
+    fn moves_never_overwrite() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("archiv");
+        fs::create_dir(&dest).unwrap();
+        fs::write(dest.join("ls.csv"), b"old").unwrap();
+        let src = tmp.path().join("ls.csv");
+        fs::write(&src, b"new").unwrap();
+        let target = move_without_overwrite(&src, &dest, "ls.csv").unwrap();
+        assert_eq!(target, dest.join("ls-2.csv"));
+        assert_eq!(fs::read(dest.join("ls.csv")).unwrap(), b"old");
+        assert_eq!(fs::read(&target).unwrap(), b"new");
+        assert!(!src.exists());
+    }
+}

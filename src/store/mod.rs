@@ -1,0 +1,701 @@
+//! Step 5 of the flow: the SQLite ledger.
+//!
+//! Owns every write: the item rows (key = sha256 of the bytes, attempts, outcome, where the
+//! item lies), the documents with their lines, and the outbox rows for notifications, the last
+//! written in the same transaction as the rejection. `synchronous=FULL` and `BEGIN IMMEDIATE`
+//! make a commit durable before the caller moves the item (DESIGN.md, promise 1).
+//!
+//! Blocking by design: callers on the async runtime use `spawn_blocking`.
+
+mod schema;
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde_json::Value;
+
+use crate::error::Reject;
+use crate::extract::Envelope;
+use crate::item::Item;
+use crate::model::{Document, Operation};
+
+/// An item whose parse was started this many times without an outcome is set aside.
+pub const MAX_ATTEMPTS: u32 = 3;
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A store error. Busy and I/O errors are transient: the item stays where it is.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// SQLite refused or failed.
+    #[error("store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The file was written by a newer eingang.
+    #[error(
+        "store: schema version {found} is newer than this eingang knows ({known}); update eingang"
+    )]
+    TooNew {
+        /// The file's version.
+        found: i64,
+        /// This build's version.
+        known: usize,
+    },
+}
+
+/// What the ledger already knows about an item's bytes, decided before parsing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prior {
+    /// Never seen (or rejected before and disposed: a new try after a fix). Parse it.
+    Fresh {
+        /// Its new ledger row.
+        item_id: i64,
+    },
+    /// An earlier attempt started and never finished (the process died). Parse it alone,
+    /// after `Store::count_attempt`.
+    Retry {
+        /// The ledger row.
+        item_id: i64,
+    },
+    /// Decided before a crash; only the move is left.
+    Decided(Outcome),
+    /// Earlier attempts crashed the process `MAX_ATTEMPTS` times: reject without parsing.
+    Poison {
+        /// The ledger row.
+        item_id: i64,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The same bytes were imported and archived before: a re-delivery.
+    AlreadyImported {
+        /// This arrival's new ledger row.
+        item_id: i64,
+        /// The earlier item.
+        existing: i64,
+    },
+}
+
+/// A committed outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Documents stored.
+    Imported {
+        /// The ledger row.
+        item_id: i64,
+        /// The stored documents' ids.
+        documents: Vec<i64>,
+    },
+    /// Rejected, with one outbox row.
+    Rejected {
+        /// The ledger row.
+        item_id: i64,
+        /// The reason as shown to people.
+        reason: String,
+    },
+}
+
+impl Outcome {
+    /// The ledger row.
+    pub fn item_id(&self) -> i64 {
+        match self {
+            Outcome::Imported { item_id, .. } | Outcome::Rejected { item_id, .. } => *item_id,
+        }
+    }
+}
+
+/// The parse result of one item, ready to commit.
+#[derive(Debug)]
+pub struct Verdict {
+    /// The ledger row from `begin`.
+    pub item_id: i64,
+    /// The message's envelope (empty for files).
+    pub envelope: Envelope,
+    /// The routed supplier.
+    pub supplier: Option<String>,
+    /// Documents, or the rejection.
+    pub result: Result<Vec<Document>, Reject>,
+}
+
+/// A stored document as `export` prints it.
+#[derive(Debug, Clone)]
+pub struct Exported {
+    /// The store id.
+    pub id: i64,
+    /// The document JSON with `id` and `origin` added.
+    pub json: Value,
+}
+
+/// One source's counters for `status`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SourceCounts {
+    /// The source name.
+    pub name: String,
+    /// Items received.
+    pub received: i64,
+    /// Items imported and archived.
+    pub archived: i64,
+    /// Items rejected and moved to the error folder (not counting reprocessed ones).
+    pub failed: i64,
+    /// Items started or decided but not yet moved.
+    pub in_flight: i64,
+    /// When the source last finished a pass without error.
+    pub last_ok: Option<String>,
+    /// The last error, if the source has failed since.
+    pub last_error: Option<String>,
+}
+
+/// A rejected item, as `reprocess` needs it.
+#[derive(Debug, Clone)]
+pub struct FailedItem {
+    /// The ledger row.
+    pub id: i64,
+    /// The source it came from.
+    pub source: String,
+    /// Where it lies now (the path in the error folder).
+    pub archived: Option<String>,
+    /// Where it was found.
+    pub location: String,
+}
+
+/// The SQLite store. One connection; `&self` methods lock it for one call.
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the store.
+    pub fn open(path: &Path) -> Result<Store, Error> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                    Some(format!("{}: {e}", dir.display())),
+                )
+            })?;
+        }
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // An item is moved right after its commit, so the commit must survive a power loss.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if found > schema::latest() as i64 {
+            return Err(Error::TooNew {
+                found,
+                known: schema::latest(),
+            });
+        }
+        schema::migrate(&mut conn)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (transactions roll back).
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Looks up every item's bytes in the ledger and records the new arrivals, in one
+    /// transaction, before anything is parsed.
+    pub fn begin(&self, items: &[&Item]) -> Result<Vec<Prior>, Error> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut priors = Vec::with_capacity(items.len());
+        {
+            let mut latest = tx.prepare_cached(
+                "SELECT id, attempts, outcome, disposed_at IS NOT NULL, reason
+                 FROM items WHERE sha256 = ?1 ORDER BY id DESC LIMIT 1",
+            )?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO items (sha256, source, kind, location, file_name, size, received_at, attempts)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)",
+            )?;
+            let now = now();
+            for item in items {
+                let row = latest
+                    .query_row([item.key().as_str()], |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, u32>(1)?,
+                            r.get::<_, Option<String>>(2)?,
+                            r.get::<_, bool>(3)?,
+                            r.get::<_, Option<String>>(4)?,
+                        ))
+                    })
+                    .optional()?;
+                let mut insert_new = || -> rusqlite::Result<i64> {
+                    insert.execute(params![
+                        item.key().as_str(),
+                        item.origin.source,
+                        item.kind.as_str(),
+                        item.origin.location,
+                        item.origin.file_name,
+                        item.bytes.len() as i64,
+                        now,
+                    ])?;
+                    Ok(tx.last_insert_rowid())
+                };
+                let prior = match row {
+                    None => Prior::Fresh {
+                        item_id: insert_new()?,
+                    },
+                    Some((id, attempts, None, _, _)) if attempts >= MAX_ATTEMPTS => Prior::Poison {
+                        item_id: id,
+                        attempts,
+                    },
+                    Some((id, _, None, _, _)) => Prior::Retry { item_id: id },
+                    Some((id, _, Some(outcome), false, reason)) => {
+                        Prior::Decided(decided(&tx, id, &outcome, reason)?)
+                    }
+                    Some((id, _, Some(outcome), true, _)) if outcome == "imported" => {
+                        Prior::AlreadyImported {
+                            item_id: insert_new()?,
+                            existing: id,
+                        }
+                    }
+                    Some(_) => Prior::Fresh {
+                        item_id: insert_new()?,
+                    },
+                };
+                priors.push(prior);
+            }
+        }
+        tx.commit()?;
+        Ok(priors)
+    }
+
+    /// Counts one more attempt for an item that an earlier attempt never finished; committed
+    /// before the parse, so that an item that kills the process is set aside eventually.
+    pub fn count_attempt(&self, item_id: i64) -> Result<(), Error> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE items SET attempts = attempts + 1 WHERE id = ?1",
+            [item_id],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Writes the verdicts in one transaction: documents and lines for imports (a duplicate
+    /// business key turns an import into a rejection here), the outcome of every item, and an
+    /// outbox row for every rejection.
+    pub fn commit(&self, verdicts: Vec<Verdict>) -> Result<Vec<Outcome>, Error> {
+        let mut conn = self.lock();
+        let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let now = now();
+        let mut outcomes = Vec::with_capacity(verdicts.len());
+        for verdict in verdicts {
+            let result = match verdict.result {
+                Ok(documents) => {
+                    let sp = tx.savepoint()?;
+                    match insert_documents(&sp, verdict.item_id, &documents, &now)? {
+                        Ok(ids) => {
+                            sp.commit()?;
+                            Ok(ids)
+                        }
+                        Err(reject) => {
+                            drop(sp); // rolls back this item's documents
+                            Err(reject)
+                        }
+                    }
+                }
+                Err(reject) => Err(reject),
+            };
+            let envelope = &verdict.envelope;
+            let outcome = match result {
+                Ok(ids) => {
+                    tx.prepare_cached(
+                        "UPDATE items SET outcome = 'imported', label = NULL, reason = NULL, supplier = ?2,
+                         sender = ?3, subject = ?4, message_id = ?5, decided_at = ?6 WHERE id = ?1",
+                    )?
+                    .execute(params![
+                        verdict.item_id,
+                        verdict.supplier,
+                        envelope.sender,
+                        envelope.subject,
+                        envelope.message_id,
+                        now
+                    ])?;
+                    Outcome::Imported {
+                        item_id: verdict.item_id,
+                        documents: ids,
+                    }
+                }
+                Err(reject) => {
+                    let reason = reject.to_string();
+                    tx.prepare_cached(
+                        "UPDATE items SET outcome = 'rejected', label = ?2, reason = ?3, supplier = ?4,
+                         sender = ?5, subject = ?6, message_id = ?7, decided_at = ?8 WHERE id = ?1",
+                    )?
+                    .execute(params![
+                        verdict.item_id,
+                        reject.label(),
+                        reason,
+                        verdict.supplier,
+                        envelope.sender,
+                        envelope.subject,
+                        envelope.message_id,
+                        now
+                    ])?;
+                    tx.prepare_cached(
+                        "INSERT INTO outbox (item_id, source, kind, created_at)
+                         SELECT id, source, 'rejected', ?2 FROM items WHERE id = ?1",
+                    )?
+                    .execute(params![verdict.item_id, now])?;
+                    Outcome::Rejected {
+                        item_id: verdict.item_id,
+                        reason,
+                    }
+                }
+            };
+            outcomes.push(outcome);
+        }
+        tx.commit()?;
+        Ok(outcomes)
+    }
+
+    /// Records where each item lies now; after this the item is done.
+    pub fn mark_disposed(&self, disposed: &[(i64, String)]) -> Result<(), Error> {
+        if disposed.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut update = tx
+                .prepare_cached("UPDATE items SET disposed_at = ?2, archived = ?3 WHERE id = ?1")?;
+            let now = now();
+            for (id, place) in disposed {
+                update.execute(params![id, now, place])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every stored document with `id > since`, oldest first, with its origin.
+    pub fn export(&self, since: i64) -> Result<Vec<Exported>, Error> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT d.id, d.json, d.file, d.superseded_by, i.source, i.message_id, i.sha256, i.archived
+             FROM documents d JOIN items i ON i.id = d.item_id WHERE d.id > ?1 ORDER BY d.id",
+        )?;
+        let rows = stmt.query_map([since], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, String>(6)?,
+                r.get::<_, Option<String>>(7)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, json, file, superseded_by, source, message_id, sha256, archived) = row?;
+            let mut doc: serde_json::Map<String, Value> =
+                serde_json::from_str(&json).unwrap_or_default();
+            let mut origin = serde_json::Map::new();
+            origin.insert("source".into(), source.into());
+            if let Some(m) = message_id {
+                origin.insert("message_id".into(), format!("<{m}>").into());
+            }
+            origin.insert("file".into(), file.into());
+            origin.insert("sha256".into(), sha256.into());
+            if let Some(a) = archived {
+                origin.insert("archived".into(), a.into());
+            }
+            let mut json = serde_json::Map::new();
+            json.insert("id".into(), id.into());
+            json.append(&mut doc);
+            if let Some(s) = superseded_by {
+                json.insert("superseded_by".into(), s.into());
+            }
+            json.insert("origin".into(), origin.into());
+            out.push(Exported {
+                id,
+                json: Value::Object(json),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Counters per source that has items or a recorded state, by name.
+    pub fn source_counts(&self) -> Result<Vec<SourceCounts>, Error> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT s.source,
+                    COALESCE(c.received, 0), COALESCE(c.archived, 0), COALESCE(c.failed, 0), COALESCE(c.in_flight, 0),
+                    st.last_ok, CASE WHEN st.last_error_at > COALESCE(st.last_ok, '') THEN st.last_error END
+             FROM (SELECT source FROM items UNION SELECT source FROM source_state) s
+             LEFT JOIN (SELECT source, COUNT(*) AS received,
+                               SUM(outcome = 'imported' AND disposed_at IS NOT NULL) AS archived,
+                               SUM(outcome = 'rejected' AND disposed_at IS NOT NULL AND reprocessed_at IS NULL) AS failed,
+                               SUM(disposed_at IS NULL) AS in_flight
+                        FROM items GROUP BY source) c ON c.source = s.source
+             LEFT JOIN source_state st ON st.source = s.source
+             ORDER BY s.source",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(SourceCounts {
+                name: r.get(0)?,
+                received: r.get(1)?,
+                archived: r.get(2)?,
+                failed: r.get(3)?,
+                in_flight: r.get(4)?,
+                last_ok: r.get(5)?,
+                last_error: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// How many documents are stored (superseded ones included).
+    pub fn document_count(&self) -> Result<i64, Error> {
+        Ok(self
+            .lock()
+            .query_row("SELECT COUNT(*) FROM documents", [], |r| r.get(0))?)
+    }
+
+    /// How many outbox rows wait to be sent.
+    pub fn pending_notifications(&self) -> Result<i64, Error> {
+        Ok(self.lock().query_row(
+            "SELECT COUNT(*) FROM outbox WHERE state = 'pending'",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Records a pass of a source: `Ok` clears its error, `Err` keeps the text.
+    pub fn record_pass(&self, source: &str, result: Result<(), &str>) -> Result<(), Error> {
+        let conn = self.lock();
+        let now = now();
+        match result {
+            Ok(()) => conn.execute(
+                "INSERT INTO source_state (source, last_ok) VALUES (?1, ?2)
+                 ON CONFLICT(source) DO UPDATE SET last_ok = excluded.last_ok",
+                params![source, now],
+            )?,
+            Err(e) => conn.execute(
+                "INSERT INTO source_state (source, last_error, last_error_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(source) DO UPDATE SET last_error = excluded.last_error, last_error_at = excluded.last_error_at",
+                params![source, e, now],
+            )?,
+        };
+        Ok(())
+    }
+
+    /// The rejected, disposed and not yet reprocessed item with this id.
+    pub fn failed_item(&self, id: i64) -> Result<Option<FailedItem>, Error> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT id, source, archived, location FROM items
+                 WHERE id = ?1 AND outcome = 'rejected' AND disposed_at IS NOT NULL AND reprocessed_at IS NULL",
+                [id],
+                |r| {
+                    Ok(FailedItem {
+                        id: r.get(0)?,
+                        source: r.get(1)?,
+                        archived: r.get(2)?,
+                        location: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Clears a failed outcome after the item was put back into its inbox: the next arrival of
+    /// the same bytes is a fresh try.
+    pub fn mark_reprocessed(&self, id: i64) -> Result<(), Error> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE items SET reprocessed_at = ?2 WHERE id = ?1",
+            params![id, now()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn decided(
+    conn: &Connection,
+    id: i64,
+    outcome: &str,
+    reason: Option<String>,
+) -> rusqlite::Result<Outcome> {
+    if outcome == "imported" {
+        let mut stmt =
+            conn.prepare_cached("SELECT id FROM documents WHERE item_id = ?1 ORDER BY id")?;
+        let documents = stmt
+            .query_map([id], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<i64>>>()?;
+        Ok(Outcome::Imported {
+            item_id: id,
+            documents,
+        })
+    } else {
+        Ok(Outcome::Rejected {
+            item_id: id,
+            reason: reason.unwrap_or_default(),
+        })
+    }
+}
+
+/// The key under which a document may be stored only once: per format, supplier and number
+/// (delivery notes), per supplier and orderID (cXML orders), per payloadID (PunchOut).
+pub fn business_key(document: &Document) -> String {
+    let supplier = document.supplier().unwrap_or("");
+    match document {
+        Document::DeliveryNote(n) => format!("note|{}|{supplier}|{}", n.format, n.number.trim()),
+        Document::Order(o) => match (&o.order_id, &o.payload_id) {
+            (Some(id), _) => format!("order|{supplier}|{}", id.trim()),
+            (None, Some(payload)) => format!("punchout|{}", payload.trim()),
+            (None, None) => format!("punchout|{supplier}|"),
+        },
+    }
+}
+
+/// Inserts an item's documents. `Ok(Err(reject))` is a duplicate: the caller rolls back.
+fn insert_documents(
+    conn: &Connection,
+    item_id: i64,
+    documents: &[Document],
+    now: &str,
+) -> rusqlite::Result<Result<Vec<i64>, Reject>> {
+    let mut ids = Vec::with_capacity(documents.len());
+    for document in documents {
+        let key = business_key(document);
+        let (payload_id, operation) = match document {
+            Document::Order(o) => (o.payload_id.as_deref(), Some(o.operation)),
+            Document::DeliveryNote(_) => (None, None),
+        };
+        let duplicate = |existing: i64| Reject::Duplicate {
+            kind: document.kind().replace('_', " "),
+            number: document.number().unwrap_or_default().to_owned(),
+            supplier: document.supplier().map(str::to_owned),
+            existing,
+        };
+        if let Some(payload) = payload_id {
+            let same_payload: Option<i64> = conn
+                .prepare_cached("SELECT id FROM documents WHERE payload_id = ?1 LIMIT 1")?
+                .query_row([payload], |r| r.get(0))
+                .optional()?;
+            if let Some(existing) = same_payload {
+                return Ok(Err(duplicate(existing)));
+            }
+        }
+        let active: Option<i64> = conn
+            .prepare_cached(
+                "SELECT id FROM documents WHERE business_key = ?1 AND superseded_by IS NULL LIMIT 1",
+            )?
+            .query_row([&key], |r| r.get(0))
+            .optional()?;
+        let supersedes = match (active, operation) {
+            (Some(existing), None | Some(Operation::New)) => return Ok(Err(duplicate(existing))),
+            (Some(existing), Some(Operation::Update | Operation::Delete)) => Some(existing),
+            (None, _) => None,
+        };
+        let json = serde_json::to_string(document).expect("documents always serialize");
+        let date = match document {
+            Document::DeliveryNote(n) => n.date,
+            Document::Order(o) => o.date,
+        };
+        conn.prepare_cached(
+            "INSERT INTO documents (item_id, kind, format, supplier, number, business_key, payload_id,
+                                    operation, date, file, json, stored_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?
+        .execute(params![
+            item_id,
+            document.kind(),
+            document.format(),
+            document.supplier(),
+            document.number().unwrap_or_default(),
+            key,
+            payload_id,
+            operation.map(|o| format!("{o:?}").to_lowercase()),
+            date.map(|d| d.to_string()),
+            document.file(),
+            json,
+            now
+        ])?;
+        let id = conn.last_insert_rowid();
+        if let Some(old) = supersedes {
+            conn.prepare_cached("UPDATE documents SET superseded_by = ?2 WHERE id = ?1")?
+                .execute(params![old, id])?;
+        }
+        insert_lines(conn, id, document)?;
+        ids.push(id);
+    }
+    Ok(Ok(ids))
+}
+
+fn insert_lines(conn: &Connection, document_id: i64, document: &Document) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO lines (document_id, position, line_no, supplier_part_id, buyer_part_id, gtin,
+                            description, quantity, manufacturer_part_id, unit, unit_price, line_total,
+                            order_ref, order_line, serial_number, comment)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+    )?;
+    let text = |d: Option<crate::model::Decimal>| d.map(|d| d.to_string());
+    match document {
+        Document::DeliveryNote(n) => {
+            for (i, l) in n.lines.iter().enumerate() {
+                stmt.execute(params![
+                    document_id,
+                    i as i64 + 1,
+                    l.line_no,
+                    l.supplier_part_id,
+                    l.buyer_part_id,
+                    l.gtin,
+                    l.description,
+                    text(l.quantity),
+                    l.manufacturer_part_id,
+                    l.unit,
+                    None::<String>,
+                    text(l.line_total),
+                    l.order_ref,
+                    l.order_line,
+                    l.serial_number,
+                    l.comment
+                ])?;
+            }
+        }
+        Document::Order(o) => {
+            for (i, l) in o.lines.iter().enumerate() {
+                stmt.execute(params![
+                    document_id,
+                    i as i64 + 1,
+                    l.line_no,
+                    l.supplier_part_id,
+                    None::<String>,
+                    None::<String>,
+                    l.description,
+                    text(l.quantity),
+                    None::<String>,
+                    l.unit,
+                    text(l.unit_price),
+                    None::<String>,
+                    o.order_id,
+                    None::<String>,
+                    None::<String>,
+                    None::<String>
+                ])?;
+            }
+        }
+    }
+    Ok(())
+}

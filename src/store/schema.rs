@@ -1,0 +1,109 @@
+//! The SQLite schema, migrated step by step along `PRAGMA user_version`.
+
+use rusqlite::Connection;
+
+/// Each entry moves the schema from version `index` to `index + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: the ledger of items, the documents with their lines, the outbox, source health.
+    "CREATE TABLE items (
+        id INTEGER PRIMARY KEY,
+        sha256 TEXT NOT NULL,
+        source TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        location TEXT NOT NULL,
+        file_name TEXT,
+        size INTEGER NOT NULL,
+        received_at TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        message_id TEXT,
+        sender TEXT,
+        subject TEXT,
+        supplier TEXT,
+        outcome TEXT CHECK (outcome IN ('imported', 'rejected')),
+        label TEXT,
+        reason TEXT,
+        decided_at TEXT,
+        disposed_at TEXT,
+        archived TEXT,
+        reprocessed_at TEXT
+    );
+    CREATE INDEX items_by_sha ON items(sha256);
+    CREATE INDEX items_by_source ON items(source);
+    CREATE TABLE documents (
+        id INTEGER PRIMARY KEY,
+        item_id INTEGER NOT NULL REFERENCES items(id),
+        kind TEXT NOT NULL,
+        format TEXT NOT NULL,
+        supplier TEXT,
+        number TEXT NOT NULL,
+        business_key TEXT NOT NULL,
+        payload_id TEXT,
+        operation TEXT,
+        date TEXT,
+        file TEXT NOT NULL,
+        json TEXT NOT NULL,
+        superseded_by INTEGER REFERENCES documents(id),
+        stored_at TEXT NOT NULL
+    );
+    CREATE INDEX documents_by_key ON documents(business_key);
+    CREATE INDEX documents_by_payload ON documents(payload_id) WHERE payload_id IS NOT NULL;
+    CREATE TABLE lines (
+        id INTEGER PRIMARY KEY,
+        document_id INTEGER NOT NULL REFERENCES documents(id),
+        position INTEGER NOT NULL,
+        line_no TEXT NOT NULL,
+        supplier_part_id TEXT,
+        buyer_part_id TEXT,
+        gtin TEXT,
+        description TEXT,
+        quantity TEXT,
+        manufacturer_part_id TEXT,
+        unit TEXT,
+        unit_price TEXT,
+        line_total TEXT,
+        order_ref TEXT,
+        order_line TEXT,
+        serial_number TEXT,
+        comment TEXT
+    );
+    CREATE INDEX lines_by_document ON lines(document_id);
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        item_id INTEGER REFERENCES items(id),
+        source TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_attempt_at TEXT,
+        sent_at TEXT,
+        message_id TEXT
+    );
+    CREATE TABLE source_state (
+        source TEXT PRIMARY KEY,
+        last_ok TEXT,
+        last_error TEXT,
+        last_error_at TEXT
+    );",
+];
+
+/// Brings the schema to the newest version, one transaction per step.
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (version, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(current).unwrap_or(0))
+    {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// The schema version this build writes.
+pub fn latest() -> usize {
+    MIGRATIONS.len()
+}
