@@ -52,7 +52,7 @@ pub fn message(bytes: &[u8], name: &str) -> Result<Extracted, Reject> {
             attachments: Vec::new(),
             skipped: Vec::new(),
         };
-        collect(&message, 0, &mut out);
+        collect(&message, message.raw_message(), 0, &mut out);
         Some(out)
     }));
     let extracted = match parsed {
@@ -88,8 +88,10 @@ fn envelope_of(message: &Message<'_>) -> Envelope {
     }
 }
 
-fn collect(message: &Message<'_>, depth: usize, out: &mut Extracted) {
-    let raw = message.raw_message();
+/// `raw` is the buffer the part offsets point into: the outer message for a nested message
+/// that was not transfer-encoded (mail-parser keeps the outer offsets there), the nested
+/// message's own decoded bytes for a base64/QP-encoded one (parsed on its own).
+fn collect(message: &Message<'_>, raw: &[u8], depth: usize, out: &mut Extracted) {
     for (index, part) in message.parts.iter().enumerate() {
         if out.attachments.len() > MAX_ATTACHMENTS {
             return;
@@ -98,7 +100,11 @@ fn collect(message: &Message<'_>, depth: usize, out: &mut Extracted) {
             PartType::Multipart(_) => continue,
             PartType::Message(nested) => {
                 if depth < MAX_NESTED_MESSAGES {
-                    collect(nested, depth + 1, out);
+                    let nested_raw = match part.encoding {
+                        Encoding::None => raw,
+                        Encoding::Base64 | Encoding::QuotedPrintable => nested.raw_message(),
+                    };
+                    collect(nested, nested_raw, depth + 1, out);
                 }
                 continue;
             }
@@ -238,6 +244,39 @@ mod tests {
         let names: Vec<&str> = out.attachments.iter().map(|a| a.name.as_str()).collect();
         assert_eq!(names, ["inner.csv"]);
         assert_eq!(out.attachments[0].bytes, b"q;1");
+
+        // The same forward, base64-encoded: parsed on its own, offsets into its own bytes.
+        let encoded = base64_lines(inner.as_bytes());
+        let bytes = eml(&format!(
+            "--b\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n{encoded}\r\n"
+        ));
+        let out = message(&bytes, "m.eml").unwrap();
+        assert_eq!(out.attachments.len(), 1);
+        assert_eq!(out.attachments[0].bytes, b"q;1");
+    }
+
+    fn base64_lines(bytes: &[u8]) -> String {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+            if out.len() % 76 == 0 {
+                out.push_str("\r\n");
+            }
+        }
+        out
     }
 
     #[test]
