@@ -272,7 +272,7 @@ mod tests {
                     out.push('=');
                 }
             }
-            if out.len() % 76 == 0 {
+            if out.len().is_multiple_of(76) {
                 out.push_str("\r\n");
             }
         }

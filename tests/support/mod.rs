@@ -1,0 +1,167 @@
+//! Shared helpers for the integration tests: a temporary workspace with a config, the built
+//! binary, sample documents, and polling with deadlines.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A temporary folder with `eingang.toml`, a drop folder and a store.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    /// A workspace whose config has one dir source `drop` (settle 1 s) and `extra` appended.
+    pub fn new(extra: &str) -> Workspace {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = format!(
+            "formats = \"formats\"\n[store]\npath = \"eingang.db\"\n\
+             [[source]]\nname = \"drop\"\nkind = \"dir\"\npath = \"in\"\narchive = \"archiv\"\nerror = \"fehler\"\nsettle = \"1s\"\nrescan = \"2s\"\n{extra}"
+        );
+        std::fs::write(dir.path().join("eingang.toml"), config).expect("write config");
+        for d in ["in", "archiv", "fehler", "formats"] {
+            std::fs::create_dir_all(dir.path().join(d)).expect("mkdir");
+        }
+        Workspace { dir }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Runs `eingang <args>` in the workspace with its config.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args, &[]).output().expect("run eingang")
+    }
+
+    /// The same, with extra environment variables (e.g. a fault point).
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.command(args, env).output().expect("run eingang")
+    }
+
+    pub fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_eingang"));
+        cmd.current_dir(self.dir.path())
+            .args(args)
+            .stdin(Stdio::null())
+            .env_remove("EINGANG_FAULT")
+            .env_remove("EINGANG_LOG");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args, &[])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn eingang")
+    }
+
+    /// Writes a file into a folder of the workspace and backdates nothing: the settle time
+    /// applies as for a real drop.
+    pub fn drop_file(&self, folder: &str, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = self.path(folder).join(name);
+        std::fs::write(&path, bytes).expect("write drop file");
+        path
+    }
+
+    /// File names in a folder, sorted.
+    pub fn files(&self, folder: &str) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.path(folder))
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// `export --jsonl` parsed.
+    pub fn exported(&self) -> Vec<serde_json::Value> {
+        let out = self.run(&["export", "--jsonl"]);
+        assert!(out.status.success(), "export failed: {}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("jsonl line"))
+            .collect()
+    }
+
+    /// One number from the store, read as a second process would.
+    pub fn query_i64(&self, sql: &str) -> i64 {
+        let conn = rusqlite::Connection::open(self.path("eingang.db")).expect("open store");
+        conn.query_row(sql, [], |r| r.get(0)).expect("query")
+    }
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls `check` every 50 ms until it holds or the deadline passes.
+pub fn wait_until(deadline: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + deadline;
+    while Instant::now() < end {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    check()
+}
+
+/// A minimal openTRANS 2.1 DISPATCHNOTIFICATION with one line, written for these tests.
+pub fn opentrans(number: &str, quantity: &str) -> Vec<u8> {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<DISPATCHNOTIFICATION xmlns="http://www.opentrans.org/XMLSchema/2.1" xmlns:bmecat="http://www.bmecat.org/bmecat/2005" version="2.1">
+  <DISPATCHNOTIFICATION_HEADER>
+    <DISPATCHNOTIFICATION_INFO>
+      <DISPATCHNOTIFICATION_ID>{number}</DISPATCHNOTIFICATION_ID>
+      <DISPATCHNOTIFICATION_DATE>2026-11-20</DISPATCHNOTIFICATION_DATE>
+    </DISPATCHNOTIFICATION_INFO>
+  </DISPATCHNOTIFICATION_HEADER>
+  <DISPATCHNOTIFICATION_ITEM_LIST>
+    <DISPATCHNOTIFICATION_ITEM>
+      <LINE_ITEM_ID>1</LINE_ITEM_ID>
+      <PRODUCT_ID><bmecat:SUPPLIER_PID>A-100</bmecat:SUPPLIER_PID></PRODUCT_ID>
+      <QUANTITY>{quantity}</QUANTITY>
+      <bmecat:ORDER_UNIT>C62</bmecat:ORDER_UNIT>
+      <ORDER_REFERENCE><ORDER_ID>PO-1001</ORDER_ID><LINE_ITEM_ID>3</LINE_ITEM_ID></ORDER_REFERENCE>
+    </DISPATCHNOTIFICATION_ITEM>
+  </DISPATCHNOTIFICATION_ITEM_LIST>
+</DISPATCHNOTIFICATION>
+"#
+    )
+    .into_bytes()
+}
+
+/// A message from `from` carrying one attachment.
+pub fn message(
+    from: &str,
+    message_id: &str,
+    name: &str,
+    content_type: &str,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut out = format!(
+        "From: Lieferant <{from}>\r\nTo: lager@example.com\r\nSubject: Lieferschein {name}\r\n\
+         Message-ID: <{message_id}>\r\nDate: Fri, 20 Nov 2026 10:00:00 +0100\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"b0\"\r\n\r\n--b0\r\nContent-Type: text/plain\r\n\r\n\
+         Anbei der Lieferschein.\r\n--b0\r\nContent-Type: {content_type}\r\n\
+         Content-Disposition: attachment; filename=\"{name}\"\r\n\r\n"
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out.extend_from_slice(b"\r\n--b0--\r\n");
+    out
+}
