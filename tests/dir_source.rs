@@ -348,3 +348,35 @@ fn stop(child: &mut std::process::Child) -> std::process::ExitStatus {
     child.kill().unwrap();
     panic!("eingang run did not stop within 10 s of SIGTERM");
 }
+
+#[cfg(feature = "fault-points")]
+#[test]
+fn killed_after_move_before_its_record_is_found_in_the_archive() {
+    use std::os::unix::process::ExitStatusExt;
+    let ws = Workspace::new("");
+    ws.drop_file("in", "ls-1.xml", &opentrans("LS-1", "1"));
+    let out = ws.run_env(&["sync"], &[("EINGANG_FAULT", "after_move")]);
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGKILL),
+        "fault point not reached"
+    );
+    assert_eq!(ws.files("archiv"), ["ls-1.xml"]);
+    assert_eq!(
+        ws.query_i64("SELECT COUNT(*) FROM items WHERE disposed_at IS NULL"),
+        1
+    );
+    assert!(ws.run(&["sync"]).status.success());
+    assert_eq!(
+        ws.query_i64("SELECT COUNT(*) FROM items WHERE disposed_at IS NULL"),
+        0
+    );
+    assert_eq!(ws.query_i64("SELECT COUNT(*) FROM documents"), 1);
+    let docs = ws.exported();
+    assert!(
+        docs[0]["origin"]["archived"]
+            .as_str()
+            .unwrap()
+            .ends_with("archiv/ls-1.xml")
+    );
+}

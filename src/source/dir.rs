@@ -95,6 +95,7 @@ impl DirSource {
     /// One pass: every settled file in the inbox is handled and moved. Returns after the
     /// folder has no settled file left, or when `stop` is set (between batches).
     pub fn pass(&self, cx: &Context, stop: &AtomicBool) -> Result<PassReport, Error> {
+        self.reconcile(cx)?;
         let mut report = PassReport::default();
         loop {
             let (ready, waiting) = self.settled(self.list()?);
@@ -227,6 +228,43 @@ impl DirSource {
         Ok(())
     }
 
+    /// Finds the items that left the inbox without their move being recorded (a crash between
+    /// the rename and the store update) and records where they lie now. An item still in the
+    /// inbox needs nothing: the pass resumes it from its committed outcome.
+    fn reconcile(&self, cx: &Context) -> Result<(), Error> {
+        let mut found = Vec::new();
+        for item in cx.store.undisposed(&self.name)? {
+            if Path::new(&item.location).exists() {
+                continue;
+            }
+            let folder = match item.imported {
+                Some(true) => &self.config.archive,
+                Some(false) => &self.config.error,
+                None => {
+                    tracing::warn!(source = %self.name, file = %item.location, "file vanished from the inbox before it was handled");
+                    found.push((
+                        item.item_id,
+                        "vanished from the inbox before it was handled".to_owned(),
+                    ));
+                    continue;
+                }
+            };
+            let name = item.file_name.as_deref().unwrap_or_default();
+            let place = find_by_hash(folder, name, &item.sha256)
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| {
+                    format!(
+                        "moved to {} before a crash; not found there",
+                        folder.display()
+                    )
+                });
+            tracing::info!(source = %self.name, file = %name, %place, "recorded a move interrupted by a crash");
+            found.push((item.item_id, place));
+        }
+        cx.store.mark_disposed(&found)?;
+        Ok(())
+    }
+
     /// Reads a settled file. `None` when it changed or vanished since it was listed: it is
     /// still being written, or someone took it.
     fn fetch(&self, entry: &Entry, max_bytes: u64) -> Result<Option<Item>, Error> {
@@ -292,6 +330,25 @@ impl DirSource {
         }
         Ok(target)
     }
+}
+
+/// The file in `folder` named `name` or `stem-N.ext` whose bytes hash to `sha256`.
+fn find_by_hash(folder: &Path, name: &str, sha256: &str) -> Option<PathBuf> {
+    let stem = name.rsplit_once('.').map_or(name, |(stem, _)| stem);
+    fs::read_dir(folder)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name().is_some_and(|n| {
+                n.to_string_lossy().starts_with(stem)
+                    && !n.to_string_lossy().ends_with(".error.txt")
+            })
+        })
+        .find(|p| {
+            File::open(p)
+                .and_then(ItemKey::of_reader)
+                .is_ok_and(|key| key.as_str() == sha256)
+        })
 }
 
 /// Names that are still being written or are not ours: hidden files, `*.tmp`, `*.part`,

@@ -144,6 +144,21 @@ pub struct SourceCounts {
     pub last_error: Option<String>,
 }
 
+/// An item that was never marked as moved.
+#[derive(Debug, Clone)]
+pub struct Undisposed {
+    /// The ledger row.
+    pub item_id: i64,
+    /// Where it was found.
+    pub location: String,
+    /// Its file name.
+    pub file_name: Option<String>,
+    /// `Some(true)` imported, `Some(false)` rejected, `None` never decided.
+    pub imported: Option<bool>,
+    /// The sha256 of its bytes.
+    pub sha256: String,
+}
+
 /// A rejected item, as `reprocess` needs it.
 #[derive(Debug, Clone)]
 pub struct FailedItem {
@@ -376,6 +391,26 @@ impl Store {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Items of a source that were started or decided but never marked as moved: what a crash
+    /// between the move and its record leaves behind.
+    pub fn undisposed(&self, source: &str) -> Result<Vec<Undisposed>, Error> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT id, location, file_name, outcome, sha256 FROM items
+             WHERE source = ?1 AND disposed_at IS NULL ORDER BY id",
+        )?;
+        let rows = stmt.query_map([source], |r| {
+            Ok(Undisposed {
+                item_id: r.get(0)?,
+                location: r.get(1)?,
+                file_name: r.get(2)?,
+                imported: r.get::<_, Option<String>>(3)?.map(|o| o == "imported"),
+                sha256: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Every stored document with `id > since`, oldest first, with its origin.
