@@ -234,7 +234,13 @@ pub fn parse(
         let position = reader.buffer_position();
         let event = match reader.read_event() {
             Ok(event) => event,
-            Err(e) => return Err(malformed(reader.error_position(), &e.to_string())),
+            // quick-xml quotes the offending markup, line breaks included: one line here.
+            Err(e) => {
+                return Err(malformed(
+                    reader.error_position(),
+                    &one_line(&e.to_string()),
+                ));
+            }
         };
         let started = depth > 0 || root.is_some();
         match event {
