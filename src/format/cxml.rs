@@ -8,7 +8,9 @@
 use super::Parsed;
 use super::xml::{self, Element};
 use crate::error::Reject;
-use crate::model::{Address, DeliveryLine, DeliveryNote, Document, Operation, Order, OrderLine};
+use crate::model::{
+    Address, Decimal, DeliveryLine, DeliveryNote, Document, Operation, Order, OrderLine,
+};
 
 /// The document elements the cXML 1.2 DTDs (cXML, Fulfill, InvoiceDetail, Quote,
 /// PaymentRemittance) define inside Request, Response and Message. A name outside this list
@@ -183,10 +185,10 @@ fn punch_out(root: &Element, message: &Element, file: &str) -> Result<Document, 
 fn total(
     header: Option<&Element>,
     file: &str,
-) -> Result<(Option<String>, Option<crate::model::Decimal>), Reject> {
+) -> Result<(Option<String>, Option<Decimal>), Reject> {
     let money = header.and_then(|h| h.at(&[("", "Total"), ("", "Money")]));
     let currency = money.and_then(|m| m.attr("currency")).map(str::to_owned);
-    let amount = xml::decimal_opt(file, None, "total", money.and_then(Element::text))?;
+    let amount = xml::decimal(file, None, "total", money.and_then(Element::text))?;
     Ok((currency, amount))
 }
 
@@ -227,14 +229,9 @@ fn order_lines(parent: &Element, item: &str, file: &str) -> Result<Vec<OrderLine
                 supplier_part_aux_id: item
                     .text_at(&[("", "ItemID"), ("", "SupplierPartAuxiliaryID")]),
                 description: detail.and_then(description),
-                quantity: xml::decimal_opt(file, line, "quantity", item.attr("quantity"))?,
+                quantity: xml::decimal(file, line, "quantity", item.attr("quantity"))?,
                 unit: detail.and_then(|d| d.text_at(&[("", "UnitOfMeasure")])),
-                unit_price: xml::decimal_opt(
-                    file,
-                    line,
-                    "unit_price",
-                    price.and_then(Element::text),
-                )?,
+                unit_price: xml::decimal(file, line, "unit_price", price.and_then(Element::text))?,
                 line_no,
             })
         })
@@ -299,7 +296,7 @@ fn ship_notice_line(
         supplier_part_id: item.text_at(&[("", "ItemID"), ("", "SupplierPartID")]),
         buyer_part_id: item.text_at(&[("", "ItemID"), ("", "BuyerPartID")]),
         description: item.child("", "ShipNoticeItemDetail").and_then(description),
-        quantity: xml::decimal_opt(file, line, "quantity", item.attr("quantity"))?,
+        quantity: xml::decimal(file, line, "quantity", item.attr("quantity"))?,
         unit: item.text_at(&[("", "UnitOfMeasure")]),
         order_ref,
         order_line: order_line.map(str::to_owned),

@@ -76,7 +76,7 @@ fn line(item: &Element, index: usize, file: &str) -> Result<DeliveryLine, Reject
         buyer_part_id: product_text("BUYER_PID").map(str::to_owned),
         gtin: gtin.map(str::to_owned),
         description: product_text("DESCRIPTION_SHORT").map(xml::one_line),
-        quantity: xml::decimal_opt(file, Some(&line_no), "quantity", quantity)?,
+        quantity: xml::decimal(file, Some(&line_no), "quantity", quantity)?,
         unit: bmecat(item, "ORDER_UNIT")
             .and_then(Element::text)
             .map(str::to_owned),

@@ -18,21 +18,16 @@ enum Kind {
     DispatchNotification,
     /// UBL 2.x `<DespatchAdvice>`.
     DespatchAdvice,
-    /// An HTML page, which need not be well-formed XML.
-    Html,
     /// Any other XML, described for the `Ignored` reason (`an openTRANS ORDER`).
     Other(String),
 }
 
 impl Kind {
-    fn of(ns: &str, name: &str, html_doctype: bool) -> Kind {
+    fn of(ns: &str, name: &str) -> Kind {
         // Names are case-sensitive in XML, but an Office Depot PunchOutOrderMessage with a
         // `<cxml>` root circulates; its inside is regular cXML, so the root's case is forgiven.
         if ns.is_empty() && name.eq_ignore_ascii_case("cXML") {
             return Kind::Cxml;
-        }
-        if html_doctype || name.eq_ignore_ascii_case("html") {
-            return Kind::Html;
         }
         match (ns, name) {
             (OPENTRANS, "DISPATCHNOTIFICATION") => Kind::DispatchNotification,
@@ -59,16 +54,17 @@ pub fn parse_standard(attachment: &Attachment, limits: &Limits) -> Option<Result
 }
 
 fn parse_text(text: &str, file: &str, max_depth: usize) -> Result<Parsed, Reject> {
-    // Unreadable before the root: the full parse below words the error.
-    let kind = match xml::root_name(text) {
-        Some((ns, name, html)) => Kind::of(&ns, &name, html),
-        None => Kind::Other(String::new()),
-    };
     let ignored =
         |what: &str| Parsed::Ignored(format!("{file} is {what}, not a delivery note or order"));
-    if let Kind::Html = kind {
-        return Ok(ignored("an HTML document"));
-    }
+    let kind = match xml::root_name(text) {
+        // HTML need not be well-formed XML, so it is told apart before the full parse.
+        Some((_, name, html)) if html || name.eq_ignore_ascii_case("html") => {
+            return Ok(ignored("an HTML document"));
+        }
+        Some((ns, name, _)) => Kind::of(&ns, &name),
+        // Unreadable before the root: the full parse below words the error.
+        None => Kind::Other("XML".to_owned()),
+    };
     // Documents of other kinds are still read to the end (well-formed or rejected), but their
     // content is not kept: a large catalogue costs no memory.
     let keep = !matches!(kind, Kind::Other(_));
@@ -77,7 +73,6 @@ fn parse_text(text: &str, file: &str, max_depth: usize) -> Result<Parsed, Reject
         Kind::Cxml => cxml::parse(&root, file),
         Kind::DispatchNotification => Ok(Parsed::Documents(vec![opentrans::parse(&root, file)?])),
         Kind::DespatchAdvice => Ok(Parsed::Documents(vec![ubl::parse(&root, file)?])),
-        Kind::Html => Ok(ignored("an HTML document")),
         Kind::Other(what) => Ok(ignored(&what)),
     }
 }

@@ -85,7 +85,7 @@ fn line(
         buyer_part_id: item_id("BuyersItemIdentification"),
         gtin: gtin.map(str::to_owned),
         description: description.map(xml::one_line),
-        quantity: xml::decimal_opt(
+        quantity: xml::decimal(
             file,
             Some(&line_no),
             "quantity",

@@ -103,12 +103,11 @@ pub fn decode(bytes: &[u8], file: &str) -> Option<Result<String, Reject>> {
     } else {
         (None, bytes)
     };
-    if encoding == Some(UTF_16LE) || encoding == Some(UTF_16BE) {
-        let text = encoding?.decode_without_bom_handling_and_without_replacement(body);
-        return match text {
+    if let Some(utf16) = encoding.filter(|e| *e == UTF_16LE || *e == UTF_16BE) {
+        return match utf16.decode_without_bom_handling_and_without_replacement(body) {
             Some(text) if text.trim_start().starts_with('<') => Some(Ok(text.into_owned())),
             Some(_) => None,
-            None => Some(Err(Reject::malformed(file, "is not valid UTF-16"))),
+            None => Some(Err(Reject::malformed(file, "not valid UTF-16"))),
         };
     }
     let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
@@ -147,7 +146,7 @@ fn transcode(body: &[u8], encoding: &'static Encoding, file: &str) -> Result<Str
             return Ok(text.to_owned());
         }
         if encoding == UTF_8 {
-            let why = "is not valid UTF-8 (an XML file in another encoding must declare it)";
+            let why = "not valid UTF-8 (an XML file in another encoding must declare it)";
             return Err(Reject::malformed(file, why));
         }
     }
@@ -395,24 +394,22 @@ pub fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Reads a quantity or amount in the canonical form (`12`, `1.5`); anything else (a comma,
-/// an exponent, a unit) is a rejection naming the field.
-pub fn decimal(file: &str, line: Option<&str>, field: &str, raw: &str) -> Result<Decimal, Reject> {
-    Decimal::parse(raw)
-        .ok_or_else(|| Reject::bad_value(file, line, field, raw, "is not a decimal number"))
-}
-
-/// `decimal` for an optional value.
-pub fn decimal_opt(
+/// Reads a quantity or amount, when present, in the canonical form (`12`, `1.5`); anything
+/// else (a comma, an exponent, a unit) is a rejection naming the line and field.
+pub fn decimal(
     file: &str,
     line: Option<&str>,
     field: &str,
     raw: Option<&str>,
 ) -> Result<Option<Decimal>, Reject> {
-    raw.map(|raw| decimal(file, line, field, raw)).transpose()
+    raw.map(|raw| {
+        Decimal::parse(raw)
+            .ok_or_else(|| Reject::bad_value(file, line, field, raw, "is not a decimal number"))
+    })
+    .transpose()
 }
 
-/// Reads the date of an XML Schema `date` or `dateTime` (`2026-11-20`,
+/// Reads the date, when present, of an XML Schema `date` or `dateTime` (`2026-11-20`,
 /// `2026-11-20T08:30:00+01:00`): the calendar date as written, time and zone dropped.
 pub fn date(file: &str, field: &str, raw: Option<&str>) -> Result<Option<NaiveDate>, Reject> {
     let Some(raw) = raw else { return Ok(None) };
