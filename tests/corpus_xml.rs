@@ -170,6 +170,7 @@ fn every_corpus_sample_parses_rejects_or_is_ignored() {
                 println!("other: {rel}: {outcome:?}");
                 continue;
             };
+            println!("{format}: {rel}: {items} items");
             in_scope.push((format, rel.clone()));
             let documents = match outcome {
                 Some(Ok(Parsed::Documents(documents))) => documents,
