@@ -12,9 +12,10 @@ use crate::model::{
     Address, Decimal, DeliveryLine, DeliveryNote, Document, Operation, Order, OrderLine,
 };
 
-/// The document elements the cXML 1.2 DTDs (cXML, Fulfill, InvoiceDetail, Quote,
-/// PaymentRemittance) define inside Request, Response and Message. A name outside this list
-/// is not cXML at all, so it is a broken document rather than one to ignore.
+/// The elements ending in Request, Response or Message that the cXML 1.2.014 to 1.2.063
+/// DTDs (cXML.dtd, Fulfill.dtd, InvoiceDetail.dtd) define: the documents a Request, Response
+/// or Message can hold. A name outside this list is not cXML at all, so the document is
+/// broken rather than one to ignore.
 const KNOWN_DOCUMENTS: &[&str] = &[
     "ApprovalRequest",
     "AuthRequest",
@@ -40,7 +41,6 @@ const KNOWN_DOCUMENTS: &[&str] = &[
     "OrganizationDataResponse",
     "PaymentProposalRequest",
     "PaymentRemittanceRequest",
-    "PaymentRemittanceStatusUpdateRequest",
     "ProductActivityMessage",
     "ProductReplenishmentMessage",
     "ProfileRequest",
