@@ -104,10 +104,14 @@ pub fn load_config(path: Option<&Path>) -> Result<(Config, bool), BadConfig> {
 }
 
 fn registry(config: &Config) -> Result<Registry, BadConfig> {
+    Registry::load(&config.formats).map_err(BadConfig)
+}
+
+/// The warning of CONTRACT.md for a missing formats folder, given where a person reads logs.
+fn warn_without_formats(config: &Config) {
     if !config.formats.is_dir() {
         tracing::warn!(folder = %config.formats.display(), "no formats folder: supplier table formats are off");
     }
-    Registry::load(&config.formats).map_err(BadConfig)
 }
 
 fn sheet_reader() -> PathBuf {
@@ -351,6 +355,7 @@ fn status(config: &Config, as_json: bool) -> Result<i32> {
 }
 
 fn sync(config: &Config, only: Option<&str>, embedded: bool) -> Result<i32> {
+    warn_without_formats(config);
     let sources = dir_sources(config, only)?;
     let cx = context(config)?;
     let stop = AtomicBool::new(false);
@@ -475,6 +480,7 @@ fn reprocess(config: &Config, ids: &[i64]) -> Result<i32> {
 }
 
 fn run(config: &Config, embedded: bool) -> Result<i32> {
+    warn_without_formats(config);
     let sources = dir_sources(config, None)?;
     if sources.is_empty() {
         return Err(BadConfig(vec!["config: no [[source]] to watch".to_owned()]).into());

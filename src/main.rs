@@ -2,6 +2,8 @@
 //! contract's exit codes and its one-line `error: <what>: <why>` on stderr. The hidden
 //! `parse-sheet` command is the child that reads one spreadsheet under resource limits.
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use eingang::cli::{self, BadConfig, Cli};
 
@@ -42,5 +44,6 @@ fn init_logging(quiet: bool) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }

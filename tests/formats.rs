@@ -17,7 +17,8 @@ fn cases(dir: &Path, out: &mut Vec<PathBuf>) {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         if path.is_dir() {
             cases(&path, out);
-        } else if !(name.contains(".expected")
+        } else if !(name.starts_with('.')
+            || name.contains(".expected")
             || name.ends_with(".actual.json")
             || name.ends_with(".md")
             || name.ends_with(".py"))
