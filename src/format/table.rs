@@ -200,7 +200,7 @@ impl TableFormat {
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
         let raw: RawFormat = toml::from_str(&text).map_err(|e| toml_problem(&text, &e))?;
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
-        TableFormat::check(raw, stem, path)
+        TableFormat::from_raw(raw, stem, path)
     }
 
     /// Whether this supplier lists the sender address, or its `@domain`.
@@ -250,7 +250,7 @@ impl TableFormat {
     }
 
     /// Turns the file as written into a checked format, collecting every problem.
-    fn check(raw: RawFormat, stem: &str, path: &Path) -> Result<TableFormat, String> {
+    fn from_raw(raw: RawFormat, stem: &str, path: &Path) -> Result<TableFormat, String> {
         let mut problems = Vec::new();
         let name = raw.name.unwrap_or_else(|| stem.to_owned());
         let name_ok = name
@@ -299,7 +299,7 @@ impl TableFormat {
             problems.push(format!("decimal and thousands are both {decimal:?}"));
         }
         let header_row = raw.header_row.unwrap_or(1);
-        let data_row = raw.data_row.unwrap_or(header_row + 1);
+        let data_row = raw.data_row.unwrap_or(header_row.saturating_add(1));
         if data_row <= header_row {
             problems.push(format!(
                 "data_row {data_row} must come after header_row {header_row}"
@@ -726,6 +726,7 @@ impl<'a> NoteBuilder<'a> {
         if row_no < self.format.data_row || cells.iter().all(|c| c.text().is_none()) {
             return Ok(()); // title block above the table, or an empty row
         }
+        // The columns are lent to the row while `add` needs `&mut self`, then put back.
         let Some(columns) = self.columns.take() else {
             return Err(self.no_header());
         };
@@ -1032,7 +1033,7 @@ mod tests {
 
     fn format(toml_text: &str) -> Result<TableFormat, String> {
         let raw: RawFormat = toml::from_str(toml_text).map_err(|e| toml_problem(toml_text, &e))?;
-        TableFormat::check(raw, "test", Path::new("formats/test.toml"))
+        TableFormat::from_raw(raw, "test", Path::new("formats/test.toml"))
     }
 
     const MINIMAL: &str = "kind = \"csv\"\ndelimiter = \";\"\n[columns]\nnumber = \"LS\"\n\

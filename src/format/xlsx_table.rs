@@ -121,8 +121,8 @@ fn prescan_zip(bytes: &[u8], file: &str, limits: &Limits) -> Result<(), Reject> 
         ));
     }
     let mut inflated: u64 = 0;
-    let mut steepest: Option<(String, u64)> = None;
-    let mut shared_strings = None;
+    let mut too_steep: Option<(String, u64)> = None;
+    let mut shared_strings = Vec::new();
     let mut sheets = Vec::new();
     for index in 0..archive.len() {
         let entry = archive.by_index_data(index).map_err(broken)?;
@@ -143,14 +143,14 @@ fn prescan_zip(bytes: &[u8], file: &str, limits: &Limits) -> Result<(), Reject> 
         let size = entry.size();
         inflated = inflated.saturating_add(size);
         let ratio = size / entry.compressed_size().max(1);
-        if size > RATIO_MIN_BYTES && ratio > MAX_RATIO && steepest.is_none() {
-            steepest = Some((name.clone(), ratio));
+        if size > RATIO_MIN_BYTES && ratio > MAX_RATIO && too_steep.is_none() {
+            too_steep = Some((name.clone(), ratio));
         }
         // Part names are found through relationships and compared without case, so look at
         // every entry that could be one (ECMA-376 Part 2, 9.1.1).
         let lower = name.to_ascii_lowercase();
         if lower.ends_with("sharedstrings.xml") {
-            shared_strings = Some((index, name, size));
+            shared_strings.push((index, name, size));
         } else if lower.contains("worksheets/") && lower.ends_with(".xml") {
             sheets.push((index, name));
         }
@@ -164,13 +164,13 @@ fn prescan_zip(bytes: &[u8], file: &str, limits: &Limits) -> Result<(), Reject> 
             ),
         ));
     }
-    if let Some((name, ratio)) = steepest {
+    if let Some((name, ratio)) = too_steep {
         return Err(Reject::too_large(
             file,
             format!("{name} would inflate {ratio} times (a zip bomb?); the limit is {MAX_RATIO}"),
         ));
     }
-    if let Some((index, name, size)) = shared_strings {
+    for (index, name, size) in shared_strings {
         let head = entry_head(&mut archive, index, &name, file)?;
         let tag = start_tag(&head, "sst", None).ok_or_else(|| {
             Reject::malformed(file, format!("{name} does not begin with an <sst> element"))
@@ -538,6 +538,13 @@ fn signal_name(signal: i32) -> &'static str {
 /// CPU limits and prints the chosen sheet's rows as JSON lines; on failure prints one line on
 /// stderr and returns 1.
 pub fn child_main() -> i32 {
+    // A panic in calamine or its inflater (such as an allocation refused under the memory
+    // limit) reaches the parent as its one-line reason, without source paths.
+    std::panic::set_hook(Box::new(|info| {
+        let message = info.payload_as_str().unwrap_or("no message");
+        let first_line = message.lines().next().unwrap_or("");
+        eprintln!("the spreadsheet reader panicked: {first_line}");
+    }));
     match print_sheet_rows() {
         Ok(()) => 0,
         Err(why) => {
