@@ -110,8 +110,10 @@ pub enum Reject {
     },
 }
 
+/// `line 3: ` for document lines; table positions already say `row 7`.
 fn line_prefix(line: &Option<String>) -> String {
     match line {
+        Some(l) if l.starts_with("row ") => format!("{l}: "),
         Some(l) => format!("line {l}: "),
         None => String::new(),
     }
