@@ -380,3 +380,92 @@ fn killed_after_move_before_its_record_is_found_in_the_archive() {
             .ends_with("archiv/ls-1.xml")
     );
 }
+
+fn with_format(ws: &Workspace, supplier: &str) {
+    let src =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("formats/{supplier}.toml"));
+    std::fs::copy(src, ws.path(&format!("formats/{supplier}.toml"))).unwrap();
+}
+
+fn fixture(rel: &str) -> Vec<u8> {
+    std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(rel),
+    )
+    .unwrap()
+}
+
+#[test]
+fn table_files_are_routed_by_file_name_glob() {
+    let ws = Workspace::new("");
+    with_format(&ws, "acme");
+    with_format(&ws, "optikhaus");
+    ws.drop_file(
+        "in",
+        "lieferschein-2026-11.csv",
+        &fixture("acme/lieferschein-2026-11.csv"),
+    );
+    ws.drop_file(
+        "in",
+        "lieferschein-2026-11-20.xlsx",
+        &fixture("optikhaus/lieferschein-2026-11-20.xlsx"),
+    );
+    ws.drop_file("in", "bestand.csv", b"Artikel;Menge\r\nA-1;2\r\n");
+    let out = ws.run(&["sync"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        ws.files("archiv"),
+        ["lieferschein-2026-11-20.xlsx", "lieferschein-2026-11.csv"]
+    );
+    let docs = ws.exported();
+    let suppliers: std::collections::BTreeSet<&str> = docs
+        .iter()
+        .map(|d| d["supplier"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        suppliers.into_iter().collect::<Vec<_>>(),
+        ["acme", "optikhaus"]
+    );
+    let reason = std::fs::read_to_string(ws.path("fehler/bestand.csv.error.txt")).unwrap();
+    assert!(
+        reason.contains("no supplier format matches the file name bestand.csv"),
+        "{reason}"
+    );
+    assert!(reason.contains("formats/bestand.toml"), "{reason}");
+}
+
+#[test]
+fn unknown_sender_goes_to_error_and_imports_after_the_format_names_it() {
+    let ws = Workspace::new("");
+    with_format(&ws, "acme");
+    let mail = message(
+        "versand@acme-neu.de",
+        "m-7@acme-neu.de",
+        "export.csv",
+        "text/csv",
+        &fixture("acme/lieferschein-2026-11.csv"),
+    );
+    ws.drop_file("in", "mail.eml", &mail);
+    assert!(ws.run(&["sync"]).status.success());
+    let reason = std::fs::read_to_string(ws.path("fehler/mail.eml.error.txt")).unwrap();
+    assert!(
+        reason.contains("unknown sender versand@acme-neu.de"),
+        "{reason}"
+    );
+    // The admin adds the sender, then reprocesses the item.
+    let format = std::fs::read_to_string(ws.path("formats/acme.toml"))
+        .unwrap()
+        .replace("senders = [", "senders = [\"versand@acme-neu.de\", ");
+    std::fs::write(ws.path("formats/acme.toml"), format).unwrap();
+    let id = ws.query_i64("SELECT id FROM items WHERE outcome = 'rejected'");
+    assert!(ws.run(&["reprocess", &id.to_string()]).status.success());
+    assert!(ws.run(&["sync"]).status.success());
+    assert_eq!(ws.files("archiv"), ["mail.eml"]);
+    let docs = ws.exported();
+    assert!(docs.len() >= 2, "several notes in one file: {}", docs.len());
+    assert!(
+        docs.iter()
+            .all(|d| d["supplier"] == "acme" && d["origin"]["message_id"] == "<m-7@acme-neu.de>")
+    );
+}
