@@ -14,7 +14,7 @@ use crate::config::{Config, SourceKind};
 use crate::format::Registry;
 use crate::item::{Item, ItemKind, Origin};
 use crate::pipeline::{self, Context};
-use crate::source::dir::DirSource;
+use crate::source::Source;
 use crate::store::{Outcome, Store};
 
 /// Items per store transaction for `import`.
@@ -129,10 +129,7 @@ fn context(config: &Config) -> Result<Context> {
     })
 }
 
-fn dir_sources(
-    config: &Config,
-    only: Option<&str>,
-) -> Result<Vec<(Arc<DirSource>, crate::schedule::Schedule)>> {
+fn sources(config: &Config, only: Option<&str>) -> Result<Vec<Arc<Source>>> {
     if let Some(name) = only.filter(|n| config.source(n).is_none()) {
         bail!("no source named {name:?} in the config");
     }
@@ -140,18 +137,12 @@ fn dir_sources(
         .sources
         .iter()
         .filter(|s| only.is_none_or(|n| n == s.name))
-        .map(|s| {
-            let SourceKind::Dir(dir) = &s.kind;
-            (
-                Arc::new(DirSource::new(
-                    s.name.clone(),
-                    dir.clone(),
-                    s.supplier.clone(),
-                )),
-                s.schedule.clone(),
-            )
-        })
+        .map(|s| Arc::new(Source::new(s.clone())))
         .collect())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Runtime::new()?)
 }
 
 /// Runs one command; returns the exit code.
@@ -313,10 +304,13 @@ fn status(config: &Config, as_json: bool) -> Result<i32> {
             });
         }
     }
+    let configured = sources(config, None)?;
     let waiting_in = |name: &str| -> i64 {
-        let only = dir_sources(config, Some(name)).ok();
-        only.and_then(|v| v.into_iter().next())
-            .map_or(0, |(d, _)| d.pending_count() as i64)
+        configured
+            .iter()
+            .find(|s| s.name() == name)
+            .and_then(|s| s.waiting_in_inbox())
+            .map_or(0, |n| n as i64)
     };
     let sources: Vec<serde_json::Value> = counts
         .iter()
@@ -356,49 +350,34 @@ fn status(config: &Config, as_json: bool) -> Result<i32> {
 
 fn sync(config: &Config, only: Option<&str>, embedded: bool) -> Result<i32> {
     warn_without_formats(config);
-    let sources = dir_sources(config, only)?;
-    let cx = context(config)?;
-    let stop = AtomicBool::new(false);
+    let sources = sources(config, only)?;
+    let cx = Arc::new(context(config)?);
+    let stop = Arc::new(AtomicBool::new(false));
     let mut code = 0;
-    for (source, _) in sources {
+    let runtime = runtime()?;
+    for source in sources {
         if embedded {
-            source.create_folders()?;
+            source.create_local_folders()?;
         }
-        let result = sync_one(&source, &cx, &stop);
-        let _ = cx.store.record_pass(
-            &source.name,
-            result.as_ref().map(|_| ()).map_err(|e| e.as_str()),
-        );
+        let result = runtime.block_on(source.pass(&cx, &stop, true));
+        let error = result.as_ref().err().map(|e| e.to_string());
+        let _ = cx
+            .store
+            .record_pass(source.name(), error.as_deref().map_or(Ok(()), Err));
         match result {
             Ok(report) => eprintln!(
                 "{}: imported {}, rejected {}",
-                source.name, report.imported, report.rejected
+                source.name(),
+                report.imported,
+                report.rejected
             ),
             Err(e) => {
-                eprintln!("error: source {}: {e}", source.name);
+                eprintln!("error: source {}: {e}", source.name());
                 code = 1;
             }
         }
     }
     Ok(code)
-}
-
-/// Passes until nothing waits to settle, so that `sync` handles every file that is complete.
-fn sync_one(
-    source: &DirSource,
-    cx: &Context,
-    stop: &AtomicBool,
-) -> Result<crate::source::PassReport, String> {
-    let mut total = crate::source::PassReport::default();
-    loop {
-        let report = source.pass(cx, stop).map_err(|e| e.to_string())?;
-        total.imported += report.imported;
-        total.rejected += report.rejected;
-        match source.time_to_settle() {
-            Some(wait) if report.waiting > 0 => std::thread::sleep(wait),
-            _ => return Ok(total),
-        }
-    }
 }
 
 fn check(config: &Config, create_folders: bool) -> Result<i32> {
@@ -422,15 +401,10 @@ fn check(config: &Config, create_folders: bool) -> Result<i32> {
             .map(|_| ())
             .map_err(|e| e.to_string()),
     );
-    for (source, _) in dir_sources(config, None)? {
-        if let Err(e) = create_folders.then(|| source.create_folders()).transpose() {
-            line(
-                &format!("source {}: create folders", source.name),
-                Err(e.to_string()),
-            );
-        }
-        for (what, result) in source.check_folders() {
-            line(&format!("source {}: {what}", source.name), result);
+    let runtime = runtime()?;
+    for source in sources(config, None)? {
+        for (what, result) in runtime.block_on(source.check(create_folders)) {
+            line(&format!("source {}: {what}", source.name()), result);
         }
     }
     match &config.notify {
@@ -448,28 +422,23 @@ fn check(config: &Config, create_folders: bool) -> Result<i32> {
 
 fn reprocess(config: &Config, ids: &[i64]) -> Result<i32> {
     let store = Store::open(&config.store)?;
-    let sources = dir_sources(config, None)?;
+    let sources = sources(config, None)?;
+    let runtime = runtime()?;
     let mut code = 0;
     for &id in ids {
-        let result = (|| -> Result<PathBuf> {
+        let result = (|| -> Result<String> {
             let Some(item) = store.failed_item(id)? else {
                 bail!("not a failed item (see `eingang status` and the .error.txt notes)");
             };
-            let Some((source, _)) = sources.iter().find(|(s, _)| s.name == item.source) else {
+            let Some(source) = sources.iter().find(|s| s.name() == item.source) else {
                 bail!("its source {:?} is not in the config", item.source);
             };
-            let Some(place) = item.archived.as_deref() else {
-                bail!(
-                    "it was never moved to an error folder (found at {})",
-                    item.location
-                );
-            };
-            let back = source.put_back(Path::new(place))?;
+            let back = runtime.block_on(source.put_back(&item))?;
             store.mark_reprocessed(id)?;
             Ok(back)
         })();
         match result {
-            Ok(path) => println!("item {id}: put back into {}", path.display()),
+            Ok(place) => println!("item {id}: put back into {place}"),
             Err(e) => {
                 eprintln!("error: item {id}: {e:#}");
                 code = 1;
@@ -481,25 +450,23 @@ fn reprocess(config: &Config, ids: &[i64]) -> Result<i32> {
 
 fn run(config: &Config, embedded: bool) -> Result<i32> {
     warn_without_formats(config);
-    let sources = dir_sources(config, None)?;
+    let sources = sources(config, None)?;
     if sources.is_empty() {
         return Err(BadConfig(vec!["config: no [[source]] to watch".to_owned()]).into());
     }
     if embedded {
-        for (source, _) in &sources {
-            source.create_folders()?;
+        for source in &sources {
+            source.create_local_folders()?;
         }
-        tracing::info!(inbox = %sources[0].0.config.inbox.display(), "watching the embedded default drop folder");
+        tracing::info!(
+            "watching the embedded default drop folder {}/Eingang",
+            crate::config::DEFAULT_DATA_DIR
+        );
     }
     if config.notify.is_none() {
         tracing::warn!("no [notify] section: failures are logged only");
     }
     let cx = Arc::new(context(config)?);
-    let watched = sources
-        .into_iter()
-        .map(|(source, schedule)| crate::daemon::Watched { source, schedule })
-        .collect();
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(crate::daemon::run(watched, cx))?;
+    runtime()?.block_on(crate::daemon::run(sources, cx))?;
     Ok(0)
 }

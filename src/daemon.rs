@@ -6,37 +6,28 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use notify::{EventKind, RecursiveMode, Watcher};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::pipeline::Context;
 use crate::schedule::Schedule;
-use crate::source::dir::DirSource;
+use crate::source::Source;
 
 /// How long tasks get to finish their batch after a signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_CAP: Duration = Duration::from_secs(300);
 
-/// A source with its schedule, ready to watch.
-pub struct Watched {
-    /// The drop folder.
-    pub source: Arc<DirSource>,
-    /// When it runs.
-    pub schedule: Schedule,
-}
-
 /// Runs every source until SIGTERM or SIGINT, then waits for the batches in hand.
-pub async fn run(sources: Vec<Watched>, cx: Arc<Context>) -> std::io::Result<()> {
+pub async fn run(sources: Vec<Arc<Source>>, cx: Arc<Context>) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_flag = Arc::new(AtomicBool::new(false));
     let mut tasks = JoinSet::new();
-    for watched in sources {
-        let name = watched.source.name.clone();
+    for source in sources {
         let (cx, stop_rx, stop_flag) = (cx.clone(), stop_rx.clone(), stop_flag.clone());
         tasks.spawn(async move {
-            watch_dir(watched, cx, stop_rx, stop_flag).await;
+            let name = source.name().to_owned();
+            watch_source(source, cx, stop_rx, stop_flag).await;
             name
         });
     }
@@ -65,65 +56,56 @@ pub async fn run(sources: Vec<Watched>, cx: Arc<Context>) -> std::io::Result<()>
     Ok(())
 }
 
-async fn watch_dir(
-    watched: Watched,
+/// How long an `idle` source waits for news before it lists its inbox anyway.
+fn idle_limit(source: &Source) -> Duration {
+    match &source.config.kind {
+        crate::config::SourceKind::Dir(d) => d.rescan,
+    }
+}
+
+async fn watch_source(
+    source: Arc<Source>,
     cx: Arc<Context>,
     mut stop: watch::Receiver<bool>,
     stop_flag: Arc<AtomicBool>,
 ) {
-    let source = watched.source;
-    let (wake_tx, mut wake) = mpsc::channel::<()>(1);
-    // File-system events are hints only; the periodic rescan below is what guarantees that
-    // every file is seen (events are lost on overflow and never arrive on network mounts).
-    let _watcher = match watched.schedule {
-        Schedule::Idle => start_watcher(&source, wake_tx),
-        _ => None,
-    };
     let mut backoff = BACKOFF_START;
     let mut last_start: Option<chrono::NaiveDateTime> = None;
+    // An `idle` source looks at its inbox right away; the others keep to their schedule.
+    let mut first = matches!(source.config.schedule, Schedule::Idle);
     loop {
-        let now = chrono::Local::now().naive_local();
-        let wait = match watched.schedule.next_after(now, last_start) {
-            None => source
-                .time_to_settle()
-                .map_or(source.config.rescan, |d| d.min(source.config.rescan)),
-            Some(next) => (next - now).to_std().unwrap_or_default(),
-        };
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = wake.recv() => {
-                // Let the writer finish: a burst of events becomes one pass.
-                tokio::time::sleep(source.config.settle).await;
+        if !first {
+            let now = chrono::Local::now().naive_local();
+            let next = source.config.schedule.next_after(now, last_start);
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = wait(&source, next, now) => {}
             }
-            _ = tokio::time::sleep(wait) => {}
         }
+        first = false;
         if *stop.borrow() {
             return;
         }
         last_start = Some(chrono::Local::now().naive_local());
-        let (src, cxp, flag) = (source.clone(), cx.clone(), stop_flag.clone());
-        let result = tokio::task::spawn_blocking(move || src.pass(&cxp, &flag)).await;
-        let outcome = match result {
-            Ok(Ok(report)) => {
+        let result = source.pass(&cx, &stop_flag, false).await;
+        let error = match &result {
+            Ok(report) => {
                 if report.imported + report.rejected > 0 {
-                    tracing::info!(source = %source.name, imported = report.imported, rejected = report.rejected, "pass done");
+                    tracing::info!(source = %source.name(), imported = report.imported, rejected = report.rejected, "pass done");
                 }
-                Ok(())
+                None
             }
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(format!("the pass stopped: {e}")),
+            Err(e) => Some(e.to_string()),
         };
-        let store_cx = cx.clone();
-        let name = source.name.clone();
-        let failed = outcome.clone().err();
+        let (store_cx, name, recorded) = (cx.clone(), source.name().to_owned(), error.clone());
         let _ = tokio::task::spawn_blocking(move || {
             store_cx
                 .store
-                .record_pass(&name, outcome.as_ref().map(|_| ()).map_err(String::as_str))
+                .record_pass(&name, recorded.as_deref().map_or(Ok(()), Err))
         })
         .await;
-        if let Some(error) = failed {
-            tracing::error!(source = %source.name, %error, retry_in = ?backoff, "source failed");
+        if let Some(error) = error {
+            tracing::error!(source = %source.name(), %error, retry_in = ?backoff, "source failed");
             tokio::select! {
                 _ = stop.changed() => return,
                 _ = tokio::time::sleep(jittered(backoff)) => {}
@@ -135,37 +117,12 @@ async fn watch_dir(
     }
 }
 
-fn start_watcher(source: &DirSource, wake: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
-    let handler = move |event: notify::Result<notify::Event>| {
-        let relevant = match event {
-            Ok(e) => {
-                matches!(
-                    e.kind,
-                    EventKind::Access(notify::event::AccessKind::Close(
-                        notify::event::AccessMode::Write
-                    )) | EventKind::Modify(notify::event::ModifyKind::Name(_))
-                        | EventKind::Create(_)
-                        | EventKind::Other
-                ) || e.need_rescan()
-            }
-            Err(_) => true,
-        };
-        if relevant {
-            let _ = wake.try_send(()); // a full channel already means "pass pending"
-        }
-    };
-    let mut watcher = match notify::recommended_watcher(handler) {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::warn!(source = %source.name, error = %e, "no file-system events; rescanning only");
-            return None;
-        }
-    };
-    if let Err(e) = watcher.watch(&source.config.inbox, RecursiveMode::NonRecursive) {
-        tracing::warn!(source = %source.name, error = %e, "no file-system events; rescanning only");
-        return None;
+/// Waits for the next pass: news (or the rescan interval) for `idle`, else the schedule.
+async fn wait(source: &Source, next: Option<chrono::NaiveDateTime>, now: chrono::NaiveDateTime) {
+    match (&source.config.schedule, next) {
+        (Schedule::Idle, _) | (_, None) => source.wait_for_news(idle_limit(source)).await,
+        (_, Some(at)) => tokio::time::sleep((at - now).to_std().unwrap_or_default()).await,
     }
-    Some(watcher)
 }
 
 /// Up to a quarter more or less, so that many daemons do not retry in step.

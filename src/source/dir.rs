@@ -34,6 +34,9 @@ pub struct DirSource {
     /// both stayed the same for the settle time (mtime alone is not enough: `cp -p` and rsync
     /// set an old mtime before they write).
     seen: Mutex<HashMap<PathBuf, (u64, SystemTime, Instant)>>,
+    /// The inotify watcher and its event channel, made on the first wait.
+    events:
+        tokio::sync::Mutex<Option<(notify::RecommendedWatcher, tokio::sync::mpsc::Receiver<()>)>>,
 }
 
 /// A file in the inbox as listed.
@@ -53,6 +56,7 @@ impl DirSource {
             config,
             supplier,
             seen: Mutex::new(HashMap::new()),
+            events: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -109,6 +113,46 @@ impl DirSource {
                     return Ok(report);
                 }
             }
+        }
+    }
+
+    /// A pass that also waits for files still being written, until none is left waiting:
+    /// `eingang sync` handles every file that is complete.
+    pub fn pass_until_settled(&self, cx: &Context, stop: &AtomicBool) -> Result<PassReport, Error> {
+        let mut total = PassReport::default();
+        loop {
+            let report = self.pass(cx, stop)?;
+            total.imported += report.imported;
+            total.rejected += report.rejected;
+            match self.time_to_settle() {
+                Some(wait) if report.waiting > 0 && !stop.load(Ordering::Relaxed) => {
+                    std::thread::sleep(wait)
+                }
+                _ => return Ok(total),
+            }
+        }
+    }
+
+    /// Waits at most `limit` (less while a file is settling) for a file-system event in the
+    /// inbox. Events are hints only: the caller rescans after the wait either way, because
+    /// events are lost on queue overflow and never arrive from network mounts.
+    pub async fn wait_for_news(&self, limit: Duration) {
+        let limit = self
+            .time_to_settle()
+            .map_or(limit, |settle| settle.min(limit));
+        let mut events = self.events.lock().await;
+        if events.is_none() {
+            *events = watch_inbox(&self.name, &self.config.inbox);
+        }
+        match events.as_mut() {
+            Some((_, rx)) => {
+                if tokio::time::timeout(limit, rx.recv()).await.is_ok() {
+                    // Let the writer finish: a burst of events becomes one pass.
+                    tokio::time::sleep(self.config.settle).await;
+                    while rx.try_recv().is_ok() {}
+                }
+            }
+            None => tokio::time::sleep(limit).await,
         }
     }
 
@@ -329,6 +373,44 @@ impl DirSource {
             Err(e) => return Err(Error::io(failed, e)),
         }
         Ok(target)
+    }
+}
+
+/// Starts an inotify watch on the inbox; `None` (with a warning) when the system refuses, and
+/// the rescans carry on alone.
+fn watch_inbox(
+    source: &str,
+    inbox: &Path,
+) -> Option<(notify::RecommendedWatcher, tokio::sync::mpsc::Receiver<()>)> {
+    use notify::event::{AccessKind, AccessMode, ModifyKind};
+    use notify::{EventKind, RecursiveMode, Watcher};
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let handler = move |event: notify::Result<notify::Event>| {
+        // CRATES.md: trigger on close-after-write and renames, never on create alone.
+        let relevant = event.is_err()
+            || event.as_ref().is_ok_and(|e| {
+                e.need_rescan()
+                    || matches!(
+                        e.kind,
+                        EventKind::Access(AccessKind::Close(AccessMode::Write))
+                            | EventKind::Modify(ModifyKind::Name(_))
+                            | EventKind::Other
+                    )
+            });
+        if relevant {
+            let _ = tx.try_send(()); // a full channel already means "pass pending"
+        }
+    };
+    let started = notify::recommended_watcher(handler).and_then(|mut w| {
+        w.watch(inbox, RecursiveMode::NonRecursive)?;
+        Ok(w)
+    });
+    match started {
+        Ok(watcher) => Some((watcher, rx)),
+        Err(e) => {
+            tracing::warn!(source, error = %e, "no file-system events; rescanning only");
+            None
+        }
     }
 }
 

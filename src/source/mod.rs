@@ -4,6 +4,116 @@
 
 pub mod dir;
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use crate::config::{SourceConfig, SourceKind};
+use crate::pipeline::Context;
+use crate::store::FailedItem;
+
+/// One configured source, whatever its kind. The daemon and the commands talk to this; each
+/// kind keeps its protocol in its own module.
+#[derive(Debug)]
+pub struct Source {
+    /// The checked config of this source.
+    pub config: SourceConfig,
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Dir(dir::DirSource),
+}
+
+/// One line of `eingang check`: what was checked, and the result.
+pub type CheckLine = (String, Result<(), String>);
+
+impl Source {
+    /// Builds the source from its config.
+    pub fn new(config: SourceConfig) -> Source {
+        let kind = match &config.kind {
+            SourceKind::Dir(dir) => Kind::Dir(dir::DirSource::new(
+                config.name.clone(),
+                dir.clone(),
+                config.supplier.clone(),
+            )),
+        };
+        Source { config, kind }
+    }
+
+    /// The source's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// One pass: every item in the inbox is handled and moved. With `wait_for_writers`, items
+    /// still being written are waited for (`eingang sync`); without, they wait for the next
+    /// pass (the daemon). Stops between batches when `stop` is set.
+    pub async fn pass(
+        self: &Arc<Self>,
+        cx: &Arc<Context>,
+        stop: &Arc<AtomicBool>,
+        wait_for_writers: bool,
+    ) -> Result<PassReport, Error> {
+        let (me, cx, stop) = (self.clone(), cx.clone(), stop.clone());
+        tokio::task::spawn_blocking(move || match &me.kind {
+            Kind::Dir(d) if wait_for_writers => d.pass_until_settled(&cx, &stop),
+            Kind::Dir(d) => d.pass(&cx, &stop),
+        })
+        .await
+        .map_err(|e| Error::Stopped(e.to_string()))?
+    }
+
+    /// Waits (at most `limit`) for news in the inbox: file-system events for a drop folder.
+    /// Returns early on news; the caller then runs a pass.
+    pub async fn wait_for_news(&self, limit: Duration) {
+        match &self.kind {
+            Kind::Dir(d) => d.wait_for_news(limit).await,
+        }
+    }
+
+    /// The checks of `eingang check` for this source, creating missing folders if asked.
+    pub async fn check(&self, create_folders: bool) -> Vec<CheckLine> {
+        match &self.kind {
+            Kind::Dir(d) => {
+                let mut lines = Vec::new();
+                if create_folders && let Err(e) = d.create_folders() {
+                    lines.push(("create folders".to_owned(), Err(e.to_string())));
+                }
+                lines.extend(d.check_folders());
+                lines
+            }
+        }
+    }
+
+    /// Creates the inbox, archive and error folders where that is a local matter (the
+    /// embedded default creates its drop folders on start).
+    pub fn create_local_folders(&self) -> Result<(), Error> {
+        match &self.kind {
+            Kind::Dir(d) => d.create_folders(),
+        }
+    }
+
+    /// Items waiting in the inbox, where counting them is cheap and local.
+    pub fn waiting_in_inbox(&self) -> Option<usize> {
+        match &self.kind {
+            Kind::Dir(d) => Some(d.pending_count()),
+        }
+    }
+
+    /// Puts a failed item back into the inbox; returns where it lies now.
+    pub async fn put_back(&self, failed: &FailedItem) -> Result<String, Error> {
+        match &self.kind {
+            Kind::Dir(d) => {
+                let place = failed.archived.as_deref().unwrap_or(&failed.location);
+                d.put_back(std::path::Path::new(place))
+                    .map(|p| p.display().to_string())
+            }
+        }
+    }
+}
+
 /// What one pass over a source did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PassReport {
@@ -30,6 +140,9 @@ pub enum Error {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::store::Error),
+    /// The pass's task ended abnormally.
+    #[error("the pass stopped: {0}")]
+    Stopped(String),
 }
 
 impl Error {
