@@ -47,7 +47,7 @@ struct RawLimits {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawSource {
+pub struct RawSource {
     name: Option<String>,
     kind: Option<String>,
     path: Option<String>,
@@ -83,6 +83,9 @@ struct RawNotify {
     #[serde(default)]
     admins: Vec<String>,
     language: Option<String>,
+    ca_file: Option<String>,
+    down_after: Option<String>,
+    burst: Option<u32>,
 }
 
 /// A password; its `Debug` never shows it.
@@ -160,19 +163,78 @@ pub struct DirConfig {
     pub rescan: Duration,
 }
 
+/// How a remote source or the SMTP server is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// TLS from the first byte (IMAP 993, FTPS 990, SMTP 465).
+    Implicit,
+    /// IMAP/SMTP STARTTLS, required: no login if the upgrade is refused or stripped.
+    StartTls,
+    /// FTP `AUTH TLS` on the control port, data channels protected too (`PROT P`).
+    Explicit,
+    /// Plaintext, allowed only to loopback hosts.
+    None,
+}
+
+impl std::fmt::Display for TlsMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TlsMode::Implicit => "implicit TLS",
+            TlsMode::StartTls => "STARTTLS",
+            TlsMode::Explicit => "explicit TLS",
+            TlsMode::None => "no TLS",
+        })
+    }
+}
+
+/// An IMAP or FTP server with its three folders.
+#[derive(Debug, Clone)]
+pub struct RemoteConfig {
+    /// The server's host name (also the name its certificate must carry).
+    pub host: String,
+    /// The port (default by kind and `tls`).
+    pub port: u16,
+    /// How TLS is used.
+    pub tls: TlsMode,
+    /// An extra trust anchor, e.g. a self-signed server's CA.
+    pub ca_file: Option<PathBuf>,
+    /// The login name.
+    pub user: String,
+    /// The password.
+    pub password: Secret,
+    /// The folder that is the queue (`/`-separated for IMAP; a path for FTP).
+    pub inbox: String,
+    /// Where imported items go.
+    pub archive: String,
+    /// Where rejected items go.
+    pub error: String,
+}
+
 /// The `[notify]` section.
 #[derive(Debug, Clone)]
 pub struct NotifyConfig {
-    /// SMTP server host and port.
+    /// SMTP server host.
     pub smtp_host: String,
-    /// SMTP port.
+    /// SMTP port (default 587, 465 for implicit TLS).
     pub smtp_port: u16,
-    /// `starttls`, `implicit` or `none`.
-    pub tls: String,
+    /// `StartTls`, `Implicit` or `None`.
+    pub tls: TlsMode,
+    /// An extra trust anchor for the SMTP server.
+    pub ca_file: Option<PathBuf>,
+    /// The AUTH login, if the server wants one.
+    pub user: Option<String>,
+    /// Its password.
+    pub password: Option<Secret>,
     /// The sender address.
     pub from: String,
     /// The admin group.
     pub admins: Vec<String>,
+    /// `de` (default) or `en`.
+    pub language: String,
+    /// A source failing this long gets one "down" notice (default 15 min).
+    pub down_after: Duration,
+    /// More rejections than this within 5 minutes become one summary (default 10).
+    pub burst: u32,
 }
 
 impl Config {
@@ -234,7 +296,7 @@ impl Config {
                 Err(errs) => problems.extend(errs.into_iter().map(|e| format!("{label}: {e}"))),
             }
         }
-        let notify = match raw.notify.map(check_notify).transpose() {
+        let notify = match raw.notify.map(|n| check_notify(n, &resolve)).transpose() {
             Ok(n) => n,
             Err(errs) => {
                 problems.extend(errs.into_iter().map(|e| format!("config: notify: {e}")));
@@ -309,7 +371,7 @@ fn check_source(
     let kind = match raw.kind.as_deref() {
         Some("dir") => check_dir(&raw, resolve, &mut problems),
         Some(kind @ ("imap" | "ftp")) => {
-            check_remote(&raw, resolve, &mut problems);
+            check_remote(kind, &raw, resolve, &mut problems);
             problems.push(format!(
                 "kind {kind:?} is not available in this version yet; use kind = \"dir\" or run a newer eingang"
             ));
@@ -386,17 +448,41 @@ fn check_dir(
     }))
 }
 
-/// The checks that hold for IMAP and FTP sources already: host, folders, the loopback rule and
-/// exactly one password source.
-fn check_remote(raw: &RawSource, resolve: &dyn Fn(&str) -> PathBuf, problems: &mut Vec<String>) {
-    match raw.host.as_deref() {
-        None => problems.push("`host` is required".to_owned()),
-        Some(host) if raw.tls.as_deref() == Some("none") && !is_loopback(host) => {
-            problems.push("tls = \"none\" is allowed only for loopback hosts".to_owned());
+/// Checks an IMAP or FTP source: host, folders, TLS mode and port, the loopback rule for
+/// plaintext, the `ca_file`, and exactly one password source.
+pub fn check_remote(
+    raw_kind: &str,
+    raw: &RawSource,
+    resolve: &dyn Fn(&str) -> PathBuf,
+    problems: &mut Vec<String>,
+) -> Option<RemoteConfig> {
+    let before = problems.len();
+    let (default_tls, allowed): (&str, &[&str]) = match raw_kind {
+        "imap" => ("implicit", &["implicit", "starttls", "none"]),
+        _ => ("explicit", &["explicit", "implicit", "none"]),
+    };
+    let tls_text = raw.tls.as_deref().unwrap_or(default_tls);
+    let tls = match tls_text {
+        t if !allowed.contains(&t) => {
+            problems.push(format!(
+                "unknown tls {t:?} for {raw_kind}: use {}",
+                allowed.join(", ")
+            ));
+            TlsMode::None
         }
-        Some(_) => {}
+        "implicit" => TlsMode::Implicit,
+        "starttls" => TlsMode::StartTls,
+        "explicit" => TlsMode::Explicit,
+        _ => TlsMode::None,
+    };
+    let host = raw.host.clone().unwrap_or_default();
+    if host.is_empty() {
+        problems.push("`host` is required".to_owned());
+    } else if tls == TlsMode::None && !is_loopback(&host) {
+        problems.push("tls = \"none\" is allowed only for loopback hosts".to_owned());
     }
-    if raw.user.is_none() {
+    let user = raw.user.clone().unwrap_or_default();
+    if user.is_empty() {
         problems.push("`user` is required".to_owned());
     }
     for (key, value) in [
@@ -404,63 +490,129 @@ fn check_remote(raw: &RawSource, resolve: &dyn Fn(&str) -> PathBuf, problems: &m
         ("archive", &raw.archive),
         ("error", &raw.error),
     ] {
-        if value.is_none() {
+        if value.as_deref().is_none_or(str::is_empty) {
             problems.push(format!("`{key}` is required"));
         }
     }
-    if let Err(e) = read_secret(&raw.password_env, &raw.password_file, &raw.password) {
-        problems.push(e);
+    if raw.inbox.is_some() && (raw.inbox == raw.archive || raw.inbox == raw.error) {
+        problems.push("`archive` and `error` must differ from `inbox`".to_owned());
     }
     if raw.port == Some(0) {
         problems.push("`port` must not be 0".to_owned());
     }
-    if let Some(ca) = raw.ca_file.as_deref().filter(|ca| !resolve(ca).is_file()) {
-        problems.push(format!("ca_file {ca}: no such file"));
+    let ca_file = raw.ca_file.as_deref().map(resolve);
+    if let Some(ca) = ca_file.as_ref().filter(|ca| !ca.is_file()) {
+        problems.push(format!("ca_file {}: no such file", ca.display()));
     }
+    for (key, set) in [
+        ("path", raw.path.is_some()),
+        ("settle", raw.settle.is_some() && raw_kind == "imap"),
+        ("rescan", raw.rescan.is_some()),
+    ] {
+        if set {
+            problems.push(format!("`{key}` does not apply to an {raw_kind} source"));
+        }
+    }
+    let password = read_secret(
+        &raw.password_env,
+        &raw.password_file,
+        &raw.password,
+        resolve,
+    )
+    .map_err(|e| problems.push(e))
+    .ok();
+    let port = raw.port.unwrap_or(match (raw_kind, tls) {
+        ("imap", TlsMode::Implicit) => 993,
+        ("imap", _) => 143,
+        (_, TlsMode::Implicit) => 990,
+        _ => 21,
+    });
+    if problems.len() > before {
+        return None;
+    }
+    Some(RemoteConfig {
+        host,
+        port,
+        tls,
+        ca_file,
+        user,
+        password: password?,
+        inbox: raw.inbox.clone().unwrap_or_default(),
+        archive: raw.archive.clone().unwrap_or_default(),
+        error: raw.error.clone().unwrap_or_default(),
+    })
 }
 
-fn check_notify(raw: RawNotify) -> Result<NotifyConfig, Vec<String>> {
+fn check_notify(
+    raw: RawNotify,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> Result<NotifyConfig, Vec<String>> {
     let mut problems = Vec::new();
-    let tls = raw.tls.clone().unwrap_or_else(|| "starttls".to_owned());
-    if !matches!(tls.as_str(), "starttls" | "implicit" | "none") {
-        problems.push(format!(
-            "unknown tls {tls:?}: use starttls, implicit or none"
-        ));
-    }
+    let tls = match raw.tls.as_deref().unwrap_or("starttls") {
+        "starttls" => TlsMode::StartTls,
+        "implicit" => TlsMode::Implicit,
+        "none" => TlsMode::None,
+        other => {
+            problems.push(format!(
+                "unknown tls {other:?}: use starttls, implicit or none"
+            ));
+            TlsMode::None
+        }
+    };
     let host = raw.smtp_host.clone().unwrap_or_default();
     if host.is_empty() {
         problems.push("`smtp_host` is required".to_owned());
-    } else if tls == "none" && !is_loopback(&host) {
+    } else if tls == TlsMode::None && !is_loopback(&host) {
         problems.push("tls = \"none\" is allowed only for loopback hosts".to_owned());
     }
-    if raw.from.is_none() {
-        problems.push("`from` is required".to_owned());
+    if raw.from.as_deref().is_none_or(|f| !f.contains('@')) {
+        problems.push("`from` is required: the sender address of the notices".to_owned());
     }
     if raw.admins.is_empty() {
         problems.push("`admins` needs at least one address".to_owned());
     }
-    if let Some(lang) = raw
-        .language
-        .as_deref()
-        .filter(|l| !matches!(*l, "de" | "en"))
-    {
-        problems.push(format!("unknown language {lang:?}: use de or en"));
+    let language = raw.language.clone().unwrap_or_else(|| "de".to_owned());
+    if !matches!(language.as_str(), "de" | "en") {
+        problems.push(format!("unknown language {language:?}: use de or en"));
     }
-    if raw.user.is_some()
-        && let Err(e) = read_secret(&raw.password_env, &raw.password_file, &raw.password)
-    {
-        problems.push(e);
+    let ca_file = raw.ca_file.as_deref().map(resolve);
+    if let Some(ca) = ca_file.as_ref().filter(|ca| !ca.is_file()) {
+        problems.push(format!("ca_file {}: no such file", ca.display()));
     }
+    let down_after = parse_duration(raw.down_after.as_deref().unwrap_or("15m"))
+        .map_err(|e| problems.push(format!("down_after: {e}")))
+        .unwrap_or_default();
+    if raw.burst == Some(0) {
+        problems.push("`burst` must be at least 1".to_owned());
+    }
+    let password = match &raw.user {
+        Some(_) => read_secret(
+            &raw.password_env,
+            &raw.password_file,
+            &raw.password,
+            resolve,
+        )
+        .map_err(|e| problems.push(e))
+        .ok(),
+        None => None,
+    };
     if !problems.is_empty() {
         return Err(problems);
     }
-    let default_port = if tls == "implicit" { 465 } else { 587 };
     Ok(NotifyConfig {
         smtp_host: host,
-        smtp_port: raw.smtp_port.unwrap_or(default_port),
+        smtp_port: raw
+            .smtp_port
+            .unwrap_or(if tls == TlsMode::Implicit { 465 } else { 587 }),
         tls,
+        ca_file,
+        user: raw.user,
+        password,
         from: raw.from.unwrap_or_default(),
         admins: raw.admins,
+        language,
+        down_after,
+        burst: raw.burst.unwrap_or(10),
     })
 }
 
@@ -468,12 +620,13 @@ fn read_secret(
     env: &Option<String>,
     file: &Option<String>,
     inline: &Option<String>,
+    resolve: &dyn Fn(&str) -> PathBuf,
 ) -> Result<Secret, String> {
     match (env, file, inline) {
         (Some(var), None, None) => std::env::var(var)
             .map(Secret)
             .map_err(|_| format!("password_env {var} is not set")),
-        (None, Some(path), None) => std::fs::read_to_string(path)
+        (None, Some(path), None) => std::fs::read_to_string(resolve(path))
             .map(|s| Secret(s.trim_end_matches(['\r', '\n']).to_owned()))
             .map_err(|e| format!("password_file {path}: {e}")),
         (None, None, Some(p)) => Ok(Secret(p.clone())),

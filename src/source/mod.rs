@@ -3,6 +3,7 @@
 //! outcome is committed. Only sources move, rename or delete anything.
 
 pub mod dir;
+pub mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;

@@ -374,7 +374,7 @@ impl Store {
         Ok(outcomes)
     }
 
-    /// Records where each item lies now; after this the item is done.
+    /// Records where each item lies now (a folder or path); after this the item is done.
     pub fn mark_disposed(&self, disposed: &[(i64, String)]) -> Result<(), Error> {
         if disposed.is_empty() {
             return Ok(());
@@ -515,12 +515,15 @@ impl Store {
         match result {
             Ok(()) => conn.execute(
                 "INSERT INTO source_state (source, last_ok) VALUES (?1, ?2)
-                 ON CONFLICT(source) DO UPDATE SET last_ok = excluded.last_ok",
+                 ON CONFLICT(source) DO UPDATE SET last_ok = excluded.last_ok, failing_since = NULL",
                 params![source, now],
             )?,
+            // `failing_since` keeps the start of an outage, for the one "source down" notice.
             Err(e) => conn.execute(
-                "INSERT INTO source_state (source, last_error, last_error_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(source) DO UPDATE SET last_error = excluded.last_error, last_error_at = excluded.last_error_at",
+                "INSERT INTO source_state (source, last_error, last_error_at, failing_since) VALUES (?1, ?2, ?3, ?3)
+                 ON CONFLICT(source) DO UPDATE SET last_error = excluded.last_error,
+                   last_error_at = excluded.last_error_at,
+                   failing_since = COALESCE(source_state.failing_since, excluded.failing_since)",
                 params![source, e, now],
             )?,
         };

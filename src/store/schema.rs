@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
         decided_at TEXT,
         disposed_at TEXT,
         archived TEXT,
+        archived_ref TEXT,
         reprocessed_at TEXT
     );
     CREATE INDEX items_by_sha ON items(sha256);
@@ -83,7 +84,8 @@ const MIGRATIONS: &[&str] = &[
         source TEXT PRIMARY KEY,
         last_ok TEXT,
         last_error TEXT,
-        last_error_at TEXT
+        last_error_at TEXT,
+        failing_since TEXT
     );",
 ];
 
