@@ -317,11 +317,14 @@ fn status(config: &Config, as_json: bool) -> Result<i32> {
         .map(|c| {
             let kind = config.source(&c.name).map(|s| match s.kind {
                 SourceKind::Dir(_) => "dir",
+                SourceKind::Imap(_) => "imap",
             });
             let pending = c.in_flight + kind.map_or(0, |_| waiting_in(&c.name));
+            let note = store.source_note(&c.name).ok().flatten();
             json!({
                 "name": c.name, "kind": kind, "received": c.received, "archived": c.archived,
                 "failed": c.failed, "pending": pending, "last_ok": c.last_ok, "last_error": c.last_error,
+                "note": note,
             })
         })
         .collect();
@@ -341,6 +344,9 @@ fn status(config: &Config, as_json: bool) -> Result<i32> {
                 s["pending"],
                 s["last_error"].as_str().unwrap_or("none")
             );
+            if let Some(note) = s["note"].as_str() {
+                println!("{}: note: {note}", s["name"].as_str().unwrap_or_default());
+            }
         }
         println!("documents: {documents}");
         println!("notifications pending: {notifications}");

@@ -146,6 +146,8 @@ pub struct SourceConfig {
 pub enum SourceKind {
     /// A local drop folder.
     Dir(DirConfig),
+    /// An IMAP mailbox: server, login and the three folders (`/`-separated paths).
+    Imap(RemoteConfig),
 }
 
 /// A drop folder and its archive and error folders.
@@ -370,7 +372,8 @@ fn check_source(
     };
     let kind = match raw.kind.as_deref() {
         Some("dir") => check_dir(&raw, resolve, &mut problems),
-        Some(kind @ ("imap" | "ftp")) => {
+        Some("imap") => check_remote("imap", &raw, resolve, &mut problems).map(SourceKind::Imap),
+        Some(kind @ "ftp") => {
             check_remote(kind, &raw, resolve, &mut problems);
             problems.push(format!(
                 "kind {kind:?} is not available in this version yet; use kind = \"dir\" or run a newer eingang"
@@ -662,7 +665,9 @@ mod tests {
             "[[source]]\nname = \"drop\"\nkind = \"dir\"\npath = \"drop/eingang\"\narchive = \"drop/archiv\"\nerror = \"drop/fehler\"\n",
         )
         .unwrap();
-        let SourceKind::Dir(dir) = &c.sources[0].kind;
+        let SourceKind::Dir(dir) = &c.sources[0].kind else {
+            panic!("a dir source")
+        };
         assert_eq!(dir.inbox, Path::new("/etc/eingang/drop/eingang"));
         assert_eq!(dir.settle, Duration::from_secs(2));
         assert_eq!(c.store, Path::new("/etc/eingang/eingang.db"));

@@ -60,6 +60,7 @@ pub async fn run(sources: Vec<Arc<Source>>, cx: Arc<Context>) -> std::io::Result
 fn idle_limit(source: &Source) -> Duration {
     match &source.config.kind {
         crate::config::SourceKind::Dir(d) => d.rescan,
+        crate::config::SourceKind::Imap(_) => crate::source::imap::IDLE_WAIT,
     }
 }
 

@@ -3,6 +3,7 @@
 //! outcome is committed. Only sources move, rename or delete anything.
 
 pub mod dir;
+pub mod imap;
 pub mod tls;
 
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use crate::config::{SourceConfig, SourceKind};
 use crate::pipeline::Context;
+use crate::schedule::Schedule;
 use crate::store::FailedItem;
 
 /// One configured source, whatever its kind. The daemon and the commands talk to this; each
@@ -25,6 +27,7 @@ pub struct Source {
 #[derive(Debug)]
 enum Kind {
     Dir(dir::DirSource),
+    Imap(imap::ImapSource),
 }
 
 /// One line of `eingang check`: what was checked, and the result.
@@ -38,6 +41,12 @@ impl Source {
                 config.name.clone(),
                 dir.clone(),
                 config.supplier.clone(),
+            )),
+            SourceKind::Imap(remote) => Kind::Imap(imap::ImapSource::new(
+                config.name.clone(),
+                remote.clone(),
+                config.supplier.clone(),
+                matches!(config.schedule, Schedule::Idle),
             )),
         };
         Source { config, kind }
@@ -57,20 +66,26 @@ impl Source {
         stop: &Arc<AtomicBool>,
         wait_for_writers: bool,
     ) -> Result<PassReport, Error> {
+        if let Kind::Imap(i) = &self.kind {
+            return i.pass(cx, stop).await;
+        }
         let (me, cx, stop) = (self.clone(), cx.clone(), stop.clone());
         tokio::task::spawn_blocking(move || match &me.kind {
             Kind::Dir(d) if wait_for_writers => d.pass_until_settled(&cx, &stop),
             Kind::Dir(d) => d.pass(&cx, &stop),
+            Kind::Imap(_) => Ok(PassReport::default()),
         })
         .await
         .map_err(|e| Error::Stopped(e.to_string()))?
     }
 
-    /// Waits (at most `limit`) for news in the inbox: file-system events for a drop folder.
-    /// Returns early on news; the caller then runs a pass.
+    /// Waits (at most `limit`) for news in the inbox: file-system events for a drop folder,
+    /// IDLE (or a poll interval) for a mailbox. Returns early on news; the caller then runs a
+    /// pass.
     pub async fn wait_for_news(&self, limit: Duration) {
         match &self.kind {
             Kind::Dir(d) => d.wait_for_news(limit).await,
+            Kind::Imap(i) => i.wait_for_news(limit).await,
         }
     }
 
@@ -85,6 +100,7 @@ impl Source {
                 lines.extend(d.check_folders());
                 lines
             }
+            Kind::Imap(i) => i.check(create_folders).await,
         }
     }
 
@@ -93,6 +109,7 @@ impl Source {
     pub fn create_local_folders(&self) -> Result<(), Error> {
         match &self.kind {
             Kind::Dir(d) => d.create_folders(),
+            Kind::Imap(_) => Ok(()),
         }
     }
 
@@ -100,6 +117,7 @@ impl Source {
     pub fn waiting_in_inbox(&self) -> Option<usize> {
         match &self.kind {
             Kind::Dir(d) => Some(d.pending_count()),
+            Kind::Imap(_) => None,
         }
     }
 
@@ -111,6 +129,7 @@ impl Source {
                 d.put_back(std::path::Path::new(place))
                     .map(|p| p.display().to_string())
             }
+            Kind::Imap(i) => i.put_back(failed).await,
         }
     }
 }
@@ -144,6 +163,9 @@ pub enum Error {
     /// The pass's task ended abnormally.
     #[error("the pass stopped: {0}")]
     Stopped(String),
+    /// The IMAP server could not be reached, refused, or did not confirm a move.
+    #[error(transparent)]
+    Imap(#[from] imap::Error),
 }
 
 impl Error {

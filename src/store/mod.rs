@@ -7,6 +7,7 @@
 //!
 //! Blocking by design: callers on the async runtime use `spawn_blocking`.
 
+mod imap;
 mod schema;
 
 use std::path::Path;
@@ -20,6 +21,8 @@ use crate::error::Reject;
 use crate::extract::Envelope;
 use crate::item::Item;
 use crate::model::{Document, Operation};
+
+pub use imap::Moved;
 
 /// An item whose parse was started this many times without an outcome is set aside.
 pub const MAX_ATTEMPTS: u32 = 3;
@@ -170,6 +173,8 @@ pub struct FailedItem {
     pub archived: Option<String>,
     /// Where it was found.
     pub location: String,
+    /// Where it lies within that place, e.g. its UIDVALIDITY and UID in an IMAP folder.
+    pub archived_ref: Option<String>,
 }
 
 /// The SQLite store. One connection; `&self` methods lock it for one call.
@@ -535,7 +540,7 @@ impl Store {
         Ok(self
             .lock()
             .query_row(
-                "SELECT id, source, archived, location FROM items
+                "SELECT id, source, archived, location, archived_ref FROM items
                  WHERE id = ?1 AND outcome = 'rejected' AND disposed_at IS NOT NULL AND reprocessed_at IS NULL",
                 [id],
                 |r| {
@@ -544,6 +549,7 @@ impl Store {
                         source: r.get(1)?,
                         archived: r.get(2)?,
                         location: r.get(3)?,
+                        archived_ref: r.get(4)?,
                     })
                 },
             )

@@ -87,6 +87,8 @@ const MIGRATIONS: &[&str] = &[
         last_error_at TEXT,
         failing_since TEXT
     );",
+    // 2: a standing note per source for `status` (an IMAP server without UIDPLUS).
+    "ALTER TABLE source_state ADD COLUMN note TEXT;",
 ];
 
 /// Brings the schema to the newest version, one transaction per step.
