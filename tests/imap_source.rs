@@ -1,0 +1,651 @@
+//! The IMAP source end to end against a real Dovecot, through the built binary: the right
+//! folders and rows for a mixed batch, IDLE, crashes around the move, a server restart in the
+//! middle of a pass, the COPY fallback, STARTTLS and certificate refusals, reprocess.
+
+#[path = "support/dovecot.rs"]
+mod dovecot;
+mod support;
+
+use std::time::Duration;
+
+use dovecot::{Caps, Client, Dovecot, PASSWORD, Proxy, StartTlsRefuser, new_user, time_until};
+use support::{Workspace, message, opentrans, stderr, stdout, wait_until};
+
+/// The server names of the configured folders: Dovecot here keeps every folder below `INBOX.`
+/// with `.` as the delimiter, and the error folder has an umlaut (modified UTF-7).
+const INBOX: &str = "INBOX.Lieferscheine.Eingang";
+const ARCHIVE: &str = "INBOX.Lieferscheine.Archiv";
+const ERROR: &str = "INBOX.Lieferscheine.R&APw-ckl&AOQ-ufer";
+
+/// How eingang reaches the server in a test.
+struct Reach<'a> {
+    tls: &'a str,
+    port: u16,
+    ca: String,
+}
+
+impl Reach<'_> {
+    fn implicit(dovecot: &Dovecot) -> Reach<'static> {
+        Reach {
+            tls: "implicit",
+            port: dovecot.imaps_port,
+            ca: dovecot::shared_certificates().0.clone(),
+        }
+    }
+}
+
+/// A workspace whose config has one IMAP source `mail` for `user` (folders as configured:
+/// `Lieferscheine/Eingang`, `Lieferscheine/Archiv`, `Lieferscheine/Rückläufer`), the Acme
+/// supplier format, and `extra` appended to the source.
+fn workspace(user: &str, reach: &Reach<'_>, extra: &str) -> Workspace {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ws = Workspace { dir };
+    std::fs::create_dir_all(ws.path("formats")).expect("formats");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/formats/acme.toml"),
+        ws.path("formats/acme.toml"),
+    )
+    .expect("copy acme.toml");
+    std::fs::write(ws.path("ca.pem"), &reach.ca).expect("ca");
+    std::fs::write(ws.path("password"), format!("{PASSWORD}\n")).expect("password");
+    let config = format!(
+        "formats = \"formats\"\n[store]\npath = \"eingang.db\"\n\
+         [[source]]\nname = \"mail\"\nkind = \"imap\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"{}\"\n\
+         ca_file = \"ca.pem\"\nuser = \"{user}\"\npassword_file = \"password\"\n\
+         inbox = \"Lieferscheine/Eingang\"\narchive = \"Lieferscheine/Archiv\"\nerror = \"Lieferscheine/Rückläufer\"\n{extra}",
+        reach.port, reach.tls
+    );
+    std::fs::write(ws.path("eingang.toml"), config).expect("config");
+    ws
+}
+
+/// A workspace for `user` on `dovecot` over implicit TLS whose folders exist, made by
+/// `eingang check --create-folders`.
+fn mailbox(dovecot: &Dovecot, test: &str, extra: &str) -> (Workspace, Client) {
+    let user = new_user(test);
+    let ws = workspace(&user, &Reach::implicit(dovecot), extra);
+    let out = ws.run(&["check", "--create-folders"]);
+    assert!(
+        out.status.success(),
+        "check --create-folders failed:\n{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    (ws, dovecot.client(&user))
+}
+
+fn acme_csv() -> Vec<u8> {
+    std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/acme/lieferschein-2026-11.csv"
+    ))
+    .expect("acme fixture")
+}
+
+fn cxml_ship_notice() -> Vec<u8> {
+    std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/standard/cxml/ship-notice.xml"
+    ))
+    .expect("cxml fixture")
+}
+
+fn note_message(number: &str) -> Vec<u8> {
+    message(
+        "lieferant@example.com",
+        &format!("{number}@example.com"),
+        &format!("{number}.xml"),
+        "application/xml",
+        &opentrans(number, "1"),
+    )
+}
+
+fn headers_with(messages: &[(u32, Vec<u8>, Vec<String>)], needle: &str) -> usize {
+    messages
+        .iter()
+        .filter(|(_, body, _)| String::from_utf8_lossy(body).contains(needle))
+        .count()
+}
+
+#[test]
+fn mixed_batch_ends_in_the_right_folders_with_the_right_rows() {
+    let dovecot = Dovecot::shared();
+    let (ws, mbox) = mailbox(dovecot, "mixed", "");
+    let check = ws.run(&["check"]);
+    let lines = stdout(&check);
+    assert!(check.status.success(), "{lines}");
+    for folder in [
+        "inbox folder Lieferscheine/Eingang: ok",
+        "archive folder Lieferscheine/Archiv: ok",
+        "error folder Lieferscheine/Rückläufer: ok",
+    ] {
+        assert!(lines.contains(&format!("source mail: {folder}")), "{lines}");
+    }
+    mbox.append(
+        INBOX,
+        &message(
+            "asn@supplier.example",
+            "cxml-1@example.com",
+            "ship-notice.xml",
+            "text/xml",
+            &cxml_ship_notice(),
+        ),
+        None,
+    );
+    mbox.append(
+        INBOX,
+        &message(
+            "lieferschein@acme-grosshandel.de",
+            "acme-1@example.com",
+            "lieferschein-2026-11.csv",
+            "text/csv",
+            &acme_csv(),
+        ),
+        None,
+    );
+    mbox.append(
+        INBOX,
+        &message(
+            "fremd@unbekannt.example",
+            "unknown-1@example.com",
+            "lieferschein-2026-11.csv",
+            "text/csv",
+            &acme_csv(),
+        ),
+        None,
+    );
+    mbox.append(
+        INBOX,
+        &message(
+            "asn@supplier.example",
+            "broken-1@example.com",
+            "kaputt.xml",
+            "text/xml",
+            b"<cXML><Request><ShipNoticeRequest><oops></cXML>",
+        ),
+        None,
+    );
+    let out = ws.run(&["sync"]);
+    assert!(out.status.success(), "sync failed: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("mail: imported 2, rejected 2"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(mbox.count(INBOX), 0, "inbox not drained");
+    let archived = mbox.messages(ARCHIVE);
+    let failed = mbox.messages(ERROR);
+    assert_eq!(archived.len(), 2);
+    assert_eq!(failed.len(), 2);
+    assert_eq!(headers_with(&archived, "cxml-1@example.com"), 1);
+    assert_eq!(headers_with(&archived, "acme-1@example.com"), 1);
+    assert_eq!(headers_with(&failed, "unknown-1@example.com"), 1);
+    assert_eq!(headers_with(&failed, "broken-1@example.com"), 1);
+    // Fetched with BODY.PEEK[]: nothing was marked read on the way.
+    assert!(
+        archived
+            .iter()
+            .all(|(_, _, flags)| !flags.iter().any(|f| f.contains("Seen"))),
+        "{archived:?}"
+    );
+    let docs = ws.exported();
+    let acme: Vec<_> = docs.iter().filter(|d| d["supplier"] == "acme").collect();
+    assert_eq!(acme.len(), 2, "the CSV holds two delivery notes");
+    assert_eq!(acme[0]["number"], "LS-26-04711");
+    assert_eq!(acme[0]["lines"].as_array().map(Vec::len), Some(3));
+    assert_eq!(acme[1]["lines"][0]["quantity"], "1234.5");
+    assert_eq!(
+        docs.iter()
+            .filter(|d| d["format"] == "cxml-ship-notice")
+            .count(),
+        1
+    );
+    assert_eq!(docs.len(), 3);
+    for doc in &docs {
+        assert_eq!(doc["origin"]["source"], "mail");
+        assert_eq!(doc["origin"]["archived"], "Lieferscheine/Archiv");
+    }
+    assert_eq!(
+        ws.query_i64("SELECT COUNT(*) FROM items WHERE outcome = 'rejected' AND archived = 'Lieferscheine/Rückläufer'"),
+        2
+    );
+    assert_eq!(ws.query_i64("SELECT COUNT(*) FROM outbox"), 2);
+    assert_eq!(
+        ws.query_i64("SELECT COUNT(*) FROM items WHERE disposed_at IS NULL"),
+        0
+    );
+    // The destination UID is kept for reprocess.
+    assert_eq!(
+        ws.query_i64("SELECT COUNT(*) FROM items WHERE archived_ref LIKE '%:%'"),
+        4
+    );
+    // A second sync finds nothing and changes nothing.
+    let again = ws.run(&["sync"]);
+    assert!(
+        stderr(&again).contains("mail: imported 0, rejected 0"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(ws.exported().len(), 3);
+    let status = ws.run(&["status"]);
+    assert!(
+        stdout(&status)
+            .contains("mail: received 4, archived 2, failed 2, pending 0, last error: none"),
+        "{}",
+        stdout(&status)
+    );
+}
+
+#[test]
+fn an_oversized_message_is_rejected_without_downloading_it() {
+    let dovecot = Dovecot::shared();
+    let user = new_user("oversized");
+    let proxy = Proxy::start(dovecot.imap_port);
+    let reach = Reach {
+        tls: "none",
+        port: proxy.port,
+        ca: dovecot::shared_certificates().0.clone(),
+    };
+    let ws = workspace(&user, &reach, "");
+    std::fs::write(
+        ws.path("eingang.toml"),
+        std::fs::read_to_string(ws.path("eingang.toml"))
+            .unwrap()
+            .replace("[store]", "[limits]\nmax_item_mib = 1\n[store]"),
+    )
+    .unwrap();
+    assert!(ws.run(&["check", "--create-folders"]).status.success());
+    let mbox = dovecot.client(&user);
+    mbox.append(INBOX, &note_message("LS-SMALL"), None);
+    let big = message(
+        "lieferant@example.com",
+        "big@example.com",
+        "gross.xml",
+        "application/xml",
+        &vec![b'x'; 1_200_000],
+    );
+    mbox.append(INBOX, &big, None);
+    let out = ws.run(&["sync"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(headers_with(&mbox.messages(ERROR), "big@example.com"), 1);
+    assert_eq!(ws.exported().len(), 1);
+    let reason: String = rusqlite::Connection::open(ws.path("eingang.db"))
+        .unwrap()
+        .query_row(
+            "SELECT reason FROM items WHERE outcome = 'rejected'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(reason.contains("too large"), "{reason}");
+    // The big message is UID 2: its size was asked for, its body never.
+    let bodies: Vec<String> = proxy
+        .commands()
+        .into_iter()
+        .filter(|c| c.contains("BODY.PEEK[]"))
+        .collect();
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    assert!(bodies[0].contains("UID FETCH 1 "), "{bodies:?}");
+}
+
+#[test]
+fn idle_picks_up_an_appended_message_within_5_s() {
+    let dovecot = Dovecot::shared();
+    let (ws, mbox) = mailbox(dovecot, "idle", "schedule = \"idle\"\n");
+    let mut daemon = ws.spawn(&["run"]);
+    mbox.append(INBOX, &note_message("LS-IDLE-1"), None);
+    let first = time_until(Duration::from_secs(20), || mbox.count(ARCHIVE) == 1);
+    assert!(
+        first.is_some(),
+        "the daemon did not archive the first message"
+    );
+    // Now it waits in IDLE; a new message must be handled promptly.
+    std::thread::sleep(Duration::from_millis(500));
+    mbox.append(INBOX, &note_message("LS-IDLE-2"), None);
+    let took = time_until(Duration::from_secs(10), || mbox.count(ARCHIVE) == 2);
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(daemon.id() as i32, libc::SIGTERM);
+    }
+    let status = daemon.wait().expect("daemon exit");
+    let took = took.expect("the appended message was not archived within 10 s");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(status.success(), "daemon exit {status:?}");
+    assert_eq!(ws.exported().len(), 2);
+}
+
+#[cfg(feature = "fault-points")]
+#[test]
+fn killed_after_commit_is_moved_not_imported_twice() {
+    use std::os::unix::process::ExitStatusExt;
+    let dovecot = Dovecot::shared();
+    let (ws, mbox) = mailbox(dovecot, "killcommit", "");
+    mbox.append(INBOX, &note_message("LS-K1"), None);
+    mbox.append(INBOX, &note_message("LS-K2"), None);
+    mbox.append(
+        INBOX,
+        &message(
+            "x@example.com",
+            "bad@example.com",
+            "bad.xml",
+            "text/xml",
+            b"<broken",
+        ),
+        None,
+    );
+    let out = ws.run_env(&["sync"], &[("EINGANG_FAULT", "after_commit")]);
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGKILL),
+        "fault point not reached"
+    );
+    // Committed, not moved.
+    assert_eq!(mbox.count(INBOX), 3);
+    assert_eq!(ws.query_i64("SELECT COUNT(*) FROM documents"), 2);
+    let out = ws.run(&["sync"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(mbox.count(INBOX), 0);
+    assert_eq!(mbox.count(ARCHIVE), 2);
+    assert_eq!(mbox.count(ERROR), 1);
+    assert_eq!(ws.query_i64("SELECT COUNT(*) FROM documents"), 2);
+    assert_eq!(ws.query_i64("SELECT COUNT(*) FROM items"), 3);
+    assert_eq!(ws.query_i64("SELECT COUNT(*) FROM outbox"), 1);
+}
+
+#[cfg(feature = "fault-points")]
+#[test]
+fn killed_after_the_move_is_recorded_not_moved_again() {
+    use std::os::unix::process::ExitStatusExt;
+    let dovecot = Dovecot::shared();
+    let (ws, mbox) = mailbox(dovecot, "killmove", "");
+    mbox.append(INBOX, &note_message("LS-M1"), None);
+    let out = ws.run_env(&["sync"], &[("EINGANG_FAULT", "after_move")]);
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGKILL),
+        "fault point not reached"
+    );
+    assert_eq!(mbox.count(ARCHIVE), 1);
+    assert_eq!(
+        ws.query_i64("SELECT COUNT(*) FROM items WHERE disposed_at IS NULL"),
+        1
+    );
+    let out = ws.run(&["sync"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        ws.query_i64("SELECT COUNT(*) FROM items WHERE disposed_at IS NULL"),
+        0
+    );
+    assert_eq!(mbox.count(ARCHIVE), 1);
+    assert_eq!(mbox.count(ERROR), 0);
+    assert_eq!(
+        ws.exported()[0]["origin"]["archived"],
+        "Lieferscheine/Archiv"
+    );
+}
+
+#[test]
+fn dovecot_restarted_during_a_pass_leaves_everything_in_place_and_nothing_twice() {
+    const N: usize = 600;
+    let dovecot = Dovecot::start(Caps::Full);
+    let (ws, mbox) = mailbox(&dovecot, "restart", "schedule = \"idle\"\n");
+    let notes: Vec<Vec<u8>> = (0..N)
+        .map(|i| note_message(&format!("LS-R{i:04}")))
+        .collect();
+    mbox.append_all(INBOX, &notes);
+    let mut daemon = ws.spawn(&["run"]);
+    // Stop the server as soon as the first batch is archived, while the rest waits.
+    let mut waiting = 0;
+    let started = time_until(Duration::from_secs(60), || {
+        match (
+            mbox.try_search(ARCHIVE, "ALL"),
+            mbox.try_search(INBOX, "ALL"),
+        ) {
+            (Some(archived), Some(inbox)) if !archived.is_empty() => {
+                waiting = inbox.len();
+                true
+            }
+            _ => false,
+        }
+    });
+    dovecot.stop();
+    assert!(started.is_some(), "no batch was archived");
+    assert!(waiting > 0, "the pass ended before the server was stopped");
+    std::thread::sleep(Duration::from_secs(2));
+    dovecot.restart();
+    let done = wait_until(Duration::from_secs(180), || {
+        mbox.try_search(INBOX, "ALL").is_some_and(|u| u.is_empty())
+            && ws.query_i64("SELECT COUNT(*) FROM items WHERE disposed_at IS NULL") == 0
+    });
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(daemon.id() as i32, libc::SIGTERM);
+    }
+    let _ = daemon.wait();
+    assert!(done, "not drained after the restart");
+    assert_eq!(mbox.count(ARCHIVE), N, "archive count");
+    assert_eq!(
+        mbox.count(ERROR),
+        0,
+        "nothing may be rejected as already imported"
+    );
+    assert_eq!(ws.query_i64("SELECT COUNT(*) FROM documents"), N as i64);
+    assert_eq!(
+        ws.query_i64("SELECT COUNT(DISTINCT number) FROM documents"),
+        N as i64
+    );
+    assert_eq!(ws.query_i64("SELECT COUNT(*) FROM items"), N as i64);
+}
+
+#[test]
+fn without_move_the_fallback_is_used_and_another_clients_deleted_message_survives() {
+    let dovecot = Dovecot::shared_without_move();
+    let user = new_user("nomove");
+    let proxy = Proxy::start(dovecot.imap_port);
+    let reach = Reach {
+        tls: "none",
+        port: proxy.port,
+        ca: dovecot::shared_certificates().0.clone(),
+    };
+    let ws = workspace(&user, &reach, "");
+    assert!(ws.run(&["check", "--create-folders"]).status.success());
+    let mbox = dovecot.client(&user);
+    let foreign = message(
+        "kollege@example.com",
+        "foreign@example.com",
+        "notiz.txt",
+        "text/plain",
+        b"deleted by a colleague's mail client, not yet expunged",
+    );
+    mbox.append(INBOX, &foreign, Some("(\\Deleted)"));
+    mbox.append(INBOX, &note_message("LS-F1"), None);
+    mbox.append(INBOX, &note_message("LS-F2"), None);
+    let out = ws.run(&["sync"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(mbox.count(ARCHIVE), 2);
+    let left = mbox.messages(INBOX);
+    assert_eq!(left.len(), 1, "only the foreign message stays");
+    assert_eq!(headers_with(&left, "foreign@example.com"), 1);
+    assert_eq!(ws.exported().len(), 2);
+    let commands = proxy.commands();
+    let verbs = |word: &str| commands.iter().filter(|c| c.contains(word)).count();
+    assert_eq!(verbs("MOVE"), 0, "{commands:?}");
+    assert_eq!(verbs("UID COPY"), 1, "{commands:?}");
+    assert_eq!(verbs("UID EXPUNGE"), 1, "{commands:?}");
+    assert!(
+        !commands
+            .iter()
+            .any(|c| c.split_whitespace().nth(1) == Some("EXPUNGE")),
+        "an unscoped EXPUNGE was sent: {commands:?}"
+    );
+}
+
+#[test]
+fn without_uidplus_handled_messages_stay_flagged_and_are_not_taken_again() {
+    let dovecot = Dovecot::shared_without_uidplus();
+    let (ws, mbox) = mailbox(dovecot, "nouidplus", "");
+    mbox.append(INBOX, &note_message("LS-U1"), None);
+    let out = ws.run(&["sync"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot expunge selectively"),
+        "said once in the log: {}",
+        stderr(&out)
+    );
+    assert_eq!(mbox.count(ARCHIVE), 1);
+    let left = mbox.messages(INBOX);
+    assert_eq!(left.len(), 1, "never expunged");
+    assert!(left[0].2.iter().any(|f| f.contains("Deleted")), "{left:?}");
+    assert!(left[0].2.iter().any(|f| f.contains("Seen")), "{left:?}");
+    let again = ws.run(&["sync"]);
+    assert!(
+        stderr(&again).contains("mail: imported 0, rejected 0"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(mbox.count(ARCHIVE), 1);
+    assert_eq!(ws.query_i64("SELECT COUNT(*) FROM items"), 1);
+    let status = stdout(&ws.run(&["status"]));
+    assert!(
+        status.contains("mail: note: the server cannot expunge selectively"),
+        "{status}"
+    );
+}
+
+#[test]
+fn starttls_refused_means_no_login_is_sent() {
+    let fake = StartTlsRefuser::start();
+    let reach = Reach {
+        tls: "starttls",
+        port: fake.port,
+        ca: dovecot::shared_certificates().0.clone(),
+    };
+    let ws = workspace(&new_user("starttls"), &reach, "");
+    let out = ws.run(&["sync"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("STARTTLS refused"),
+        "{}",
+        stderr(&out)
+    );
+    let received = fake.received();
+    assert!(received.contains("STARTTLS"), "{received}");
+    assert!(
+        !received.to_ascii_uppercase().contains("LOGIN"),
+        "{received}"
+    );
+    assert!(!received.contains(PASSWORD), "{received}");
+    let check = ws.run(&["check"]);
+    assert_eq!(check.status.code(), Some(1));
+    assert!(stdout(&check).contains("FAILED: "), "{}", stdout(&check));
+}
+
+#[test]
+fn a_wrong_ca_file_is_refused() {
+    let dovecot = Dovecot::shared();
+    let user = new_user("wrongca");
+    let (other_ca, _, _) = dovecot::certificates();
+    for (tls, port) in [
+        ("implicit", dovecot.imaps_port),
+        ("starttls", dovecot.imap_port),
+    ] {
+        let reach = Reach {
+            tls,
+            port,
+            ca: other_ca.clone(),
+        };
+        let ws = workspace(&user, &reach, "");
+        let out = ws.run(&["check"]);
+        assert_eq!(out.status.code(), Some(1));
+        let text = stdout(&out);
+        assert!(
+            text.contains("FAILED: ") && text.contains("TLS"),
+            "{tls}: {text}"
+        );
+        assert!(text.to_lowercase().contains("certificate"), "{tls}: {text}");
+    }
+    assert!(
+        !dovecot.log().contains(&format!("user=<{user}>")),
+        "a login reached the server"
+    );
+}
+
+#[test]
+fn starttls_with_the_right_ca_works_and_the_password_never_shows() {
+    let dovecot = Dovecot::shared();
+    let user = new_user("secret");
+    let reach = Reach {
+        tls: "starttls",
+        port: dovecot.imap_port,
+        ca: dovecot::shared_certificates().0.clone(),
+    };
+    let ws = workspace(&user, &reach, "");
+    let out = ws.run_env(&["check", "--create-folders"], &[("EINGANG_LOG", "trace")]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    dovecot
+        .client(&user)
+        .append(INBOX, &note_message("LS-S1"), None);
+    let out = ws.run_env(&["sync"], &[("EINGANG_LOG", "trace")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(ws.exported().len(), 1);
+    for text in [stderr(&out), stdout(&out)] {
+        assert!(
+            !text.contains("pa\\ss") && !text.contains("S3cr3t"),
+            "password in the log"
+        );
+    }
+    let db = std::fs::read(ws.path("eingang.db")).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&db).contains("S3cr3t"),
+        "password in the store"
+    );
+}
+
+#[test]
+fn reprocess_moves_a_failed_message_back_and_the_next_pass_imports_it() {
+    let dovecot = Dovecot::shared();
+    let (ws, mbox) = mailbox(dovecot, "reprocess", "");
+    mbox.append(
+        INBOX,
+        &message(
+            "neu@acme-grosshandel.de",
+            "new-sender@example.com",
+            "lieferschein-2026-11.csv",
+            "text/csv",
+            &acme_csv(),
+        ),
+        None,
+    );
+    assert!(ws.run(&["sync"]).status.success());
+    assert_eq!(mbox.count(ERROR), 1);
+    let id = ws.query_i64("SELECT id FROM items WHERE outcome = 'rejected'");
+    // The fix: Acme's new sender goes into its format file.
+    let format = std::fs::read_to_string(ws.path("formats/acme.toml")).unwrap();
+    std::fs::write(
+        ws.path("formats/acme.toml"),
+        format.replace("senders = [", "senders = [\"neu@acme-grosshandel.de\", "),
+    )
+    .unwrap();
+    let out = ws.run(&["reprocess", &id.to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("put back into Lieferscheine/Eingang"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(mbox.count(ERROR), 0);
+    assert_eq!(mbox.count(INBOX), 1);
+    let out = ws.run(&["sync"]);
+    assert!(
+        stderr(&out).contains("mail: imported 1, rejected 0"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(mbox.count(ARCHIVE), 1);
+    assert_eq!(ws.exported().len(), 2);
+    // Once reprocessed, it is no longer a failed item.
+    assert_eq!(
+        ws.run(&["reprocess", &id.to_string()]).status.code(),
+        Some(1)
+    );
+}
