@@ -314,6 +314,64 @@ fn idle_picks_up_an_appended_message_within_5_s() {
     assert_eq!(ws.exported().len(), 2);
 }
 
+#[test]
+fn a_dead_idle_connection_is_noticed_within_a_minute_and_replaced() {
+    use std::io::BufRead;
+    let dovecot = Dovecot::shared();
+    let user = new_user("deadlink");
+    let proxy = Proxy::start(dovecot.imap_port);
+    let reach = Reach {
+        tls: "none",
+        port: proxy.port,
+        ca: dovecot::shared_certificates().0.clone(),
+    };
+    let ws = workspace(&user, &reach, "schedule = \"idle\"\n");
+    assert!(ws.run(&["check", "--create-folders"]).status.success());
+    let mbox = dovecot.client(&user);
+    let mut daemon = ws.spawn(&["run"]);
+    let log = daemon.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(log).lines().map_while(Result::ok) {
+            let _ = tx.send((std::time::Instant::now(), line));
+        }
+    });
+    mbox.append(INBOX, &note_message("LS-D1"), None);
+    assert!(
+        time_until(Duration::from_secs(20), || mbox.count(ARCHIVE) == 1).is_some(),
+        "first message not archived"
+    );
+    std::thread::sleep(Duration::from_secs(1)); // in IDLE now
+    proxy.black_hole_current();
+    let cut = std::time::Instant::now();
+    let give_up = cut + Duration::from_secs(90);
+    let mut noticed = None;
+    while let Ok((at, line)) =
+        rx.recv_timeout(give_up.saturating_duration_since(std::time::Instant::now()))
+    {
+        if line.contains("idle ended") {
+            noticed = Some(at.duration_since(cut));
+            break;
+        }
+    }
+    mbox.append(INBOX, &note_message("LS-D2"), None);
+    let recovered = time_until(Duration::from_secs(20), || mbox.count(ARCHIVE) == 2);
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(daemon.id() as i32, libc::SIGTERM);
+    }
+    let _ = daemon.wait();
+    let noticed = noticed.expect("the dead connection was never noticed");
+    assert!(
+        noticed < Duration::from_secs(60),
+        "noticed after {noticed:?}"
+    );
+    assert!(
+        recovered.is_some(),
+        "no reconnect after the dead connection"
+    );
+}
+
 #[cfg(feature = "fault-points")]
 #[test]
 fn killed_after_commit_is_moved_not_imported_twice() {

@@ -417,11 +417,15 @@ impl Client {
     }
 }
 
-/// A TCP proxy on loopback that records what the client sends.
+/// A TCP proxy on loopback that records what the client sends, and can turn the connections
+/// it has into black holes (a NAT that dropped the flow: bytes vanish, nothing is closed).
 pub struct Proxy {
     /// The port to give eingang.
     pub port: u16,
     sent: Arc<Mutex<Vec<u8>>>,
+    /// Connections numbered below this forward nothing any more.
+    dead_below: Arc<AtomicUsize>,
+    accepted: Arc<AtomicUsize>,
 }
 
 impl Proxy {
@@ -430,13 +434,17 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let port = listener.local_addr().expect("addr").port();
         let sent = Arc::new(Mutex::new(Vec::new()));
-        let record = sent.clone();
+        let dead_below = Arc::new(AtomicUsize::new(0));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (record, dead, count) = (sent.clone(), dead_below.clone(), accepted.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
                 let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
                     continue;
                 };
+                let number = count.fetch_add(1, Ordering::SeqCst);
+                let (dead_up, dead_down) = (dead.clone(), dead.clone());
                 let (mut c_read, mut s_write) = (
                     client.try_clone().expect("clone"),
                     server.try_clone().expect("clone"),
@@ -446,7 +454,13 @@ impl Proxy {
                 std::thread::spawn(move || {
                     let mut buf = [0u8; 16384];
                     while let Ok(n) = c_read.read(&mut buf) {
-                        if n == 0 || s_write.write_all(&buf[..n]).is_err() {
+                        if n == 0 {
+                            break;
+                        }
+                        if number < dead_up.load(Ordering::SeqCst) {
+                            continue; // swallowed
+                        }
+                        if s_write.write_all(&buf[..n]).is_err() {
                             break;
                         }
                         record.lock().unwrap().extend_from_slice(&buf[..n]);
@@ -454,12 +468,35 @@ impl Proxy {
                     let _ = s_write.shutdown(std::net::Shutdown::Both);
                 });
                 std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut s_read, &mut c_write);
+                    let mut buf = [0u8; 16384];
+                    while let Ok(n) = s_read.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        if number < dead_down.load(Ordering::SeqCst) {
+                            continue;
+                        }
+                        if c_write.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
                     let _ = c_write.shutdown(std::net::Shutdown::Both);
                 });
             }
         });
-        Proxy { port, sent }
+        Proxy {
+            port,
+            sent,
+            dead_below,
+            accepted,
+        }
+    }
+
+    /// Every connection made so far stops forwarding in both directions, without closing;
+    /// new connections work.
+    pub fn black_hole_current(&self) {
+        self.dead_below
+            .store(self.accepted.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 
     /// The command lines the client sent, in order.

@@ -36,11 +36,13 @@ const READ_TIMEOUT: Duration = Duration::from_secs(60);
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 /// One batch of message bodies.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(600);
-/// An IDLE with no line from the server for this long is ended with DONE; an answer to DONE
-/// proves the link alive, no answer within `READ_TIMEOUT` ends it. So a dead connection is
-/// noticed within `IDLE_PROBE + READ_TIMEOUT`, about a minute and a half at most, and NAT
-/// mappings that drop silent flows after a few minutes stay open.
-pub const IDLE_PROBE: Duration = Duration::from_secs(40);
+/// An IDLE with no line from the server for this long is ended with DONE; the answer to DONE
+/// proves the link alive. So a dead connection (a NAT or firewall that silently dropped the
+/// flow, stalwart#3299) is noticed within `IDLE_PROBE + PROBE_ANSWER`, under a minute, and
+/// such middleboxes never see the flow silent for long enough to drop it.
+const IDLE_PROBE: Duration = Duration::from_secs(30);
+/// How long the answer to DONE (or a NOOP on a resting connection) may take.
+const PROBE_ANSWER: Duration = Duration::from_secs(15);
 /// Longest error text kept from a server or parser: parse errors quote whole responses.
 const MAX_WHY: usize = 300;
 
@@ -621,12 +623,12 @@ impl Connection {
 
     /// `NOOP`, to see that a resting connection still answers.
     pub async fn noop(&mut self) -> Result<(), Error> {
-        self.run("NOOP", "NOOP", IDLE_PROBE, |_| {}).await
+        self.run("NOOP", "NOOP", PROBE_ANSWER, |_| {}).await
     }
 
     /// `LOGOUT`, best effort: the connection is dropped either way.
     pub async fn logout(mut self) {
-        let _ = self.run("LOGOUT", "LOGOUT", IDLE_PROBE, |_| {}).await;
+        let _ = self.run("LOGOUT", "LOGOUT", PROBE_ANSWER, |_| {}).await;
     }
 
     /// One IDLE round (RFC 2177) of at most `limit`: returns `true` when the server reported
@@ -690,7 +692,7 @@ impl Connection {
                 _ => {} // keep-alives, flag changes, expunges by others
             }
         }
-        timeout(COMMAND_TIMEOUT, async {
+        timeout(PROBE_ANSWER, async {
             self.session
                 .run_command_untagged("DONE")
                 .await
@@ -724,7 +726,7 @@ impl Connection {
         .await
         .map_err(|_| Error::Timeout {
             command: "DONE".to_owned(),
-            limit: COMMAND_TIMEOUT,
+            limit: PROBE_ANSWER,
         })??;
         Ok(news)
     }

@@ -207,6 +207,8 @@ impl ImapSource {
         self.reconcile(link, validity, cx).await?;
         let mut report = PassReport::default();
         let mut tried: HashSet<u32> = HashSet::new();
+        // Bounds the extra looks below, should a server announce EXISTS on every command.
+        let mut rechecks = 3;
         loop {
             link.conn.exists_seen = false;
             // `\Deleted` messages are another client's deletion, or our own handled ones on a
@@ -216,7 +218,8 @@ impl ImapSource {
             if fresh.is_empty() {
                 // A message that arrived while the search ran is announced (EXISTS) but may
                 // not be in its result: look once more rather than wait for the next IDLE.
-                if link.conn.exists_seen && !stop.load(Ordering::Relaxed) {
+                if link.conn.exists_seen && rechecks > 0 && !stop.load(Ordering::Relaxed) {
+                    rechecks -= 1;
                     continue;
                 }
                 return Ok(report);
