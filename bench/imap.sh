@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# End-to-end IMAP benchmark (issue 3): N mixed messages drained by `eingang sync` over TLS from a
+# private Dovecot, the raw FETCH+MOVE ceiling on the same server, and IDLE latency. Loopback only.
+# Usage: bench/imap.sh [-n 2000] [--idle-rounds 100]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v dovecot >/dev/null 2>&1 && [ ! -x /usr/sbin/dovecot ]; then
+  echo "error: dovecot not found: apt-get install -y --no-install-recommends dovecot-imapd" >&2
+  exit 1
+fi
+cargo build --release --quiet
+exec python3 bench/imap_bench.py --binary target/release/eingang "$@"
