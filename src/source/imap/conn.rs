@@ -731,3 +731,35 @@ impl Connection {
         Ok(news)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_server_times_out_a_pending_read() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, server) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (mut server, _) = server.unwrap();
+        let mut timed = Timed::new(client.unwrap());
+        server.write_all(b"* OK hello\r\n").await.unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(timed.read(&mut buf).await.unwrap(), 12);
+        let started = Instant::now();
+        let err = timed.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= READ_TIMEOUT);
+    }
+
+    #[test]
+    fn capabilities_after_login_decide_the_moves() {
+        let atoms = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<HashSet<_>>();
+        let dovecot = Caps::of(&atoms(&["IMAP4REV1", "IDLE", "MOVE", "UIDPLUS"]));
+        assert!(dovecot.has_move && dovecot.has_uidplus && dovecot.has_idle);
+        assert_eq!(Caps::of(&atoms(&["IMAP4REV1"])), Caps::default());
+        let rev2 = Caps::of(&atoms(&["IMAP4REV2"]));
+        assert!(rev2.has_move && rev2.has_uidplus && rev2.has_idle);
+    }
+}
