@@ -377,7 +377,16 @@ fn a_dead_idle_connection_is_noticed_within_a_minute_and_replaced() {
 fn killed_after_commit_is_moved_not_imported_twice() {
     use std::os::unix::process::ExitStatusExt;
     let dovecot = Dovecot::shared();
-    let (ws, mbox) = mailbox(dovecot, "killcommit", "");
+    let user = new_user("killcommit");
+    let proxy = Proxy::start(dovecot.imap_port);
+    let reach = Reach {
+        tls: "none",
+        port: proxy.port,
+        ca: dovecot::shared_certificates().0.clone(),
+    };
+    let ws = workspace(&user, &reach, "");
+    assert!(ws.run(&["check", "--create-folders"]).status.success());
+    let mbox = dovecot.client(&user);
     mbox.append(INBOX, &note_message("LS-K1"), None);
     mbox.append(INBOX, &note_message("LS-K2"), None);
     mbox.append(
@@ -400,8 +409,15 @@ fn killed_after_commit_is_moved_not_imported_twice() {
     // Committed, not moved.
     assert_eq!(mbox.count(INBOX), 3);
     assert_eq!(ws.query_i64("SELECT COUNT(*) FROM documents"), 2);
+    let fetched_before = proxy.commands().len();
     let out = ws.run(&["sync"]);
     assert!(out.status.success(), "{}", stderr(&out));
+    // Moved by UID from the ledger's outcome, without downloading them again.
+    let resumed = proxy.commands().split_off(fetched_before);
+    assert!(
+        !resumed.iter().any(|c| c.contains("BODY.PEEK[]")),
+        "{resumed:?}"
+    );
     assert_eq!(mbox.count(INBOX), 0);
     assert_eq!(mbox.count(ARCHIVE), 2);
     assert_eq!(mbox.count(ERROR), 1);

@@ -204,8 +204,8 @@ impl ImapSource {
     ) -> Result<PassReport, SourceError> {
         let validity = link.conn.select(&link.folders.inbox).await?;
         link.selected = Some(link.folders.inbox.clone());
-        self.reconcile(link, validity, cx).await?;
         let mut report = PassReport::default();
+        self.reconcile(link, validity, cx, &mut report).await?;
         let mut tried: HashSet<u32> = HashSet::new();
         // Bounds the extra looks below, should a server announce EXISTS on every command.
         let mut rechecks = 3;
@@ -316,7 +316,12 @@ impl ImapSource {
             } else {
                 match bodies.remove(&uid) {
                     Some(bytes) => Item::new(bytes, ItemKind::Message, origin),
-                    None => continue, // expunged by someone else since the listing
+                    None => {
+                        // Expunged by another client since the listing, or the server could
+                        // not give it: it stays where it is for the next pass.
+                        tracing::warn!(source = %self.name, uid, "message not returned by the server; left for the next pass");
+                        continue;
+                    }
                 }
             };
             // Two copies of the same bytes in one batch: the second waits for the next round,
@@ -352,11 +357,27 @@ impl ImapSource {
                 }
             }
         }
+        self.move_and_record(link, &to_archive, &to_error, cx, report)
+            .await?;
+        Ok(deferred)
+    }
+
+    /// Moves decided messages, one command per destination, and records the confirmed moves.
+    /// Messages whose move is not confirmed stay in the inbox (their outcome stands) and make
+    /// this an error, so that the pass is retried.
+    async fn move_and_record(
+        &self,
+        link: &mut Link,
+        to_archive: &[(u32, i64)],
+        to_error: &[(u32, i64)],
+        cx: &Arc<Context>,
+        report: &mut PassReport,
+    ) -> Result<(), SourceError> {
         let mut recorded = Vec::new();
         let mut problems = Vec::new();
         for (group, folder, path) in [
-            (&to_archive, &link.folders.archive, &self.config.archive),
-            (&to_error, &link.folders.error, &self.config.error),
+            (to_archive, &link.folders.archive, &self.config.archive),
+            (to_error, &link.folders.error, &self.config.error),
         ] {
             if group.is_empty() {
                 continue;
@@ -398,18 +419,21 @@ impl ImapSource {
         if !problems.is_empty() {
             return Err(Error::NotMoved(problems.join("; ")).into());
         }
-        Ok(deferred)
+        Ok(())
     }
 
-    /// Records the moves a crash cut off: items of this inbox the ledger has decided but not
-    /// recorded as moved. Gone from the inbox: moved before the crash. Still there but flagged
-    /// `\Deleted`: our COPY + STORE ran, the EXPUNGE did not; it is finished now. Still there
-    /// and not flagged: the pass moves them (the ledger's outcome stands).
+    /// Finishes what a crash cut off, for items of this inbox the ledger has but never
+    /// recorded as moved. Decided and still in the inbox: moved now by UID, without being
+    /// downloaded again (UIDVALIDITY and UID name one immutable message, RFC 3501 §2.3.1.1).
+    /// Decided and gone: moved before the crash; recorded. Still there but flagged `\Deleted`:
+    /// our COPY + STORE ran, the EXPUNGE did not; finished now. Never decided: the pass tries
+    /// it again, or records it as vanished.
     async fn reconcile(
         &self,
         link: &mut Link,
         validity: u32,
         cx: &Arc<Context>,
+        report: &mut PassReport,
     ) -> Result<(), SourceError> {
         let name = self.name.clone();
         let undisposed = blocking(cx, move |store| store.undisposed(&name)).await?;
@@ -439,6 +463,7 @@ impl ImapSource {
             .collect();
         let mut recorded = Vec::new();
         let mut to_expunge = Vec::new();
+        let (mut to_archive, mut to_error) = (Vec::new(), Vec::new());
         for (item, uid) in &mine {
             let folder = match item.imported {
                 Some(true) => self.config.archive.clone(),
@@ -450,7 +475,11 @@ impl ImapSource {
                 }
             };
             if present.contains(uid) && !flagged.contains(uid) {
-                continue; // committed, not moved: the pass moves it
+                match item.imported {
+                    Some(true) => to_archive.push((*uid, item.item_id)),
+                    _ => to_error.push((*uid, item.item_id)),
+                }
+                continue;
             }
             if present.contains(uid) {
                 to_expunge.push(*uid);
@@ -468,7 +497,13 @@ impl ImapSource {
                 .run("UID EXPUNGE", &command, COMMAND_TIMEOUT, |_| {})
                 .await?;
         }
-        blocking(cx, move |store| store.mark_moved(&recorded)).await
+        blocking(cx, move |store| store.mark_moved(&recorded)).await?;
+        if !to_archive.is_empty() || !to_error.is_empty() {
+            tracing::info!(source = %self.name, messages = to_archive.len() + to_error.len(), "moving messages decided before a crash");
+            self.move_and_record(link, &to_archive, &to_error, cx, report)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Waits (at most `limit`) for new mail: IDLE rounds on the connection the last pass
