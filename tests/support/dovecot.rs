@@ -426,6 +426,8 @@ pub struct Proxy {
     /// Connections numbered below this forward nothing any more.
     dead_below: Arc<AtomicUsize>,
     accepted: Arc<AtomicUsize>,
+    /// When the client sends this, it is still forwarded, then its connection freezes.
+    trigger: Arc<Mutex<Option<String>>>,
 }
 
 impl Proxy {
@@ -436,7 +438,9 @@ impl Proxy {
         let sent = Arc::new(Mutex::new(Vec::new()));
         let dead_below = Arc::new(AtomicUsize::new(0));
         let accepted = Arc::new(AtomicUsize::new(0));
+        let trigger: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
         let (record, dead, count) = (sent.clone(), dead_below.clone(), accepted.clone());
+        let armed = trigger.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
@@ -445,6 +449,7 @@ impl Proxy {
                 };
                 let number = count.fetch_add(1, Ordering::SeqCst);
                 let (dead_up, dead_down) = (dead.clone(), dead.clone());
+                let armed = armed.clone();
                 let (mut c_read, mut s_write) = (
                     client.try_clone().expect("clone"),
                     server.try_clone().expect("clone"),
@@ -464,6 +469,14 @@ impl Proxy {
                             break;
                         }
                         record.lock().unwrap().extend_from_slice(&buf[..n]);
+                        let mut armed = armed.lock().unwrap();
+                        if armed
+                            .as_deref()
+                            .is_some_and(|p| String::from_utf8_lossy(&buf[..n]).contains(p))
+                        {
+                            *armed = None;
+                            dead_up.fetch_max(number + 1, Ordering::SeqCst);
+                        }
                     }
                     let _ = s_write.shutdown(std::net::Shutdown::Both);
                 });
@@ -489,7 +502,19 @@ impl Proxy {
             sent,
             dead_below,
             accepted,
+            trigger,
         }
+    }
+
+    /// The next time the client sends `pattern`, it reaches the server, and then that
+    /// connection (and every older one) freezes: the server's answer is lost.
+    pub fn freeze_after(&self, pattern: &str) {
+        *self.trigger.lock().unwrap() = Some(pattern.to_owned());
+    }
+
+    /// Whether `freeze_after` has fired.
+    pub fn frozen(&self) -> bool {
+        self.trigger.lock().unwrap().is_none()
     }
 
     /// Every connection made so far stops forwarding in both directions, without closing;

@@ -41,7 +41,7 @@ const POLL_INTERVAL: Duration = Duration::from_secs(60);
 /// takes over if that fails too).
 const IDLE_RETRY: Duration = Duration::from_secs(2);
 /// Messages per batch: one fetch, one store transaction and one move per destination.
-const BATCH_ITEMS: usize = 200;
+const BATCH_ITEMS: usize = 500;
 /// Bytes per batch, so that a batch of large messages does not fill the memory.
 const BATCH_BYTES: u64 = 8 * 1024 * 1024;
 /// What `status` says about a server that cannot expunge selectively.
@@ -82,6 +82,24 @@ struct MoveResult {
     moved: HashMap<u32, Option<String>>,
     /// Not confirmed: they stay in the inbox for the next pass.
     left: Vec<u32>,
+}
+
+/// A batch whose outcomes are committed and which waits for its move; the bodies are dropped.
+#[derive(Debug)]
+struct Handled {
+    uids: Vec<u32>,
+    names: Vec<String>,
+    outcomes: Vec<store::Outcome>,
+}
+
+impl Handled {
+    fn new(uids: Vec<u32>, items: &[Item], outcomes: Vec<store::Outcome>) -> Handled {
+        Handled {
+            uids,
+            names: items.iter().map(|i| i.name().to_owned()).collect(),
+            outcomes,
+        }
+    }
 }
 
 impl ImapSource {
@@ -225,17 +243,57 @@ impl ImapSource {
                 return Ok(report);
             }
             let sizes = self.sizes(&mut link.conn, &fresh).await?;
-            for batch in batches(&sizes, cx.limits.max_item_bytes) {
+            let max = cx.limits.max_item_bytes;
+            let batches = batches(&sizes, max);
+            // Three batches are in flight at once: while batch i is parsed and committed on
+            // the blocking pool, the connection moves batch i-1 (committed already) and
+            // downloads batch i+1, so the server and eingang work at the same time instead of
+            // by turns. A batch is still moved only after its outcomes are committed.
+            let mut committed: Option<Handled> = None;
+            let mut prefetched = None;
+            for (i, batch) in batches.iter().enumerate() {
                 if stop.load(Ordering::Relaxed) {
-                    return Ok(report);
+                    break;
                 }
                 tried.extend(batch.iter().map(|(uid, _)| *uid));
-                let deferred = self
-                    .handle_batch(link, validity, &batch, cx, &mut report)
-                    .await?;
-                for uid in deferred {
-                    tried.remove(&uid);
+                let bodies = match prefetched.take() {
+                    Some(bodies) => bodies,
+                    None => fetch_bodies(&mut link.conn, &downloads(batch, max)).await?,
+                };
+                let (items, uids, deferred) = self.items_of(batch, bodies, validity, max);
+                for uid in &deferred {
+                    tried.remove(uid);
                 }
+                let next = batches.get(i + 1).filter(|_| !stop.load(Ordering::Relaxed));
+                let previous = committed.take();
+                let (handled, connection) = tokio::join!(
+                    async {
+                        if items.is_empty() {
+                            return Ok(None);
+                        }
+                        self.run_pipeline(items, cx)
+                            .await
+                            .map(|(items, outcomes)| Some(Handled::new(uids, &items, outcomes)))
+                    },
+                    async {
+                        if let Some(previous) = previous {
+                            self.finish_batch(link, previous, cx, &mut report).await?;
+                        }
+                        match next {
+                            Some(next) => Ok(Some(
+                                fetch_bodies(&mut link.conn, &downloads(next, max)).await?,
+                            )),
+                            None => Ok::<_, SourceError>(None),
+                        }
+                    }
+                );
+                // Either failure ends the pass; what was committed and not moved is moved by
+                // UID at the start of the next one.
+                committed = handled?;
+                prefetched = connection?;
+            }
+            if let Some(last) = committed.take() {
+                self.finish_batch(link, last, cx, &mut report).await?;
             }
             if stop.load(Ordering::Relaxed) {
                 return Ok(report);
@@ -271,27 +329,16 @@ impl ImapSource {
             .collect())
     }
 
-    /// Fetches, handles, moves and records one batch. Returns the UIDs deferred to the next
-    /// round (a second copy of the same bytes in this batch).
-    async fn handle_batch(
+    /// The items of a batch from the downloaded bodies (an oversized message stands in by its
+    /// size alone), their UIDs, and the UIDs deferred to the next round: a second copy of the
+    /// same bytes in this batch waits until the ledger knows the first.
+    fn items_of(
         &self,
-        link: &mut Link,
-        validity: u32,
         batch: &[(u32, u64)],
-        cx: &Arc<Context>,
-        report: &mut PassReport,
-    ) -> Result<Vec<u32>, SourceError> {
-        let max = cx.limits.max_item_bytes;
-        let wanted: Vec<u32> = batch
-            .iter()
-            .filter(|(_, size)| *size <= max)
-            .map(|(uid, _)| *uid)
-            .collect();
-        let mut bodies = if wanted.is_empty() {
-            HashMap::new()
-        } else {
-            fetch_bodies(&mut link.conn, &wanted).await?
-        };
+        mut bodies: HashMap<u32, Vec<u8>>,
+        validity: u32,
+        max: u64,
+    ) -> (Vec<Item>, Vec<u32>, Vec<u32>) {
         let mut items = Vec::with_capacity(batch.len());
         let mut uids = Vec::with_capacity(batch.len());
         let mut keys = HashSet::new();
@@ -324,8 +371,6 @@ impl ImapSource {
                     }
                 }
             };
-            // Two copies of the same bytes in one batch: the second waits for the next round,
-            // where the ledger knows the first.
             if !keys.insert(item.key().clone()) {
                 deferred.push(uid);
                 continue;
@@ -333,33 +378,51 @@ impl ImapSource {
             items.push(item);
             uids.push(uid);
         }
-        if items.is_empty() {
-            return Ok(deferred);
-        }
-        let (items, outcomes) = {
-            let (cx, supplier) = (cx.clone(), self.supplier.clone());
-            tokio::task::spawn_blocking(move || {
-                let outcomes = pipeline::handle_batch(&items, supplier.as_deref(), &cx);
-                (items, outcomes)
-            })
-            .await
-            .map_err(|e| SourceError::Stopped(e.to_string()))?
-        };
-        let outcomes = outcomes?;
+        (items, uids, deferred)
+    }
+
+    /// The pipeline on the blocking pool: the batch's outcomes, committed.
+    async fn run_pipeline(
+        &self,
+        items: Vec<Item>,
+        cx: &Arc<Context>,
+    ) -> Result<(Vec<Item>, Vec<store::Outcome>), SourceError> {
+        let (cx, supplier) = (cx.clone(), self.supplier.clone());
+        let (items, outcomes) = tokio::task::spawn_blocking(move || {
+            let outcomes = pipeline::handle_batch(&items, supplier.as_deref(), &cx);
+            (items, outcomes)
+        })
+        .await
+        .map_err(|e| SourceError::Stopped(e.to_string()))?;
+        Ok((items, outcomes?))
+    }
+
+    /// Moves a handled batch by its committed outcomes and records the moves.
+    async fn finish_batch(
+        &self,
+        link: &mut Link,
+        handled: Handled,
+        cx: &Arc<Context>,
+        report: &mut PassReport,
+    ) -> Result<(), SourceError> {
         let mut to_archive = Vec::new();
         let mut to_error = Vec::new();
-        for ((uid, item), outcome) in uids.iter().zip(&items).zip(&outcomes) {
+        for ((uid, name), outcome) in handled
+            .uids
+            .iter()
+            .zip(&handled.names)
+            .zip(&handled.outcomes)
+        {
             match Disposition::of(outcome) {
                 Disposition::Archive => to_archive.push((*uid, outcome.item_id())),
                 Disposition::Error { reason, .. } => {
-                    tracing::warn!(source = %self.name, uid, item = %item.name(), %reason, "item rejected");
+                    tracing::warn!(source = %self.name, uid, item = %name, %reason, "item rejected");
                     to_error.push((*uid, outcome.item_id()));
                 }
             }
         }
         self.move_and_record(link, &to_archive, &to_error, cx, report)
-            .await?;
-        Ok(deferred)
+            .await
     }
 
     /// Moves decided messages, one command per destination, and records the confirmed moves.
@@ -669,6 +732,15 @@ fn batches(sizes: &[(u32, u64)], max_item_bytes: u64) -> Vec<Vec<(u32, u64)>> {
     out
 }
 
+/// The UIDs of a batch whose bodies are downloaded: all but the oversized ones.
+fn downloads(batch: &[(u32, u64)], max_item_bytes: u64) -> Vec<u32> {
+    batch
+        .iter()
+        .filter(|(_, size)| *size <= max_item_bytes)
+        .map(|(uid, _)| *uid)
+        .collect()
+}
+
 /// The candidates for a config folder on the server: as written, then below `INBOX`, where
 /// servers with an `INBOX.` personal namespace keep every folder (Courier, Cyrus, Dovecot
 /// with `prefix = INBOX.`).
@@ -723,6 +795,9 @@ async fn create_folder(
 /// (RFC 3501 §6.4.5), so what stays in the inbox looks untouched to people.
 async fn fetch_bodies(conn: &mut Connection, uids: &[u32]) -> Result<HashMap<u32, Vec<u8>>, Error> {
     let mut bodies = HashMap::with_capacity(uids.len());
+    if uids.is_empty() {
+        return Ok(bodies);
+    }
     let command = format!("UID FETCH {} (UID BODY.PEEK[])", names::uid_set(uids));
     conn.run("UID FETCH", &command, FETCH_TIMEOUT, |r| {
         if let Response::Fetch(_, attributes) = r {
@@ -865,9 +940,9 @@ mod tests {
 
     #[test]
     fn batches_are_bounded_by_count_and_bytes() {
-        let many: Vec<(u32, u64)> = (1..=450).map(|u| (u, 1000)).collect();
+        let many: Vec<(u32, u64)> = (1..=1200).map(|u| (u, 1000)).collect();
         let b = batches(&many, 50 << 20);
-        assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), [200, 200, 50]);
+        assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), [500, 500, 200]);
         let big = [(1, 5 << 20), (2, 5 << 20), (3, 100 << 20), (4, 1)];
         let b = batches(&big, 50 << 20);
         // 5 + 5 MiB exceeds 8 MiB; the oversized one is not downloaded and weighs nothing.
