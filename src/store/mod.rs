@@ -7,6 +7,7 @@
 //!
 //! Blocking by design: callers on the async runtime use `spawn_blocking`.
 
+pub mod outbox;
 mod schema;
 
 use std::path::Path;
