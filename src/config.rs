@@ -386,6 +386,11 @@ fn check_source(
             None
         }
     };
+    check_addresses(
+        "notify",
+        raw.notify.as_deref().unwrap_or_default(),
+        &mut problems,
+    );
     match (name, kind) {
         (Some(name), Some(kind)) if problems.is_empty() => Ok(SourceConfig {
             name,
@@ -565,12 +570,17 @@ fn check_notify(
     } else if tls == TlsMode::None && !is_loopback(&host) {
         problems.push("tls = \"none\" is allowed only for loopback hosts".to_owned());
     }
-    if raw.from.as_deref().is_none_or(|f| !f.contains('@')) {
-        problems.push("`from` is required: the sender address of the notices".to_owned());
+    match raw.from.as_deref() {
+        None => problems.push("`from` is required: the sender address of the notices".to_owned()),
+        Some(from) if from.parse::<lettre::message::Mailbox>().is_err() => {
+            problems.push(format!("from {from:?} is not an e-mail address"))
+        }
+        Some(_) => {}
     }
     if raw.admins.is_empty() {
         problems.push("`admins` needs at least one address".to_owned());
     }
+    check_addresses("admins", &raw.admins, &mut problems);
     let language = raw.language.clone().unwrap_or_else(|| "de".to_owned());
     if !matches!(language.as_str(), "de" | "en") {
         problems.push(format!("unknown language {language:?}: use de or en"));
@@ -614,6 +624,15 @@ fn check_notify(
         down_after,
         burst: raw.burst.unwrap_or(10),
     })
+}
+
+/// Every entry of an address list must be a plain address (the SMTP envelope needs one).
+fn check_addresses(key: &str, list: &[String], problems: &mut Vec<String>) {
+    for address in list {
+        if address.trim().parse::<lettre::Address>().is_err() {
+            problems.push(format!("{key}: {address:?} is not an e-mail address"));
+        }
+    }
 }
 
 fn read_secret(

@@ -17,6 +17,8 @@
 //! - `model` (4): the document types, canonical decimals, validation.
 //! - `store` (5): the SQLite ledger: items, documents, lines, outbox, migrations.
 //! - `disposition` (6): outcome → archive or error, decided in one place.
+//! - `notify` (7): the outbox worker: notices by SMTP to the source's group or the admins,
+//!   source down and up alerts, bursts as one summary; `text` holds every wording.
 //! - `source`: where items come from and go back to (`dir` so far).
 //! - `daemon`, `schedule`: sources watched on their schedules until a signal.
 //! - `config`, `cli`, `error`, `fault`: the edges.
@@ -31,6 +33,7 @@ pub mod fault;
 pub mod format;
 pub mod item;
 pub mod model;
+pub mod notify;
 pub mod pipeline;
 pub mod route;
 pub mod schedule;

@@ -82,11 +82,29 @@ pub fn handle_batch(
         let parsed = parse(&items[i], forced, cx);
         outcomes[i] = cx.store.commit(vec![verdict(item_id, parsed)])?.pop();
     }
-    fault::point("after_commit");
-    Ok(outcomes
+    let outcomes: Vec<Outcome> = outcomes
         .into_iter()
         .map(|o| o.expect("every item of the batch has an outcome"))
-        .collect())
+        .collect();
+    // The bytes of each rejected item go with its notice as the attachment. Kept after the
+    // commit and before the move, also for an outcome decided before a crash; the notice
+    // waits for the move.
+    let originals: Vec<(i64, &[u8])> = items
+        .iter()
+        .zip(&outcomes)
+        .filter_map(|(item, outcome)| match outcome {
+            Outcome::Rejected { item_id, .. }
+                if !item.bytes.is_empty()
+                    && item.bytes.len() as u64 <= crate::notify::MAX_ATTACHMENT_BYTES =>
+            {
+                Some((*item_id, item.bytes.as_slice()))
+            }
+            _ => None,
+        })
+        .collect();
+    cx.store.keep_originals(&originals)?;
+    fault::point("after_commit");
+    Ok(outcomes)
 }
 
 fn verdict(item_id: i64, parse: Parse) -> Verdict {
