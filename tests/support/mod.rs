@@ -2,6 +2,8 @@
 //! binary, sample documents, and polling with deadlines.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod smtp;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
