@@ -581,3 +581,23 @@ fn without_notify_every_notice_goes_to_the_log_once() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_notice_that_comes_back_as_an_item_is_not_mailed_about() {
+    let smtp = SmtpServer::start();
+    let ws = workspace(&smtp, "", "");
+    ws.drop_file("in", "kaputt.xml", b"<broken");
+    assert!(ws.run(&["sync"]).status.success());
+    let notice = smtp.received().remove(0);
+    // The admin mailbox is also a watched one: the notice arrives as an item and is rejected
+    // (it carries no delivery note), but a notice about it would come back again.
+    ws.drop_file("in", "zurueck.eml", &notice.raw);
+    let out = ws.run(&["sync"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(ws.files("fehler").len(), 4, "{:?}", ws.files("fehler"));
+    assert_eq!(smtp.received().len(), 1, "a notice about a notice");
+    assert_eq!(
+        ws.query_i64("SELECT COUNT(*) FROM outbox WHERE state = 'suppressed'"),
+        1
+    );
+}

@@ -25,8 +25,10 @@ use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 use lettre::Address;
-use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
-use lettre::message::{Attachment, Mailbox, Message, MultiPart, SinglePart};
+use lettre::message::header::{
+    ContentTransferEncoding, ContentType, Header, HeaderName, HeaderValue,
+};
+use lettre::message::{Attachment, Body, Mailbox, Message, MultiPart, SinglePart};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -601,19 +603,27 @@ fn compose(
         builder = builder.to(Mailbox::new(None, address.clone()));
     }
     let body = SinglePart::plain(mail.body);
-    let message = match attachment {
-        Some((name, bytes)) => builder.multipart(MultiPart::mixed().singlepart(body).singlepart(
-            Attachment::new(name).body(
-                bytes,
-                ContentType::parse("application/octet-stream").expect("a valid MIME type literal"),
-            ),
-        )),
-        None => builder.singlepart(body),
-    }
-    .map_err(|e| Error::Compose {
-        notice: notice.id,
-        why: e.to_string(),
-    })?;
+    let message =
+        match attachment {
+            Some((name, bytes)) => {
+                // Base64 always: a 7bit part may have its line ends or trailing spaces changed on
+                // the way, and the attachment must stay byte-exact.
+                let bytes = Body::new_with_encoding(bytes, ContentTransferEncoding::Base64)
+                    .map_err(|_| Error::Compose {
+                        notice: notice.id,
+                        why: "the attachment cannot be encoded".to_owned(),
+                    })?;
+                let octets = ContentType::parse("application/octet-stream")
+                    .expect("a valid MIME type literal");
+                let file = Attachment::new(name).body(bytes, octets);
+                builder.multipart(MultiPart::mixed().singlepart(body).singlepart(file))
+            }
+            None => builder.singlepart(body),
+        }
+        .map_err(|e| Error::Compose {
+            notice: notice.id,
+            why: e.to_string(),
+        })?;
     Ok(message.formatted())
 }
 
