@@ -383,7 +383,8 @@ fn sync(config: &Config, only: Option<&str>, embedded: bool) -> Result<i32> {
     }
     // A one-shot run tells people too, within a bound: notices left over wait in the outbox
     // for the next run.
-    let notifier = Notifier::new(config, cx.clone())?;
+    let notifier = Notifier::new(config, cx.clone())
+        .map_err(|e| BadConfig(vec![format!("config: notify: {e}")]))?;
     let delivery = runtime.block_on(notifier.deliver(SYNC_NOTIFY_LIMIT));
     if delivery.done > 0 || delivery.waiting > 0 {
         let why = delivery
@@ -481,7 +482,8 @@ fn run(config: &Config, embedded: bool) -> Result<i32> {
         tracing::warn!("no [notify] section: failures are logged only");
     }
     let cx = Arc::new(context(config)?);
-    let notifier = Notifier::new(config, cx.clone())?;
+    let notifier = Notifier::new(config, cx.clone())
+        .map_err(|e| BadConfig(vec![format!("config: notify: {e}")]))?;
     runtime()?.block_on(crate::daemon::run(sources, cx, notifier))?;
     Ok(0)
 }

@@ -601,3 +601,47 @@ fn a_notice_that_comes_back_as_an_item_is_not_mailed_about() {
         1
     );
 }
+
+#[test]
+fn a_notice_the_server_refuses_stays_and_does_not_hold_up_the_others() {
+    let smtp = SmtpServer::start_with(Options {
+        refuse: Some("niemand"),
+        ..Options::default()
+    });
+    // The first source's group is an address the server refuses (550 to RCPT TO).
+    let second = "[[source]]\nname = \"zwei\"\nkind = \"dir\"\npath = \"in2\"\narchive = \"archiv\"\n\
+                  error = \"fehler\"\nsettle = \"1s\"\nrescan = \"2s\"\n";
+    let ws = workspace(
+        &smtp,
+        &format!("notify = [\"niemand@example.com\"]\n{second}"),
+        "",
+    );
+    std::fs::create_dir_all(ws.path("in2")).unwrap();
+    ws.drop_file("in", "eins.xml", b"<broken one");
+    ws.drop_file("in2", "zwei.xml", b"<broken two");
+    let mut daemon = spawn_logged(&ws);
+    let mails = smtp.wait_for(1, Duration::from_secs(20));
+    let refused = wait_until(Duration::from_secs(10), || {
+        log_has(&ws, "the SMTP server refuses this notice")
+    });
+    stop(&mut daemon);
+    assert!(
+        refused,
+        "the refusal was not logged:\n{}",
+        std::fs::read_to_string(ws.path("run.log")).unwrap_or_default()
+    );
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].rcpt_tos, ["it@example.com"]);
+    assert!(
+        mails[0].subject().ends_with("zwei.xml"),
+        "{}",
+        mails[0].subject()
+    );
+    assert_eq!(
+        ws.query_i64(
+            "SELECT COUNT(*) FROM outbox o JOIN items i ON i.id = o.item_id
+             WHERE o.state = 'pending' AND i.file_name = 'eins.xml'"
+        ),
+        1
+    );
+}

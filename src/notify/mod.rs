@@ -66,9 +66,17 @@ pub enum Error {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] store::Error),
-    /// The SMTP server could not be reached, or refused.
+    /// The SMTP server could not be reached, refused the login, or failed.
     #[error(transparent)]
     Smtp(#[from] smtp::Error),
+    /// The server refused this one mail for good (a 5xx reply to it); the others may go.
+    #[error("notify: notice {notice}: {error}")]
+    Refused {
+        /// The outbox row.
+        notice: i64,
+        /// The server's refusal.
+        error: smtp::Error,
+    },
     /// A mail could not be put together.
     #[error("notify: notice {notice}: {why}")]
     Compose {
@@ -303,13 +311,9 @@ impl Notifier {
             }
             match self.deliver_one(notice, &mut session).await {
                 Ok(()) => done += 1,
-                Err(Error::Smtp(
-                    e @ smtp::Error::Refused {
-                        permanent: true, ..
-                    },
-                )) => {
+                Err(e @ Error::Refused { .. }) => {
+                    // Others behind it still go; this one stays and is tried after the backoff.
                     tracing::error!(notice = notice.id, source = %notice.source, error = %e, "the SMTP server refuses this notice; it stays in the outbox");
-                    session = None;
                     refused = Some(e);
                 }
                 Err(e) => return Err(e),
@@ -319,7 +323,7 @@ impl Notifier {
             session.quit().await;
         }
         match refused {
-            Some(e) => Err(e.into()),
+            Some(e) => Err(e),
             None => Ok(done),
         }
     }
@@ -439,7 +443,12 @@ impl Notifier {
             if failed.maybe_delivered {
                 tracing::warn!(notice = id, %message_id, "the server may have taken the notice before failing; a new try repeats its Message-ID");
             }
-            return Err(failed.error.into());
+            return Err(match failed.error {
+                error @ smtp::Error::Refused {
+                    permanent: true, ..
+                } => Error::Refused { notice: id, error },
+                error => Error::Smtp(error),
+            });
         }
         fault::point("after_send_before_mark");
         self.store(move |s| s.finish_notice(id, Finished::Sent))

@@ -43,7 +43,7 @@ pub enum Error {
         /// What failed.
         why: String,
     },
-    /// The server answered a step with an error.
+    /// The server answered a step with an error reply (4xx or 5xx).
     #[error("smtp {endpoint}: {step}: {why}")]
     Refused {
         /// `host:port`.
@@ -71,6 +71,9 @@ pub enum Error {
 }
 
 /// A failed send, and whether the server may have taken the mail all the same.
+///
+/// A permanent refusal (`Error::Refused` with `permanent`) is about this mail (its size, a
+/// recipient); anything else is about the server or the connection.
 #[derive(Debug)]
 pub struct SendError {
     /// What went wrong.
@@ -315,13 +318,14 @@ impl Session {
         within(&self.endpoint, "DATA", COMMAND_TIMEOUT, data)
             .await
             .map_err(before_data)?;
-        // From here on the server may take the mail even if its reply never reaches us.
+        // From here on the server may take the mail even if its reply never reaches us; an
+        // error reply, though, says it did not (RFC 5321 §4.1.1.4).
         let sent = self.conn.message(message);
         within(&self.endpoint, "end of DATA", DATA_TIMEOUT, sent)
             .await
             .map_err(|error| SendError {
+                maybe_delivered: !matches!(error, Error::Refused { .. }),
                 error,
-                maybe_delivered: true,
             })?;
         Ok(())
     }
@@ -357,11 +361,17 @@ async fn within<T>(
 ) -> Result<T, Error> {
     match tokio::time::timeout(limit, future).await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(Error::Refused {
+        // A reply code means the server answered; anything else (a reset, a TLS alert, a
+        // reply that does not parse) means the connection is gone.
+        Ok(Err(e)) if e.status().is_some() => Err(Error::Refused {
             endpoint: endpoint.to_owned(),
             step: step.to_owned(),
             why: e.to_string(),
             permanent: e.is_permanent(),
+        }),
+        Ok(Err(e)) => Err(Error::Connect {
+            endpoint: endpoint.to_owned(),
+            why: format!("{step}: {e}"),
         }),
         Err(_) => Err(Error::Timeout {
             endpoint: endpoint.to_owned(),
