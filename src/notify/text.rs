@@ -109,8 +109,19 @@ fn time(lang: Language, rfc3339: &str) -> String {
     }
 }
 
-fn minutes(d: Duration) -> u64 {
-    d.as_secs().div_ceil(60).max(1)
+/// A duration in words: "5 Minuten", "1 hour", "90 seconds".
+fn span(lang: Language, d: Duration) -> String {
+    let secs = d.as_secs();
+    let (de, en) = (lang == Language::De, lang == Language::En);
+    let (n, one, many) = match secs {
+        s if s > 0 && s % 3600 == 0 && de => (s / 3600, "Stunde", "Stunden"),
+        s if s > 0 && s % 3600 == 0 && en => (s / 3600, "hour", "hours"),
+        s if s > 0 && s % 60 == 0 && de => (s / 60, "Minute", "Minuten"),
+        s if s > 0 && s % 60 == 0 && en => (s / 60, "minute", "minutes"),
+        s if de => (s, "Sekunde", "Sekunden"),
+        s => (s, "second", "seconds"),
+    };
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// The reason's label in the notice's language.
@@ -388,7 +399,7 @@ fn advice(lang: Language, item: &RejectedItem) -> String {
 /// One summary mail standing in for a burst of rejections from one source.
 pub fn summary(lang: Language, source: &str, items: &[RejectedItem], window: Duration) -> Mail {
     let n = items.len();
-    let mins = minutes(window);
+    let window = span(lang, window);
     let subject = match lang {
         Language::De => format!(
             "eingang: {} – {n} Lieferungen abgelehnt (Sammelmeldung)",
@@ -401,11 +412,11 @@ pub fn summary(lang: Language, source: &str, items: &[RejectedItem], window: Dur
     };
     let mut body = match lang {
         Language::De => format!(
-            "Die Quelle \"{}\" hat mehr Lieferungen abgelehnt, als in {mins} Minuten einzeln gemeldet werden. Statt {n} Einzelmeldungen kommt diese Liste:\n\n",
+            "Die Quelle \"{}\" hat mehr Lieferungen abgelehnt, als innerhalb von {window} einzeln gemeldet werden. Statt {n} Einzelmeldungen kommt diese Liste:\n\n",
             one_line(source)
         ),
         Language::En => format!(
-            "The source \"{}\" rejected more items than are reported one by one within {mins} minutes. Instead of {n} notices, here is the list:\n\n",
+            "The source \"{}\" rejected more items than are reported one by one within {window}. Instead of {n} notices, here is the list:\n\n",
             one_line(source)
         ),
     };
@@ -465,8 +476,8 @@ pub fn down(lang: Language, source: &str, since: &str, error: &str, down_after: 
                 short(error, SUBJECT_PART_CHARS)
             ),
             body: format!(
-                "Die Quelle \"{source}\" ist seit {since_text} nicht erreichbar (länger als {} Minuten).\n\nLetzter Fehler:\n  {}\n\neingang versucht es weiter. Lieferungen bleiben, wo sie sind; keine geht verloren. Sobald die Quelle wieder funktioniert, kommt eine Nachricht; bis dahin keine weitere.\n\nPrüfen:\n    eingang check\n\n{}",
-                minutes(down_after),
+                "Die Quelle \"{source}\" ist seit {since_text} nicht erreichbar (länger als {}).\n\nLetzter Fehler:\n  {}\n\neingang versucht es weiter. Lieferungen bleiben, wo sie sind; keine geht verloren. Sobald die Quelle wieder funktioniert, kommt eine Nachricht; bis dahin keine weitere.\n\nPrüfen:\n    eingang check\n\n{}",
+                span(lang, down_after),
                 one_line(error),
                 signature(lang)
             ),
@@ -477,8 +488,8 @@ pub fn down(lang: Language, source: &str, since: &str, error: &str, down_after: 
                 short(error, SUBJECT_PART_CHARS)
             ),
             body: format!(
-                "The source \"{source}\" has failed since {since_text} (longer than {} minutes).\n\nLast error:\n  {}\n\neingang keeps trying. Items stay where they are; none is lost. You get one message when the source works again, and none before.\n\nTo check:\n    eingang check\n\n{}",
-                minutes(down_after),
+                "The source \"{source}\" has failed since {since_text} (longer than {}).\n\nLast error:\n  {}\n\neingang keeps trying. Items stay where they are; none is lost. You get one message when the source works again, and none before.\n\nTo check:\n    eingang check\n\n{}",
+                span(lang, down_after),
                 one_line(error),
                 signature(lang)
             ),
@@ -667,6 +678,9 @@ mod tests {
             d.subject
         );
         assert!(d.body.contains("longer than 15 minutes"), "{}", d.body);
+        assert_eq!(span(Language::De, Duration::from_secs(2)), "2 Sekunden");
+        assert_eq!(span(Language::De, Duration::from_secs(60)), "1 Minute");
+        assert_eq!(span(Language::En, Duration::from_secs(7200)), "2 hours");
         let u = up(
             Language::De,
             "lieferscheine",
