@@ -170,6 +170,12 @@ impl Header for EingangNotice {
     }
 }
 
+/// A rejection that may go into a summary: one never attempted. After an attempt it may have
+/// reached people already, so it keeps its own mail and Message-ID.
+fn is_foldable(notice: &Notice) -> bool {
+    matches!(notice.kind, NoticeKind::Rejected(_)) && notice.attempts == 0
+}
+
 fn kind_name(kind: &NoticeKind) -> &'static str {
     match kind {
         NoticeKind::Rejected(_) => "rejected",
@@ -301,7 +307,7 @@ impl Notifier {
         } else {
             ready
         };
-        ready.retain(|n| !(matches!(n.kind, NoticeKind::Rejected(_)) && held.contains(&n.source)));
+        ready.retain(|n| !(is_foldable(n) && held.contains(&n.source)));
         let mut session = None;
         let mut done = 0;
         let mut refused = None;
@@ -339,7 +345,7 @@ impl Notifier {
     ) -> Result<(bool, HashSet<String>), Error> {
         let mut due: BTreeMap<String, Vec<i64>> = BTreeMap::new();
         for notice in ready {
-            if matches!(notice.kind, NoticeKind::Rejected(_)) {
+            if is_foldable(notice) {
                 due.entry(notice.source.clone())
                     .or_default()
                     .push(notice.id);

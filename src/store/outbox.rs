@@ -254,7 +254,8 @@ impl Store {
     }
 
     /// Writes one summary notice for `source` standing in for the pending rejections `ids`,
-    /// in one transaction; returns its row id. Rows that went out meanwhile are left alone.
+    /// in one transaction; returns its row id. Rows that went out meanwhile, or that were
+    /// attempted already (they may have reached people), are left alone.
     pub fn summarize(&self, source: &str, ids: &[i64]) -> Result<i64, Error> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -266,7 +267,8 @@ impl Store {
         {
             let mut link = tx.prepare_cached(
                 "UPDATE outbox SET summary_id = ?1
-                 WHERE id = ?2 AND state = 'pending' AND summary_id IS NULL AND kind = 'rejected'",
+                 WHERE id = ?2 AND state = 'pending' AND summary_id IS NULL AND kind = 'rejected'
+                   AND attempts = 0",
             )?;
             for id in ids {
                 link.execute(params![summary, id])?;
@@ -506,6 +508,21 @@ mod tests {
         assert_eq!(store.pending_notifications().unwrap(), 0);
         assert_eq!(store.rejections_since("").unwrap().get("drop"), Some(&3));
         assert!(store.last_summaries().unwrap().contains_key("drop"));
+    }
+
+    #[test]
+    fn an_attempted_rejection_keeps_its_own_mail_in_a_burst() {
+        let (_dir, store) = store();
+        let tried = rejected(&store, "drop", "a.xml");
+        let fresh = rejected(&store, "drop", "b.xml");
+        store
+            .begin_attempt(tried, "eingang.x.1@example.com")
+            .unwrap();
+        store.summarize("drop", &[tried, fresh]).unwrap();
+        let ready = store.ready_notices("").unwrap();
+        let ids: Vec<i64> = ready.iter().map(|n| n.id).collect();
+        assert_eq!(ids, [tried, fresh + 1], "the attempted row and the summary");
+        assert!(matches!(&ready[1].kind, NoticeKind::Summary(m) if m.len() == 1));
     }
 
     #[test]
