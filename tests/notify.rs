@@ -622,7 +622,7 @@ fn a_notice_the_server_refuses_stays_and_does_not_hold_up_the_others() {
     let mut daemon = spawn_logged(&ws);
     let mails = smtp.wait_for(1, Duration::from_secs(20));
     let refused = wait_until(Duration::from_secs(10), || {
-        log_has(&ws, "the SMTP server refuses this notice")
+        log_has(&ws, "this notice cannot be sent")
     });
     stop(&mut daemon);
     assert!(

@@ -77,6 +77,10 @@ pub enum Error {
         /// The server's refusal.
         error: smtp::Error,
     },
+    /// An address in `[notify]` or a source's group does not parse (the config check
+    /// refuses those, so this means a config built some other way).
+    #[error("notify: {0}")]
+    Address(String),
     /// A mail could not be put together.
     #[error("notify: notice {notice}: {why}")]
     Compose {
@@ -216,11 +220,11 @@ impl Notifier {
         loop {
             let flag = stop.clone();
             let wait = match self.round(&move || *flag.borrow()).await {
-                Ok(_) => {
+                (_, None) => {
                     backoff = BACKOFF_START;
                     POLL
                 }
-                Err(error) => {
+                (_, Some(error)) => {
                     let wait = crate::daemon::jittered(backoff);
                     tracing::warn!(%error, retry_in = ?wait, "notices not sent");
                     backoff = (backoff * 2).min(BACKOFF_CAP);
@@ -244,16 +248,15 @@ impl Notifier {
         let mut delivery = Delivery::default();
         let mut backoff = BACKOFF_START;
         loop {
-            match self.round(&|| Instant::now() >= deadline).await {
-                Ok(0) => {
+            let (done, error) = self.round(&|| Instant::now() >= deadline).await;
+            delivery.done += done;
+            match error {
+                None if done == 0 => {
                     delivery.error = None;
                     break;
                 }
-                Ok(done) => {
-                    delivery.done += done;
-                    delivery.error = None;
-                }
-                Err(error) => {
+                None => delivery.error = None,
+                Some(error) => {
                     delivery.error = Some(error.to_string());
                     if Instant::now() + backoff >= deadline {
                         break;
@@ -285,9 +288,22 @@ impl Notifier {
     }
 
     /// One round: health notices, bursts, then every due notice in order. Returns how many
-    /// left the outbox. A notice the server refuses for good is skipped (the round still ends
-    /// in that error, for the backoff); any other failure ends the round.
-    async fn round(&self, stop: &(dyn Fn() -> bool + Sync)) -> Result<usize, Error> {
+    /// left the outbox, and the failure that ended the round or that a notice met. A notice
+    /// the server refuses for good, or that cannot be put together, is skipped and the others
+    /// go on; any other failure ends the round.
+    async fn round(&self, stop: &(dyn Fn() -> bool + Sync)) -> (usize, Option<Error>) {
+        let mut done = 0;
+        match self.try_round(stop, &mut done).await {
+            Ok(()) => (done, None),
+            Err(e) => (done, Some(e)),
+        }
+    }
+
+    async fn try_round(
+        &self,
+        stop: &(dyn Fn() -> bool + Sync),
+        done: &mut usize,
+    ) -> Result<(), Error> {
         let now = Utc::now();
         let (sources, down_after) = (self.sources.clone(), self.down_after);
         self.store(move |s| {
@@ -309,17 +325,16 @@ impl Notifier {
         };
         ready.retain(|n| !(is_foldable(n) && held.contains(&n.source)));
         let mut session = None;
-        let mut done = 0;
         let mut refused = None;
         for notice in &ready {
             if stop() {
                 break;
             }
             match self.deliver_one(notice, &mut session).await {
-                Ok(()) => done += 1,
-                Err(e @ Error::Refused { .. }) => {
+                Ok(()) => *done += 1,
+                Err(e @ (Error::Refused { .. } | Error::Compose { .. })) => {
                     // Others behind it still go; this one stays and is tried after the backoff.
-                    tracing::error!(notice = notice.id, source = %notice.source, error = %e, "the SMTP server refuses this notice; it stays in the outbox");
+                    tracing::error!(notice = notice.id, source = %notice.source, error = %e, "this notice cannot be sent; it stays in the outbox");
                     refused = Some(e);
                 }
                 Err(e) => return Err(e),
@@ -330,7 +345,7 @@ impl Notifier {
         }
         match refused {
             Some(e) => Err(e),
-            None => Ok(done),
+            None => Ok(()),
         }
     }
 
@@ -508,10 +523,10 @@ fn before(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
 }
 
 fn smtp_target(config: &NotifyConfig) -> Result<Smtp, Error> {
-    let from: Mailbox = config.from.parse().map_err(|e| Error::Compose {
-        notice: 0,
-        why: format!("from {:?}: {e}", config.from),
-    })?;
+    let from: Mailbox = config
+        .from
+        .parse()
+        .map_err(|e| Error::Address(format!("from {:?}: {e}", config.from)))?;
     let domain = from.email.domain().to_owned();
     Ok(Smtp {
         mailer: Mailer::new(config)?,
@@ -524,10 +539,9 @@ fn smtp_target(config: &NotifyConfig) -> Result<Smtp, Error> {
 fn addresses(list: &[String]) -> Result<Vec<Address>, Error> {
     list.iter()
         .map(|a| {
-            a.trim().parse::<Address>().map_err(|e| Error::Compose {
-                notice: 0,
-                why: format!("address {a:?}: {e}"),
-            })
+            a.trim()
+                .parse::<Address>()
+                .map_err(|e| Error::Address(format!("address {a:?}: {e}")))
         })
         .collect()
 }
