@@ -21,6 +21,9 @@ use lettre::transport::smtp::client::{
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 
+use tokio_rustls::rustls::pki_types::CertificateDer;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+
 use crate::config::{NotifyConfig, Secret, TlsMode};
 
 /// TCP connect, TLS handshake and greeting.
@@ -235,6 +238,14 @@ fn tls_parameters(host: &str, ca_file: Option<&std::path::Path>) -> Result<TlsPa
     if let Some(path) = ca_file {
         let pem = std::fs::read(path)
             .map_err(|e| Error::Setup(format!("ca_file {}: {e}", path.display())))?;
+        // lettre takes a file without any certificate as an empty list; refuse it, as
+        // `source::tls` does, instead of trusting only the system roots unannounced.
+        if !CertificateDer::pem_slice_iter(&pem).any(|c| c.is_ok()) {
+            return Err(Error::Setup(format!(
+                "ca_file {}: no PEM certificate in it",
+                path.display()
+            )));
+        }
         let certificate = Certificate::from_pem(&pem)
             .map_err(|e| Error::Setup(format!("ca_file {}: {e}", path.display())))?;
         builder = builder.add_root_certificate(certificate);
@@ -378,5 +389,22 @@ async fn within<T>(
             step: step.to_owned(),
             limit,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_file_without_certificates_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("empty.pem");
+        std::fs::write(&path, "not a certificate\n").unwrap();
+        let Err(err) = tls_parameters("mail.example.com", Some(&path)) else {
+            panic!("a ca_file without certificates was taken");
+        };
+        assert!(err.to_string().contains("no PEM certificate"), "{err}");
+        assert!(tls_parameters("mail.example.com", None).is_ok());
     }
 }
