@@ -40,6 +40,7 @@ fn parse_rejection_is_one_line_on_stderr_and_exit_1() {
 fn parse_usage_errors_exit_2() {
     let ws = Workspace::new("");
     assert_eq!(ws.run(&["parse"]).status.code(), Some(2));
+    assert_eq!(ws.run(&["parse", "gibt-es-nicht.xml"]).status.code(), Some(2));
     let file = ws.drop_file(".", "ls.csv", b"a;b");
     let out = ws.run(&["parse", file.to_str().unwrap(), "--supplier", "nobody"]);
     assert_eq!(out.status.code(), Some(2));
