@@ -209,7 +209,13 @@ fn parse(config: &Config, file: &Path, supplier: Option<&str>) -> Result<i32> {
         },
         None => None,
     };
-    let item = item_from_path(file, "parse")?;
+    let item = match item_from_path(file, "parse") {
+        Ok(item) => item,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(2);
+        }
+    };
     let parsed = pipeline::parse_with(&item, forced, &registry, &config.limits(sheet_reader()));
     let name = match &parsed.envelope.message_id {
         Some(id) => format!("{} <{id}>", item.name()),
@@ -481,7 +487,8 @@ fn run(config: &Config, embedded: bool) -> Result<i32> {
     if config.notify.is_none() {
         tracing::warn!("no [notify] section: failures are logged only");
     }
-    let cx = Arc::new(context(config)?);
+    // A store that cannot open is fatal for the daemon: exit 2, like a bad config.
+    let cx = Arc::new(context(config).map_err(|e| BadConfig(vec![format!("{e:#}")]))?);
     let notifier = Notifier::new(config, cx.clone())
         .map_err(|e| BadConfig(vec![format!("config: notify: {e}")]))?;
     runtime()?.block_on(crate::daemon::run(sources, cx, notifier))?;

@@ -469,3 +469,19 @@ fn unknown_sender_goes_to_error_and_imports_after_the_format_names_it() {
             .all(|d| d["supplier"] == "acme" && d["origin"]["message_id"] == "<m-7@acme-neu.de>")
     );
 }
+
+#[test]
+fn an_item_over_the_size_limit_is_rejected_without_being_parsed() {
+    let ws = Workspace::new("[limits]\nmax_item_mib = 1\n");
+    let mut big = opentrans("LS-20", "1");
+    big.extend(std::iter::repeat_n(b' ', 1024 * 1024 + 1));
+    ws.drop_file("in", "riesig.xml", &big);
+    ws.drop_file("in", "klein.xml", &opentrans("LS-21", "1"));
+    assert!(ws.run(&["sync"]).status.success());
+    assert_eq!(ws.files("archiv"), ["klein.xml"]);
+    let reason = std::fs::read_to_string(ws.path("fehler/riesig.xml.error.txt")).unwrap();
+    assert!(reason.starts_with("riesig.xml: too large: "), "{reason}");
+    assert!(reason.contains("max_item_mib"), "{reason}");
+    // The bytes stay as they were: the file moved whole.
+    assert_eq!(std::fs::read(ws.path("fehler/riesig.xml")).unwrap(), big);
+}

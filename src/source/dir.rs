@@ -351,6 +351,10 @@ impl DirSource {
         let target = move_without_overwrite(path, dir, name)?;
         if let Disposition::Error { item_id, reason } = disposition {
             let note = error_note_path(&target);
+            let reason = match reason.strip_prefix(name).and_then(|r| r.strip_prefix(": ")) {
+                Some(rest) => rest,
+                None => reason,
+            };
             let text = format!(
                 "{name}: {reason}\n\nitem {item_id} in the eingang store; after fixing the cause run:\n  eingang reprocess {item_id}\n"
             );

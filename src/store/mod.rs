@@ -323,52 +323,52 @@ impl Store {
                 Err(reject) => Err(reject),
             };
             let envelope = &verdict.envelope;
-            let outcome = match result {
-                Ok(ids) => {
-                    tx.prepare_cached(
-                        "UPDATE items SET outcome = 'imported', label = NULL, reason = NULL, supplier = ?2,
-                         sender = ?3, subject = ?4, message_id = ?5, decided_at = ?6 WHERE id = ?1",
-                    )?
-                    .execute(params![
-                        verdict.item_id,
-                        verdict.supplier,
-                        envelope.sender,
-                        envelope.subject,
-                        envelope.message_id,
-                        now
-                    ])?;
+            let (state, label, reason, outcome) = match result {
+                Ok(ids) => (
+                    "imported",
+                    None,
+                    None,
                     Outcome::Imported {
                         item_id: verdict.item_id,
                         documents: ids,
-                    }
-                }
+                    },
+                ),
                 Err(reject) => {
                     let reason = reject.to_string();
-                    tx.prepare_cached(
-                        "UPDATE items SET outcome = 'rejected', label = ?2, reason = ?3, supplier = ?4,
-                         sender = ?5, subject = ?6, message_id = ?7, decided_at = ?8 WHERE id = ?1",
-                    )?
-                    .execute(params![
-                        verdict.item_id,
-                        reject.label(),
-                        reason,
-                        verdict.supplier,
-                        envelope.sender,
-                        envelope.subject,
-                        envelope.message_id,
-                        now
-                    ])?;
-                    tx.prepare_cached(
-                        "INSERT INTO outbox (item_id, source, kind, created_at)
-                         SELECT id, source, 'rejected', ?2 FROM items WHERE id = ?1",
-                    )?
-                    .execute(params![verdict.item_id, now])?;
-                    Outcome::Rejected {
-                        item_id: verdict.item_id,
-                        reason,
-                    }
+                    (
+                        "rejected",
+                        Some(reject.label()),
+                        Some(reason.clone()),
+                        Outcome::Rejected {
+                            item_id: verdict.item_id,
+                            reason,
+                        },
+                    )
                 }
             };
+            tx.prepare_cached(
+                "UPDATE items SET outcome = ?2, label = ?3, reason = ?4, supplier = ?5,
+                 sender = ?6, subject = ?7, message_id = ?8, decided_at = ?9 WHERE id = ?1",
+            )?
+            .execute(params![
+                verdict.item_id,
+                state,
+                label,
+                reason,
+                verdict.supplier,
+                envelope.sender,
+                envelope.subject,
+                envelope.message_id,
+                now
+            ])?;
+            if state == "rejected" {
+                // Promise 4: the notice is written in the same transaction as the rejection.
+                tx.prepare_cached(
+                    "INSERT INTO outbox (item_id, source, kind, created_at)
+                     SELECT id, source, 'rejected', ?2 FROM items WHERE id = ?1",
+                )?
+                .execute(params![verdict.item_id, now])?;
+            }
             outcomes.push(outcome);
         }
         tx.commit()?;
