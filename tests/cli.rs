@@ -220,3 +220,24 @@ fn cxml_update_and_delete_supersede_the_stored_order_and_a_resent_new_is_a_dupli
     );
     assert_eq!(ws.exported().len(), 3);
 }
+
+#[test]
+fn identical_bytes_in_one_batch_are_imported_once_and_the_copy_rejected() {
+    let ws = Workspace::new("");
+    std::fs::create_dir(ws.path("batch")).unwrap();
+    ws.drop_file("batch", "a.xml", &opentrans("LS-77", "1"));
+    ws.drop_file("batch", "b.xml", &opentrans("LS-77", "1"));
+    let out = ws.run(&["import", "batch"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("error: b.xml: duplicate delivery note LS-77"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(ws.exported().len(), 1);
+    assert_eq!(ws.query_i64("SELECT COUNT(*) FROM items"), 2);
+    assert_eq!(
+        ws.query_i64("SELECT COUNT(*) FROM items WHERE outcome IS NULL"),
+        0
+    );
+}

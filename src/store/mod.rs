@@ -10,6 +10,7 @@
 pub mod outbox;
 mod schema;
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -176,6 +177,9 @@ pub struct FailedItem {
 /// The SQLite store. One connection; `&self` methods lock it for one call.
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Items whose parse began in this process and is not committed yet: a row without an
+    /// outcome that is not in here was left by a process that died.
+    started: Mutex<HashSet<i64>>,
 }
 
 impl Store {
@@ -205,6 +209,7 @@ impl Store {
         schema::migrate(&mut conn)?;
         Ok(Store {
             conn: Mutex::new(conn),
+            started: Mutex::new(HashSet::new()),
         })
     }
 
@@ -219,11 +224,12 @@ impl Store {
     /// transaction, before anything is parsed.
     pub fn begin(&self, items: &[&Item]) -> Result<Vec<Prior>, Error> {
         let mut conn = self.lock();
+        let mut started = self.started.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut priors = Vec::with_capacity(items.len());
         {
             let mut latest = tx.prepare_cached(
-                "SELECT id, attempts, outcome, disposed_at IS NOT NULL, reason
+                "SELECT id, attempts, outcome, disposed_at IS NOT NULL, reason, location
                  FROM items WHERE sha256 = ?1 ORDER BY id DESC LIMIT 1",
             )?;
             let mut insert = tx.prepare_cached(
@@ -240,6 +246,7 @@ impl Store {
                             r.get::<_, Option<String>>(2)?,
                             r.get::<_, bool>(3)?,
                             r.get::<_, Option<String>>(4)?,
+                            r.get::<_, String>(5)?,
                         ))
                     })
                     .optional()?;
@@ -250,24 +257,33 @@ impl Store {
                         item.kind.as_str(),
                         item.origin.location,
                         item.origin.file_name,
-                        item.bytes.len() as i64,
+                        item.size() as i64,
                         now,
                     ])?;
                     Ok(tx.last_insert_rowid())
                 };
+                let here = |location: &str| location == item.origin.location;
                 let prior = match row {
                     None => Prior::Fresh {
                         item_id: insert_new()?,
                     },
-                    Some((id, attempts, None, _, _)) if attempts >= MAX_ATTEMPTS => Prior::Poison {
-                        item_id: id,
-                        attempts,
+                    // The same bytes are being parsed right now for another arrival (another
+                    // source, or a second copy in this batch): this one is an arrival of its own;
+                    // the business key decides between them at commit.
+                    Some((id, _, None, _, _, _)) if started.contains(&id) => Prior::Fresh {
+                        item_id: insert_new()?,
                     },
-                    Some((id, _, None, _, _)) => Prior::Retry { item_id: id },
-                    Some((id, _, Some(outcome), false, reason)) => {
+                    Some((id, attempts, None, _, _, _)) if attempts >= MAX_ATTEMPTS => {
+                        Prior::Poison {
+                            item_id: id,
+                            attempts,
+                        }
+                    }
+                    Some((id, _, None, _, _, _)) => Prior::Retry { item_id: id },
+                    Some((id, _, Some(outcome), false, reason, location)) if here(&location) => {
                         Prior::Decided(decided(&tx, id, &outcome, reason)?)
                     }
-                    Some((id, _, Some(outcome), true, _)) if outcome == "imported" => {
+                    Some((id, _, Some(outcome), _, _, _)) if outcome == "imported" => {
                         Prior::AlreadyImported {
                             item_id: insert_new()?,
                             existing: id,
@@ -277,6 +293,9 @@ impl Store {
                         item_id: insert_new()?,
                     },
                 };
+                if let Prior::Fresh { item_id } | Prior::Retry { item_id } = prior {
+                    started.insert(item_id);
+                }
                 priors.push(prior);
             }
         }
@@ -301,6 +320,14 @@ impl Store {
     /// business key turns an import into a rejection here), the outcome of every item, and an
     /// outbox row for every rejection.
     pub fn commit(&self, verdicts: Vec<Verdict>) -> Result<Vec<Outcome>, Error> {
+        {
+            // Whether this commit succeeds or not, these parses are over: a row left without an
+            // outcome is retried as an interrupted attempt.
+            let mut started = self.started.lock().unwrap_or_else(|p| p.into_inner());
+            for verdict in &verdicts {
+                started.remove(&verdict.item_id);
+            }
+        }
         let mut conn = self.lock();
         let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let now = now();
