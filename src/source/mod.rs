@@ -3,6 +3,7 @@
 //! outcome is committed. Only sources move, rename or delete anything.
 
 pub mod dir;
+mod settle;
 pub mod tls;
 
 use std::sync::Arc;
