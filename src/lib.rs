@@ -17,7 +17,8 @@
 //! - `model` (4): the document types, canonical decimals, validation.
 //! - `store` (5): the SQLite ledger: items, documents, lines, outbox, migrations.
 //! - `disposition` (6): outcome → archive or error, decided in one place.
-//! - `source`: where items come from and go back to (`dir` so far).
+//! - `source`: where items come from and go back to: `dir` (drop folders), `ftp` (FTP/FTPS
+//!   servers); `settle` decides when a listed file is complete, `tls` verifies servers.
 //! - `daemon`, `schedule`: sources watched on their schedules until a signal.
 //! - `config`, `cli`, `error`, `fault`: the edges.
 
