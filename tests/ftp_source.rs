@@ -268,6 +268,24 @@ fn the_same_note_by_ftp_and_by_the_drop_folder_is_stored_once() {
 }
 
 #[test]
+fn twins_in_one_batch_are_both_handled_by_one_sync() {
+    let server = FtpServer::start();
+    let ws = workspace(&server, "");
+    let note = opentrans("LS-9", "9");
+    server.put("/in/ls-9.xml", &note);
+    server.put("/in/ls-9-kopie.xml", &note);
+    let out = ws.run(&["sync", "--source", "edi"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(server.files("in").is_empty(), "{:?}", server.files("in"));
+    assert_eq!(server.files("archiv").len(), 1);
+    let failed = server.files("fehler");
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    let reason = std::fs::read_to_string(server.root().join("fehler").join(&failed[1])).unwrap();
+    assert!(reason.contains("already imported"), "{reason}");
+    assert_eq!(ws.exported().len(), 1);
+}
+
+#[test]
 fn explicit_ftps_with_a_wrong_ca_file_is_refused_before_login() {
     let server = FtpServer::start();
     let (other_ca, _) = support::ftp::test_ca("not the server's ca");

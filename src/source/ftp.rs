@@ -195,20 +195,30 @@ impl FtpSource {
         let mut report = PassReport::default();
         let mut waited = false;
         loop {
-            let files = listing
+            let mut files: Vec<Entry> = listing
                 .into_iter()
                 .filter(|e| e.is_file && !is_temporary(&e.name))
                 .collect();
+            // Oldest first, as they arrived (servers list in directory order).
+            files.sort_by(|a, b| a.modified.cmp(&b.modified).then(a.name.cmp(&b.name)));
             let (ready, waiting) = self
                 .settling
                 .split(files, |e: &Entry| (e.name.clone(), e.size, e.modified));
             report.waiting = waiting;
+            let mut passed_over = false;
             for chunk in batches(&ready) {
-                self.handle_chunk(session, chunk, cx, &mut taken, &mut report)
+                passed_over |= self
+                    .handle_chunk(session, chunk, cx, &mut taken, &mut report)
                     .await?;
                 if stop.load(Ordering::Relaxed) {
                     return Ok(report);
                 }
+            }
+            if passed_over {
+                // Settled files that changed on download (or twins of a file in the same
+                // batch) start settling again from this listing.
+                listing = session.list(&remote.inbox).await?;
+                continue;
             }
             // Files still changing get a second listing after the settle time; the daemon
             // leaves those that keep changing to its next pass, `sync` waits for them.
@@ -226,7 +236,8 @@ impl FtpSource {
     }
 
     /// Downloads a batch, takes it through the pipeline, and moves each file by its outcome.
-    /// Files moved before a failure are recorded before the failure is returned.
+    /// Files moved before a failure are recorded before the failure is returned. Returns
+    /// whether a file of the batch was passed over, to be taken in a later round.
     async fn handle_chunk(
         &self,
         session: &mut Session,
@@ -234,7 +245,7 @@ impl FtpSource {
         cx: &Arc<Context>,
         taken: &mut Taken,
         report: &mut PassReport,
-    ) -> Result<(), super::Error> {
+    ) -> Result<bool, super::Error> {
         let mut items = Vec::with_capacity(chunk.len());
         let mut keys = HashSet::new();
         for entry in chunk {
@@ -247,8 +258,9 @@ impl FtpSource {
                 items.push(item);
             }
         }
+        let passed_over = items.len() < chunk.len();
         if items.is_empty() {
-            return Ok(());
+            return Ok(passed_over);
         }
         let (batch_cx, supplier) = (cx.clone(), self.supplier.clone());
         let (items, outcomes) = tokio::task::spawn_blocking(move || {
@@ -278,7 +290,7 @@ impl FtpSource {
         }
         crate::fault::point("after_move");
         store_blocking(cx, move |cx| cx.store.mark_disposed(&disposed)).await?;
-        result
+        result.map(|()| passed_over)
     }
 
     fn log_disposed(&self, item: &Item, outcome: &Outcome, place: &str, report: &mut PassReport) {

@@ -113,15 +113,7 @@ impl FtpServer {
 
     /// File names in a folder under the root, sorted.
     pub fn files(&self, folder: &str) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(self.root().join(folder))
-            .map(|rd| {
-                rd.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names
+        super::files_in(&self.root().join(folder))
     }
 
     /// Kills the server with every session it has open, as a crash or a restart of the

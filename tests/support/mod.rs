@@ -73,15 +73,7 @@ impl Workspace {
 
     /// File names in a folder, sorted.
     pub fn files(&self, folder: &str) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(self.path(folder))
-            .map(|rd| {
-                rd.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names
+        files_in(&self.path(folder))
     }
 
     /// `export --jsonl` parsed.
@@ -106,6 +98,19 @@ impl Workspace {
         let conn = rusqlite::Connection::open(self.path("eingang.db")).expect("open store");
         conn.query_row(sql, [], |r| r.get(0)).expect("query")
     }
+}
+
+/// File names in a folder, sorted (none when it is missing).
+pub fn files_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
 }
 
 /// A sample file of the repository's `fixtures/` folder.
