@@ -327,6 +327,7 @@ fn status(config: &Config, as_json: bool) -> Result<i32> {
         .map(|c| {
             let kind = config.source(&c.name).map(|s| match s.kind {
                 SourceKind::Dir(_) => "dir",
+                SourceKind::Ftp(_) => "ftp",
             });
             let pending = c.in_flight + kind.map_or(0, |_| waiting_in(&c.name));
             json!({

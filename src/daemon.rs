@@ -72,6 +72,8 @@ pub async fn run(
 fn idle_limit(source: &Source) -> Duration {
     match &source.config.kind {
         crate::config::SourceKind::Dir(d) => d.rescan,
+        // The config refuses `idle` for ftp, which polls on its schedule.
+        crate::config::SourceKind::Ftp(_) => Duration::from_secs(60),
     }
 }
 

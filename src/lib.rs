@@ -19,7 +19,8 @@
 //! - `disposition` (6): outcome → archive or error, decided in one place.
 //! - `notify` (7): the outbox worker: notices by SMTP to the source's group or the admins,
 //!   source down and up alerts, bursts as one summary; `text` holds every wording.
-//! - `source`: where items come from and go back to (`dir` so far).
+//! - `source`: where items come from and go back to: `dir` (drop folders), `ftp` (FTP/FTPS
+//!   servers); `settle` decides when a listed file is complete, `tls` verifies servers.
 //! - `daemon`, `schedule`: sources watched on their schedules until a signal.
 //! - `config`, `cli`, `error`, `fault`: the edges.
 

@@ -3,6 +3,8 @@
 //! outcome is committed. Only sources move, rename or delete anything.
 
 pub mod dir;
+pub mod ftp;
+mod settle;
 pub mod tls;
 
 use std::sync::Arc;
@@ -24,7 +26,8 @@ pub struct Source {
 
 #[derive(Debug)]
 enum Kind {
-    Dir(dir::DirSource),
+    Dir(Arc<dir::DirSource>),
+    Ftp(Box<ftp::FtpSource>),
 }
 
 /// One line of `eingang check`: what was checked, and the result.
@@ -34,11 +37,16 @@ impl Source {
     /// Builds the source from its config.
     pub fn new(config: SourceConfig) -> Source {
         let kind = match &config.kind {
-            SourceKind::Dir(dir) => Kind::Dir(dir::DirSource::new(
+            SourceKind::Dir(dir) => Kind::Dir(Arc::new(dir::DirSource::new(
                 config.name.clone(),
                 dir.clone(),
                 config.supplier.clone(),
-            )),
+            ))),
+            SourceKind::Ftp(ftp) => Kind::Ftp(Box::new(ftp::FtpSource::new(
+                config.name.clone(),
+                ftp.clone(),
+                config.supplier.clone(),
+            ))),
         };
         Source { config, kind }
     }
@@ -57,13 +65,21 @@ impl Source {
         stop: &Arc<AtomicBool>,
         wait_for_writers: bool,
     ) -> Result<PassReport, Error> {
-        let (me, cx, stop) = (self.clone(), cx.clone(), stop.clone());
-        tokio::task::spawn_blocking(move || match &me.kind {
-            Kind::Dir(d) if wait_for_writers => d.pass_until_settled(&cx, &stop),
-            Kind::Dir(d) => d.pass(&cx, &stop),
-        })
-        .await
-        .map_err(|e| Error::Stopped(e.to_string()))?
+        match &self.kind {
+            Kind::Dir(d) => {
+                let (d, cx, stop) = (d.clone(), cx.clone(), stop.clone());
+                tokio::task::spawn_blocking(move || {
+                    if wait_for_writers {
+                        d.pass_until_settled(&cx, &stop)
+                    } else {
+                        d.pass(&cx, &stop)
+                    }
+                })
+                .await
+                .map_err(|e| Error::Stopped(e.to_string()))?
+            }
+            Kind::Ftp(f) => f.pass(cx, stop, wait_for_writers).await,
+        }
     }
 
     /// Waits (at most `limit`) for news in the inbox: file-system events for a drop folder.
@@ -71,6 +87,8 @@ impl Source {
     pub async fn wait_for_news(&self, limit: Duration) {
         match &self.kind {
             Kind::Dir(d) => d.wait_for_news(limit).await,
+            // A server tells nothing: the whole limit passes before the next listing.
+            Kind::Ftp(_) => tokio::time::sleep(limit).await,
         }
     }
 
@@ -85,6 +103,7 @@ impl Source {
                 lines.extend(d.check_folders());
                 lines
             }
+            Kind::Ftp(f) => f.check(create_folders).await,
         }
     }
 
@@ -93,6 +112,7 @@ impl Source {
     pub fn create_local_folders(&self) -> Result<(), Error> {
         match &self.kind {
             Kind::Dir(d) => d.create_folders(),
+            Kind::Ftp(_) => Ok(()),
         }
     }
 
@@ -100,6 +120,7 @@ impl Source {
     pub fn waiting_in_inbox(&self) -> Option<usize> {
         match &self.kind {
             Kind::Dir(d) => Some(d.pending_count()),
+            Kind::Ftp(_) => None,
         }
     }
 
@@ -111,6 +132,7 @@ impl Source {
                 d.put_back(std::path::Path::new(place))
                     .map(|p| p.display().to_string())
             }
+            Kind::Ftp(f) => f.put_back(failed).await,
         }
     }
 }
@@ -141,6 +163,9 @@ pub enum Error {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::store::Error),
+    /// The FTP server, the network or TLS failed.
+    #[error(transparent)]
+    Ftp(#[from] ftp::Error),
     /// The pass's task ended abnormally.
     #[error("the pass stopped: {0}")]
     Stopped(String),
