@@ -274,21 +274,20 @@ fn ftp_user() -> u32 {
                 .filter(|o| o.status.success())
                 .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
         };
-        if uid().is_none() {
-            // Debian's PAM stack for vsftpd wants a login shell listed in /etc/shells.
-            let status = Command::new("useradd")
-                .args([
-                    "--no-create-home",
-                    "--home-dir",
-                    "/nonexistent",
-                    "--shell",
-                    "/bin/bash",
-                    USER,
-                ])
-                .status()
-                .expect("useradd (the FTP tests run as root)");
-            assert!(status.success(), "useradd {USER} failed");
-        }
+        // Debian's PAM stack for vsftpd wants a login shell listed in /etc/shells, and vsftpd
+        // changes into the home folder before it applies `local_root`: the home must exist
+        // (`500 OOPS: cannot change directory` otherwise). An account left from an earlier run
+        // is brought to the same state.
+        let (tool, create) = match uid() {
+            None => ("useradd", vec!["--no-create-home"]),
+            Some(_) => ("usermod", vec![]),
+        };
+        let status = Command::new(tool)
+            .args(create)
+            .args(["--home", "/", "--shell", "/bin/bash", USER])
+            .status()
+            .unwrap_or_else(|e| panic!("{tool} (the FTP tests run as root): {e}"));
+        assert!(status.success(), "{tool} {USER} failed");
         let mut chpasswd = Command::new("chpasswd")
             .stdin(Stdio::piped())
             .spawn()
