@@ -5,6 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
@@ -13,12 +14,15 @@ use serde_json::json;
 use crate::config::{Config, SourceKind};
 use crate::format::Registry;
 use crate::item::{Item, ItemKind, Origin};
+use crate::notify::Notifier;
 use crate::pipeline::{self, Context};
 use crate::source::Source;
 use crate::store::{Outcome, Store};
 
 /// Items per store transaction for `import`.
 const IMPORT_BATCH: usize = 256;
+/// How long `sync` tries to deliver notices after its pass.
+const SYNC_NOTIFY_LIMIT: Duration = Duration::from_secs(15);
 
 /// eingang: supplier documents from mailboxes and drop folders into clean data.
 #[derive(Debug, Parser)]
@@ -205,7 +209,13 @@ fn parse(config: &Config, file: &Path, supplier: Option<&str>) -> Result<i32> {
         },
         None => None,
     };
-    let item = item_from_path(file, "parse")?;
+    let item = match item_from_path(file, "parse") {
+        Ok(item) => item,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(2);
+        }
+    };
     let parsed = pipeline::parse_with(&item, forced, &registry, &config.limits(sheet_reader()));
     let name = match &parsed.envelope.message_id {
         Some(id) => format!("{} <{id}>", item.name()),
@@ -317,6 +327,7 @@ fn status(config: &Config, as_json: bool) -> Result<i32> {
         .map(|c| {
             let kind = config.source(&c.name).map(|s| match s.kind {
                 SourceKind::Dir(_) => "dir",
+                SourceKind::Ftp(_) => "ftp",
                 SourceKind::Imap(_) => "imap",
             });
             let pending = c.in_flight + kind.map_or(0, |_| waiting_in(&c.name));
@@ -383,6 +394,21 @@ fn sync(config: &Config, only: Option<&str>, embedded: bool) -> Result<i32> {
             }
         }
     }
+    // A one-shot run tells people too, within a bound: notices left over wait in the outbox
+    // for the next run.
+    let notifier = Notifier::new(config, cx.clone())
+        .map_err(|e| BadConfig(vec![format!("config: notify: {e}")]))?;
+    let delivery = runtime.block_on(notifier.deliver(SYNC_NOTIFY_LIMIT));
+    if delivery.done > 0 || delivery.waiting > 0 {
+        let why = delivery
+            .error
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default();
+        eprintln!(
+            "notices: {} done, {} waiting{why}",
+            delivery.done, delivery.waiting
+        );
+    }
     Ok(code)
 }
 
@@ -413,15 +439,11 @@ fn check(config: &Config, create_folders: bool) -> Result<i32> {
             line(&format!("source {}: {what}", source.name()), result);
         }
     }
-    match &config.notify {
-        None => println!("notify: log only (no [notify] section)"),
-        Some(n) => line(
-            &format!("notify smtp {}:{} ({})", n.smtp_host, n.smtp_port, n.tls),
-            Err(format!(
-                "sending notices to {} is not built into this version yet; they wait in the outbox",
-                n.admins.join(", ")
-            )),
-        ),
+    if config.notify.is_none() {
+        println!("notify: log only (no [notify] section)");
+    }
+    for (what, result) in runtime.block_on(crate::notify::check(config)) {
+        line(&what, result);
     }
     Ok(if failed { 1 } else { 0 })
 }
@@ -472,7 +494,10 @@ fn run(config: &Config, embedded: bool) -> Result<i32> {
     if config.notify.is_none() {
         tracing::warn!("no [notify] section: failures are logged only");
     }
-    let cx = Arc::new(context(config)?);
-    runtime()?.block_on(crate::daemon::run(sources, cx))?;
+    // A store that cannot open is fatal for the daemon: exit 2, like a bad config.
+    let cx = Arc::new(context(config).map_err(|e| BadConfig(vec![format!("{e:#}")]))?);
+    let notifier = Notifier::new(config, cx.clone())
+        .map_err(|e| BadConfig(vec![format!("config: notify: {e}")]))?;
+    runtime()?.block_on(crate::daemon::run(sources, cx, notifier))?;
     Ok(0)
 }

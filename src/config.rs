@@ -15,6 +15,10 @@ use crate::schedule::{Schedule, parse_duration};
 pub const DEFAULT_DATA_DIR: &str = "eingang-data";
 const DEFAULT_SETTLE: &str = "2s";
 const DEFAULT_RESCAN: &str = "30s";
+/// An FTP source polls: without a `schedule` it lists its inbox every minute.
+const DEFAULT_FTP_SCHEDULE: &str = "every 1m";
+/// Uploads over slow links pause longer than local writes, so FTP waits longer by default.
+const DEFAULT_FTP_SETTLE: &str = "10s";
 
 /// The config file as written.
 #[derive(Debug, Default, Deserialize)]
@@ -146,6 +150,8 @@ pub struct SourceConfig {
 pub enum SourceKind {
     /// A local drop folder.
     Dir(DirConfig),
+    /// A folder on an FTP/FTPS server.
+    Ftp(FtpConfig),
     /// An IMAP mailbox: server, login and the three folders (`/`-separated paths).
     Imap(RemoteConfig),
 }
@@ -163,6 +169,16 @@ pub struct DirConfig {
     pub settle: Duration,
     /// How often the folder is listed even without events (events can be lost).
     pub rescan: Duration,
+}
+
+/// An FTP/FTPS server with its three folders, and the settle time between the two listings
+/// that must show a file at the same size before it is taken.
+#[derive(Debug, Clone)]
+pub struct FtpConfig {
+    /// The server, login and folders.
+    pub remote: RemoteConfig,
+    /// The gap between the two listings (default 10 s).
+    pub settle: Duration,
 }
 
 /// How a remote source or the SMTP server is reached.
@@ -363,7 +379,16 @@ fn check_source(
     if name.is_none() {
         problems.push("`name` is required".to_owned());
     }
-    let schedule = match Schedule::parse(raw.schedule.as_deref().unwrap_or("idle")) {
+    let is_ftp = raw.kind.as_deref() == Some("ftp");
+    let default_schedule = if is_ftp { DEFAULT_FTP_SCHEDULE } else { "idle" };
+    let schedule = match Schedule::parse(raw.schedule.as_deref().unwrap_or(default_schedule)) {
+        Ok(Schedule::Idle) if is_ftp => {
+            problems.push(
+                "schedule \"idle\" needs server push; an ftp source polls: use e.g. \"every 5m\""
+                    .to_owned(),
+            );
+            Schedule::Idle
+        }
         Ok(s) => s,
         Err(e) => {
             problems.push(format!("schedule: {e}"));
@@ -372,14 +397,8 @@ fn check_source(
     };
     let kind = match raw.kind.as_deref() {
         Some("dir") => check_dir(&raw, resolve, &mut problems),
+        Some("ftp") => check_ftp(&raw, resolve, &mut problems),
         Some("imap") => check_remote("imap", &raw, resolve, &mut problems).map(SourceKind::Imap),
-        Some(kind @ "ftp") => {
-            check_remote(kind, &raw, resolve, &mut problems);
-            problems.push(format!(
-                "kind {kind:?} is not available in this version yet; use kind = \"dir\" or run a newer eingang"
-            ));
-            None
-        }
         Some(other) => {
             problems.push(format!("unknown kind {other:?}: use imap, ftp or dir"));
             None
@@ -389,6 +408,11 @@ fn check_source(
             None
         }
     };
+    check_addresses(
+        "notify",
+        raw.notify.as_deref().unwrap_or_default(),
+        &mut problems,
+    );
     match (name, kind) {
         (Some(name), Some(kind)) if problems.is_empty() => Ok(SourceConfig {
             name,
@@ -448,6 +472,21 @@ fn check_dir(
         error,
         settle,
         rescan,
+    }))
+}
+
+fn check_ftp(
+    raw: &RawSource,
+    resolve: &dyn Fn(&str) -> PathBuf,
+    problems: &mut Vec<String>,
+) -> Option<SourceKind> {
+    let settle = parse_duration(raw.settle.as_deref().unwrap_or(DEFAULT_FTP_SETTLE))
+        .map_err(|e| problems.push(format!("settle: {e}")))
+        .ok();
+    let remote = check_remote("ftp", raw, resolve, problems)?;
+    Some(SourceKind::Ftp(FtpConfig {
+        remote,
+        settle: settle?,
     }))
 }
 
@@ -568,12 +607,17 @@ fn check_notify(
     } else if tls == TlsMode::None && !is_loopback(&host) {
         problems.push("tls = \"none\" is allowed only for loopback hosts".to_owned());
     }
-    if raw.from.as_deref().is_none_or(|f| !f.contains('@')) {
-        problems.push("`from` is required: the sender address of the notices".to_owned());
+    match raw.from.as_deref() {
+        None => problems.push("`from` is required: the sender address of the notices".to_owned()),
+        Some(from) if from.parse::<lettre::message::Mailbox>().is_err() => {
+            problems.push(format!("from {from:?} is not an e-mail address"))
+        }
+        Some(_) => {}
     }
     if raw.admins.is_empty() {
         problems.push("`admins` needs at least one address".to_owned());
     }
+    check_addresses("admins", &raw.admins, &mut problems);
     let language = raw.language.clone().unwrap_or_else(|| "de".to_owned());
     if !matches!(language.as_str(), "de" | "en") {
         problems.push(format!("unknown language {language:?}: use de or en"));
@@ -617,6 +661,15 @@ fn check_notify(
         down_after,
         burst: raw.burst.unwrap_or(10),
     })
+}
+
+/// Every entry of an address list must be a plain address (the SMTP envelope needs one).
+fn check_addresses(key: &str, list: &[String], problems: &mut Vec<String>) {
+    for address in list {
+        if address.trim().parse::<lettre::Address>().is_err() {
+            problems.push(format!("{key}: {address:?} is not an e-mail address"));
+        }
+    }
 }
 
 fn read_secret(
@@ -666,7 +719,7 @@ mod tests {
         )
         .unwrap();
         let SourceKind::Dir(dir) = &c.sources[0].kind else {
-            panic!("a dir source")
+            panic!("a dir source");
         };
         assert_eq!(dir.inbox, Path::new("/etc/eingang/drop/eingang"));
         assert_eq!(dir.settle, Duration::from_secs(2));
@@ -694,6 +747,36 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("source[1] \"b\": `path`"), "{text}");
+    }
+
+    const FTP: &str = "[[source]]\nname = \"edi\"\nkind = \"ftp\"\nhost = \"ftp.example.com\"\n\
+                       user = \"edi\"\npassword = \"x\"\ninbox = \"/out\"\narchive = \"/archiv\"\nerror = \"/fehler\"\n";
+
+    #[test]
+    fn an_ftp_source_polls_every_minute_over_explicit_tls_by_default() {
+        let c = load(FTP).unwrap();
+        assert_eq!(c.sources[0].schedule, Schedule::parse("every 1m").unwrap());
+        let SourceKind::Ftp(ftp) = &c.sources[0].kind else {
+            panic!("an ftp source");
+        };
+        assert_eq!(ftp.remote.tls, TlsMode::Explicit);
+        assert_eq!(ftp.remote.port, 21);
+        assert_eq!(ftp.settle, Duration::from_secs(10));
+        let c = load(&format!("{FTP}tls = \"implicit\"\nsettle = \"3s\"\n")).unwrap();
+        let SourceKind::Ftp(ftp) = &c.sources[0].kind else {
+            panic!("an ftp source");
+        };
+        assert_eq!(ftp.remote.port, 990);
+        assert_eq!(ftp.settle, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn an_ftp_source_refuses_idle_and_starttls() {
+        let errs = load(&format!("{FTP}schedule = \"idle\"\ntls = \"starttls\"\n"))
+            .unwrap_err()
+            .join("\n");
+        assert!(errs.contains("an ftp source polls"), "{errs}");
+        assert!(errs.contains("unknown tls \"starttls\" for ftp"), "{errs}");
     }
 
     #[test]

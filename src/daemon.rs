@@ -1,6 +1,7 @@
-//! `eingang run`: one task per source, each watching on its schedule until a signal. A task
-//! stops between batches, never inside one; on a source error it backs off (doubling, capped,
-//! with jitter) and records the error for `status`.
+//! `eingang run`: one task per source, each watching on its schedule until a signal, plus the
+//! notifier that mails the outbox. A task stops between batches (the notifier between
+//! notices), never inside one; on a source error it backs off (doubling, capped, with jitter)
+//! and records the error for `status`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::notify::Notifier;
 use crate::pipeline::Context;
 use crate::schedule::Schedule;
 use crate::source::Source;
@@ -18,8 +20,13 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_CAP: Duration = Duration::from_secs(300);
 
-/// Runs every source until SIGTERM or SIGINT, then waits for the batches in hand.
-pub async fn run(sources: Vec<Arc<Source>>, cx: Arc<Context>) -> std::io::Result<()> {
+/// Runs every source and the notifier until SIGTERM or SIGINT, then waits for the batches in
+/// hand.
+pub async fn run(
+    sources: Vec<Arc<Source>>,
+    cx: Arc<Context>,
+    notifier: Notifier,
+) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_flag = Arc::new(AtomicBool::new(false));
     let mut tasks = JoinSet::new();
@@ -31,6 +38,11 @@ pub async fn run(sources: Vec<Arc<Source>>, cx: Arc<Context>) -> std::io::Result
             name
         });
     }
+    let notifier_stop = stop_rx.clone();
+    tasks.spawn(async move {
+        notifier.run(notifier_stop).await;
+        "notify".to_owned()
+    });
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: finishing the items in hand"),
@@ -44,7 +56,7 @@ pub async fn run(sources: Vec<Arc<Source>>, cx: Arc<Context>) -> std::io::Result
         tokio::select! {
             done = tasks.join_next() => {
                 if let Some(Ok(name)) = done {
-                    tracing::info!(source = %name, "source stopped");
+                    tracing::info!(task = %name, "stopped");
                 }
             }
             _ = &mut deadline => {
@@ -60,6 +72,8 @@ pub async fn run(sources: Vec<Arc<Source>>, cx: Arc<Context>) -> std::io::Result
 fn idle_limit(source: &Source) -> Duration {
     match &source.config.kind {
         crate::config::SourceKind::Dir(d) => d.rescan,
+        // The config refuses `idle` for ftp, which polls on its schedule.
+        crate::config::SourceKind::Ftp(_) => Duration::from_secs(60),
         crate::config::SourceKind::Imap(_) => crate::source::imap::IDLE_WAIT,
     }
 }
@@ -127,7 +141,7 @@ async fn wait(source: &Source, next: Option<chrono::NaiveDateTime>, now: chrono:
 }
 
 /// Up to a quarter more or less, so that many daemons do not retry in step.
-fn jittered(d: Duration) -> Duration {
+pub(crate) fn jittered(d: Duration) -> Duration {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|t| t.subsec_nanos())

@@ -45,7 +45,7 @@ impl ItemKey {
 
     /// Hashes a reader in chunks, for items too large to hold in memory.
     pub fn of_reader(mut reader: impl std::io::Read) -> std::io::Result<ItemKey> {
-        let mut hasher = Sha256::new();
+        let mut hasher = KeyHasher::default();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = reader.read(&mut buf)?;
@@ -54,7 +54,7 @@ impl ItemKey {
             }
             hasher.update(buf.get(..n).unwrap_or_default());
         }
-        Ok(ItemKey::hex(hasher.finalize().as_slice()))
+        Ok(hasher.finish())
     }
 
     fn hex(digest: &[u8]) -> ItemKey {
@@ -75,6 +75,23 @@ impl ItemKey {
 impl fmt::Display for ItemKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// Computes an item's key from its bytes as they arrive, for items read in pieces (a download
+/// too large to hold in memory).
+#[derive(Debug, Default, Clone)]
+pub struct KeyHasher(Sha256);
+
+impl KeyHasher {
+    /// Adds the next bytes.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// The key of all bytes added.
+    pub fn finish(self) -> ItemKey {
+        ItemKey::hex(self.0.finalize().as_slice())
     }
 }
 

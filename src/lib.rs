@@ -17,7 +17,10 @@
 //! - `model` (4): the document types, canonical decimals, validation.
 //! - `store` (5): the SQLite ledger: items, documents, lines, outbox, migrations.
 //! - `disposition` (6): outcome → archive or error, decided in one place.
-//! - `source`: where items come from and go back to: `imap` mailboxes, `dir` drop folders.
+//! - `notify` (7): the outbox worker: notices by SMTP to the source's group or the admins,
+//!   source down and up alerts, bursts as one summary; `text` holds every wording.
+//! - `source`: where items come from and go back to: `dir` (drop folders), `ftp` (FTP/FTPS
+//!   servers), `imap` (mailboxes); `settle` decides when a listed file is complete, `tls` verifies servers.
 //! - `daemon`, `schedule`: sources watched on their schedules until a signal.
 //! - `config`, `cli`, `error`, `fault`: the edges.
 
@@ -31,6 +34,7 @@ pub mod fault;
 pub mod format;
 pub mod item;
 pub mod model;
+pub mod notify;
 pub mod pipeline;
 pub mod route;
 pub mod schedule;

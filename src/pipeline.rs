@@ -48,32 +48,36 @@ pub fn handle_batch(
     let forced = forced.and_then(|name| cx.registry.by_name(name));
     let mut outcomes: Vec<Option<Outcome>> = vec![None; items.len()];
     let mut fresh = Vec::new();
-    let mut fresh_at = Vec::new();
     let mut retries = Vec::new();
-    for (i, (item, prior)) in items.iter().zip(priors).enumerate() {
+    let mut to_parse = Vec::new();
+    for (i, prior) in priors.into_iter().enumerate() {
         match prior {
             Prior::Decided(outcome) => outcomes[i] = Some(outcome),
-            Prior::Fresh { item_id } => {
-                fresh.push(verdict(item_id, parse(item, forced, cx)));
-                fresh_at.push(i);
-            }
+            Prior::Fresh { item_id } => to_parse.push((i, item_id)),
             Prior::Retry { item_id } => retries.push((i, item_id)),
             Prior::Poison { item_id, attempts } => {
-                fresh.push(verdict(
-                    item_id,
-                    rejection(item, Reject::Poison { attempts }),
+                fresh.push((
+                    i,
+                    verdict(item_id, rejection(&items[i], Reject::Poison { attempts })),
                 ));
-                fresh_at.push(i);
             }
             Prior::AlreadyImported { item_id, existing } => {
-                fresh.push(verdict(
-                    item_id,
-                    rejection(item, Reject::AlreadyImported { existing }),
+                fresh.push((
+                    i,
+                    verdict(
+                        item_id,
+                        rejection(&items[i], Reject::AlreadyImported { existing }),
+                    ),
                 ));
-                fresh_at.push(i);
             }
         }
     }
+    let parsed = parallel_map(&to_parse, |&(i, item_id)| {
+        verdict(item_id, parse(&items[i], forced, cx))
+    });
+    fresh.extend(to_parse.iter().map(|&(i, _)| i).zip(parsed));
+    fresh.sort_by_key(|(i, _)| *i);
+    let (fresh_at, fresh): (Vec<usize>, Vec<Verdict>) = fresh.into_iter().unzip();
     for (i, outcome) in fresh_at.into_iter().zip(cx.store.commit(fresh)?) {
         outcomes[i] = Some(outcome);
     }
@@ -82,11 +86,49 @@ pub fn handle_batch(
         let parsed = parse(&items[i], forced, cx);
         outcomes[i] = cx.store.commit(vec![verdict(item_id, parsed)])?.pop();
     }
-    fault::point("after_commit");
-    Ok(outcomes
+    let outcomes: Vec<Outcome> = outcomes
         .into_iter()
         .map(|o| o.expect("every item of the batch has an outcome"))
-        .collect())
+        .collect();
+    // The bytes of each rejected item go with its notice as the attachment. Kept after the
+    // commit and before the move, also for an outcome decided before a crash; the notice
+    // waits for the move.
+    let originals: Vec<(i64, &[u8])> = items
+        .iter()
+        .zip(&outcomes)
+        .filter_map(|(item, outcome)| match outcome {
+            Outcome::Rejected { item_id, .. }
+                if !item.bytes.is_empty()
+                    && item.bytes.len() as u64 <= crate::notify::MAX_ATTACHMENT_BYTES =>
+            {
+                Some((*item_id, item.bytes.as_slice()))
+            }
+            _ => None,
+        })
+        .collect();
+    cx.store.keep_originals(&originals)?;
+    fault::point("after_commit");
+    Ok(outcomes)
+}
+
+/// Maps `f` over `jobs` on every core, keeping the order. Parsing is CPU work with no shared
+/// state, so a batch goes about as many times faster as there are cores.
+fn parallel_map<T: Sync, R: Send>(jobs: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || jobs.len() < 2 {
+        return jobs.iter().map(&f).collect();
+    }
+    let chunk = jobs.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = jobs
+            .chunks(chunk)
+            .map(|part| scope.spawn(|| part.iter().map(&f).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("parse threads catch their own panics"))
+            .collect()
+    })
 }
 
 fn verdict(item_id: i64, parse: Parse) -> Verdict {

@@ -40,6 +40,10 @@ fn parse_rejection_is_one_line_on_stderr_and_exit_1() {
 fn parse_usage_errors_exit_2() {
     let ws = Workspace::new("");
     assert_eq!(ws.run(&["parse"]).status.code(), Some(2));
+    assert_eq!(
+        ws.run(&["parse", "gibt-es-nicht.xml"]).status.code(),
+        Some(2)
+    );
     let file = ws.drop_file(".", "ls.csv", b"a;b");
     let out = ws.run(&["parse", file.to_str().unwrap(), "--supplier", "nobody"]);
     assert_eq!(out.status.code(), Some(2));
@@ -156,4 +160,84 @@ fn embedded_default_creates_the_drop_folders() {
         );
     }
     assert!(dir.path().join("eingang-data/eingang.db").is_file());
+}
+
+fn cxml_fixture(name: &str) -> Vec<u8> {
+    std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/standard/cxml")
+            .join(name),
+    )
+    .unwrap()
+}
+
+#[test]
+fn cxml_update_and_delete_supersede_the_stored_order_and_a_resent_new_is_a_duplicate() {
+    let ws = Workspace::new("");
+    std::fs::create_dir(ws.path("po")).unwrap();
+    for (i, name) in [
+        "order-request.xml",
+        "order-request-update.xml",
+        "order-request-delete.xml",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let file = ws.drop_file("po", &format!("{i}-{name}"), &cxml_fixture(name));
+        let out = ws.run(&["import", file.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
+    }
+    let docs = ws.exported();
+    assert_eq!(docs.len(), 3);
+    let ops: Vec<&str> = docs
+        .iter()
+        .map(|d| d["operation"].as_str().unwrap())
+        .collect();
+    assert_eq!(ops, ["new", "update", "delete"]);
+    assert_eq!(docs[0]["superseded_by"], docs[1]["id"]);
+    assert_eq!(docs[1]["superseded_by"], docs[2]["id"]);
+    assert!(docs[2].get("superseded_by").is_none());
+
+    // The same order number sent again as new (other payloadID): a duplicate, not a third order.
+    let resent = String::from_utf8(cxml_fixture("order-request.xml"))
+        .unwrap()
+        .replace("20261120.0815.4711@einkauf", "20261123.0700.9999@einkauf");
+    let file = ws.drop_file("po", "again.xml", resent.as_bytes());
+    let out = ws.run(&["import", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("duplicate order PO-2026-1001"),
+        "{}",
+        stderr(&out)
+    );
+    // The same payloadID again in other bytes: a duplicate too.
+    let mut same_payload = cxml_fixture("order-request.xml");
+    same_payload.extend_from_slice(b"\n<!-- retry -->\n");
+    let file = ws.drop_file("po", "retry.xml", &same_payload);
+    assert_eq!(
+        ws.run(&["import", file.to_str().unwrap()]).status.code(),
+        Some(1)
+    );
+    assert_eq!(ws.exported().len(), 3);
+}
+
+#[test]
+fn identical_bytes_in_one_batch_are_imported_once_and_the_copy_rejected() {
+    let ws = Workspace::new("");
+    std::fs::create_dir(ws.path("batch")).unwrap();
+    ws.drop_file("batch", "a.xml", &opentrans("LS-77", "1"));
+    ws.drop_file("batch", "b.xml", &opentrans("LS-77", "1"));
+    let out = ws.run(&["import", "batch"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("error: b.xml: duplicate delivery note LS-77"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(ws.exported().len(), 1);
+    assert_eq!(ws.query_i64("SELECT COUNT(*) FROM items"), 2);
+    assert_eq!(
+        ws.query_i64("SELECT COUNT(*) FROM items WHERE outcome IS NULL"),
+        0
+    );
 }

@@ -7,7 +7,7 @@ mod support;
 use std::io::Write;
 use std::time::Duration;
 
-use support::{Workspace, message, opentrans, stderr, wait_until};
+use support::{Workspace, fixture, message, opentrans, stderr, stop, wait_until};
 
 #[test]
 fn nothing_lost_every_item_ends_in_archive_or_error_with_its_outcome() {
@@ -334,21 +334,6 @@ fn reprocess_puts_a_failed_file_back_and_clears_its_failure() {
     assert_eq!(ws.run(&["reprocess", "999"]).status.code(), Some(1));
 }
 
-fn stop(child: &mut std::process::Child) -> std::process::ExitStatus {
-    // SAFETY: kill(2) with a pid we spawned.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    for _ in 0..200 {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.kill().unwrap();
-    panic!("eingang run did not stop within 10 s of SIGTERM");
-}
-
 #[cfg(feature = "fault-points")]
 #[test]
 fn killed_after_move_before_its_record_is_found_in_the_archive() {
@@ -381,26 +366,11 @@ fn killed_after_move_before_its_record_is_found_in_the_archive() {
     );
 }
 
-fn with_format(ws: &Workspace, supplier: &str) {
-    let src =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("formats/{supplier}.toml"));
-    std::fs::copy(src, ws.path(&format!("formats/{supplier}.toml"))).unwrap();
-}
-
-fn fixture(rel: &str) -> Vec<u8> {
-    std::fs::read(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fixtures")
-            .join(rel),
-    )
-    .unwrap()
-}
-
 #[test]
 fn table_files_are_routed_by_file_name_glob() {
     let ws = Workspace::new("");
-    with_format(&ws, "acme");
-    with_format(&ws, "optikhaus");
+    ws.with_format("acme");
+    ws.with_format("optikhaus");
     ws.drop_file(
         "in",
         "lieferschein-2026-11.csv",
@@ -438,7 +408,7 @@ fn table_files_are_routed_by_file_name_glob() {
 #[test]
 fn unknown_sender_goes_to_error_and_imports_after_the_format_names_it() {
     let ws = Workspace::new("");
-    with_format(&ws, "acme");
+    ws.with_format("acme");
     let mail = message(
         "versand@acme-neu.de",
         "m-7@acme-neu.de",
@@ -468,4 +438,20 @@ fn unknown_sender_goes_to_error_and_imports_after_the_format_names_it() {
         docs.iter()
             .all(|d| d["supplier"] == "acme" && d["origin"]["message_id"] == "<m-7@acme-neu.de>")
     );
+}
+
+#[test]
+fn an_item_over_the_size_limit_is_rejected_without_being_parsed() {
+    let ws = Workspace::new("[limits]\nmax_item_mib = 1\n");
+    let mut big = opentrans("LS-20", "1");
+    big.extend(std::iter::repeat_n(b' ', 1024 * 1024 + 1));
+    ws.drop_file("in", "riesig.xml", &big);
+    ws.drop_file("in", "klein.xml", &opentrans("LS-21", "1"));
+    assert!(ws.run(&["sync"]).status.success());
+    assert_eq!(ws.files("archiv"), ["klein.xml"]);
+    let reason = std::fs::read_to_string(ws.path("fehler/riesig.xml.error.txt")).unwrap();
+    assert!(reason.starts_with("riesig.xml: too large: "), "{reason}");
+    assert!(reason.contains("max_item_mib"), "{reason}");
+    // The bytes stay as they were: the file moved whole.
+    assert_eq!(std::fs::read(ws.path("fehler/riesig.xml")).unwrap(), big);
 }

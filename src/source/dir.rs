@@ -4,14 +4,14 @@
 //! gets `<name>.error.txt` beside it. A dropped `.eml` is a message, any other file an
 //! attachment of its own.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
+use super::settle::Settling;
 use super::{Error, PassReport};
 use crate::config::DirConfig;
 use crate::disposition::Disposition;
@@ -30,10 +30,8 @@ pub struct DirSource {
     pub config: DirConfig,
     /// The supplier every table file here belongs to, if bound.
     pub supplier: Option<String>,
-    /// Size and mtime of each file when first seen so, and since when: a file is taken once
-    /// both stayed the same for the settle time (mtime alone is not enough: `cp -p` and rsync
-    /// set an old mtime before they write).
-    seen: Mutex<HashMap<PathBuf, (u64, SystemTime, Instant)>>,
+    /// Size and mtime of each file, and since when they are unchanged.
+    settling: Settling<PathBuf>,
     /// The inotify watcher and its event channel, made on the first wait.
     events:
         tokio::sync::Mutex<Option<(notify::RecommendedWatcher, tokio::sync::mpsc::Receiver<()>)>>,
@@ -53,9 +51,9 @@ impl DirSource {
     pub fn new(name: String, config: DirConfig, supplier: Option<String>) -> DirSource {
         DirSource {
             name,
+            settling: Settling::new(config.settle),
             config,
             supplier,
-            seen: Mutex::new(HashMap::new()),
             events: tokio::sync::Mutex::new(None),
         }
     }
@@ -158,10 +156,7 @@ impl DirSource {
 
     /// How long until the next waiting file may have settled (`None`: nothing waits).
     pub fn time_to_settle(&self) -> Option<Duration> {
-        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.values()
-            .map(|(_, _, since)| self.config.settle.saturating_sub(since.elapsed()))
-            .min()
+        self.settling.time_to_settle()
     }
 
     fn list(&self) -> Result<Vec<Entry>, Error> {
@@ -197,31 +192,8 @@ impl DirSource {
     /// Splits the listing into files whose size and mtime stayed the same for the settle
     /// time, and the count of those still settling.
     fn settled(&self, entries: Vec<Entry>) -> (Vec<Entry>, usize) {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let listed: HashSet<&PathBuf> = entries.iter().map(|e| &e.path).collect();
-        seen.retain(|path, _| listed.contains(path));
-        let mut ready = Vec::new();
-        for entry in &entries {
-            let state = (entry.size, entry.modified);
-            match seen.get(&entry.path) {
-                Some(&(size, modified, since)) if (size, modified) == state => {
-                    if since.elapsed() >= self.config.settle {
-                        ready.push(entry.clone());
-                    }
-                }
-                _ => {
-                    seen.insert(
-                        entry.path.clone(),
-                        (entry.size, entry.modified, Instant::now()),
-                    );
-                }
-            }
-        }
-        for entry in &ready {
-            seen.remove(&entry.path);
-        }
-        let waiting = seen.len();
-        (ready, waiting)
+        self.settling
+            .split(entries, |e| (e.path.clone(), e.size, e.modified))
     }
 
     fn handle_chunk(
@@ -351,9 +323,7 @@ impl DirSource {
         let target = move_without_overwrite(path, dir, name)?;
         if let Disposition::Error { item_id, reason } = disposition {
             let note = error_note_path(&target);
-            let text = format!(
-                "{name}: {reason}\n\nitem {item_id} in the eingang store; after fixing the cause run:\n  eingang reprocess {item_id}\n"
-            );
+            let text = error_note(name, *item_id, reason);
             write_synced(&note, text.as_bytes()).map_err(|e| Error::io(&note, e))?;
         }
         Ok(target)
@@ -435,13 +405,37 @@ fn find_by_hash(folder: &Path, name: &str, sha256: &str) -> Option<PathBuf> {
 
 /// Names that are still being written or are not ours: hidden files, `*.tmp`, `*.part`,
 /// browser partial downloads and editor backups.
-fn is_temporary(name: &str) -> bool {
+pub(super) fn is_temporary(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     name.starts_with('.')
         || name.ends_with('~')
         || [".tmp", ".part", ".partial", ".crdownload", ".filepart"]
             .iter()
             .any(|ext| lower.ends_with(ext))
+}
+
+/// The text of `<name>.error.txt` beside a failed file: the reason, and how to try again.
+pub(super) fn error_note(name: &str, item_id: i64, reason: &str) -> String {
+    // Most reasons start with the file name already; say it once.
+    let reason = match reason.strip_prefix(name).and_then(|r| r.strip_prefix(": ")) {
+        Some(rest) => rest,
+        None => reason,
+    };
+    format!(
+        "{name}: {reason}\n\nitem {item_id} in the eingang store; after fixing the cause run:\n  eingang reprocess {item_id}\n"
+    )
+}
+
+/// The `n`-th name tried for `name` in a folder: `name` itself, then `stem-2.ext`,
+/// `stem-3.ext`, …
+pub(super) fn numbered_name(name: &str, n: u32) -> String {
+    if n <= 1 {
+        return name.to_owned();
+    }
+    match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => format!("{stem}-{n}.{ext}"),
+        _ => format!("{name}-{n}"),
+    }
 }
 
 fn error_note_path(target: &Path) -> PathBuf {
@@ -453,16 +447,8 @@ fn error_note_path(target: &Path) -> PathBuf {
 /// Renames `from` into `dir` as `name`, or `name-2`, `name-3`, … when taken; never replaces an
 /// existing file (`RENAME_NOREPLACE`), and the file is never in two places at once.
 fn move_without_overwrite(from: &Path, dir: &Path, name: &str) -> Result<PathBuf, Error> {
-    let (stem, ext) = match name.rsplit_once('.') {
-        Some((stem, ext)) if !stem.is_empty() => (stem, format!(".{ext}")),
-        _ => (name, String::new()),
-    };
     for n in 1..=10_000u32 {
-        let candidate = if n == 1 {
-            dir.join(name)
-        } else {
-            dir.join(format!("{stem}-{n}{ext}"))
-        };
+        let candidate = dir.join(numbered_name(name, n));
         if error_note_path(&candidate).exists() {
             continue; // keep each file's reason unambiguous
         }

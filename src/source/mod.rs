@@ -3,7 +3,9 @@
 //! outcome is committed. Only sources move, rename or delete anything.
 
 pub mod dir;
+pub mod ftp;
 pub mod imap;
+mod settle;
 pub mod tls;
 
 use std::sync::Arc;
@@ -26,8 +28,9 @@ pub struct Source {
 
 #[derive(Debug)]
 enum Kind {
-    Dir(dir::DirSource),
-    Imap(imap::ImapSource),
+    Dir(Arc<dir::DirSource>),
+    Ftp(Box<ftp::FtpSource>),
+    Imap(Box<imap::ImapSource>),
 }
 
 /// One line of `eingang check`: what was checked, and the result.
@@ -37,17 +40,22 @@ impl Source {
     /// Builds the source from its config.
     pub fn new(config: SourceConfig) -> Source {
         let kind = match &config.kind {
-            SourceKind::Dir(dir) => Kind::Dir(dir::DirSource::new(
+            SourceKind::Dir(dir) => Kind::Dir(Arc::new(dir::DirSource::new(
                 config.name.clone(),
                 dir.clone(),
                 config.supplier.clone(),
-            )),
-            SourceKind::Imap(remote) => Kind::Imap(imap::ImapSource::new(
+            ))),
+            SourceKind::Ftp(ftp) => Kind::Ftp(Box::new(ftp::FtpSource::new(
+                config.name.clone(),
+                ftp.clone(),
+                config.supplier.clone(),
+            ))),
+            SourceKind::Imap(remote) => Kind::Imap(Box::new(imap::ImapSource::new(
                 config.name.clone(),
                 remote.clone(),
                 config.supplier.clone(),
                 matches!(config.schedule, Schedule::Idle),
-            )),
+            ))),
         };
         Source { config, kind }
     }
@@ -66,17 +74,22 @@ impl Source {
         stop: &Arc<AtomicBool>,
         wait_for_writers: bool,
     ) -> Result<PassReport, Error> {
-        if let Kind::Imap(i) = &self.kind {
-            return i.pass(cx, stop).await;
+        match &self.kind {
+            Kind::Dir(d) => {
+                let (d, cx, stop) = (d.clone(), cx.clone(), stop.clone());
+                tokio::task::spawn_blocking(move || {
+                    if wait_for_writers {
+                        d.pass_until_settled(&cx, &stop)
+                    } else {
+                        d.pass(&cx, &stop)
+                    }
+                })
+                .await
+                .map_err(|e| Error::Stopped(e.to_string()))?
+            }
+            Kind::Ftp(f) => f.pass(cx, stop, wait_for_writers).await,
+            Kind::Imap(i) => i.pass(cx, stop).await,
         }
-        let (me, cx, stop) = (self.clone(), cx.clone(), stop.clone());
-        tokio::task::spawn_blocking(move || match &me.kind {
-            Kind::Dir(d) if wait_for_writers => d.pass_until_settled(&cx, &stop),
-            Kind::Dir(d) => d.pass(&cx, &stop),
-            Kind::Imap(_) => Ok(PassReport::default()),
-        })
-        .await
-        .map_err(|e| Error::Stopped(e.to_string()))?
     }
 
     /// Waits (at most `limit`) for news in the inbox: file-system events for a drop folder,
@@ -85,6 +98,8 @@ impl Source {
     pub async fn wait_for_news(&self, limit: Duration) {
         match &self.kind {
             Kind::Dir(d) => d.wait_for_news(limit).await,
+            // A server tells nothing: the whole limit passes before the next listing.
+            Kind::Ftp(_) => tokio::time::sleep(limit).await,
             Kind::Imap(i) => i.wait_for_news(limit).await,
         }
     }
@@ -100,6 +115,7 @@ impl Source {
                 lines.extend(d.check_folders());
                 lines
             }
+            Kind::Ftp(f) => f.check(create_folders).await,
             Kind::Imap(i) => i.check(create_folders).await,
         }
     }
@@ -109,6 +125,7 @@ impl Source {
     pub fn create_local_folders(&self) -> Result<(), Error> {
         match &self.kind {
             Kind::Dir(d) => d.create_folders(),
+            Kind::Ftp(_) => Ok(()),
             Kind::Imap(_) => Ok(()),
         }
     }
@@ -117,6 +134,7 @@ impl Source {
     pub fn waiting_in_inbox(&self) -> Option<usize> {
         match &self.kind {
             Kind::Dir(d) => Some(d.pending_count()),
+            Kind::Ftp(_) => None,
             Kind::Imap(_) => None,
         }
     }
@@ -129,6 +147,7 @@ impl Source {
                 d.put_back(std::path::Path::new(place))
                     .map(|p| p.display().to_string())
             }
+            Kind::Ftp(f) => f.put_back(failed).await,
             Kind::Imap(i) => i.put_back(failed).await,
         }
     }
@@ -160,6 +179,9 @@ pub enum Error {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::store::Error),
+    /// The FTP server, the network or TLS failed.
+    #[error(transparent)]
+    Ftp(#[from] ftp::Error),
     /// The pass's task ended abnormally.
     #[error("the pass stopped: {0}")]
     Stopped(String),

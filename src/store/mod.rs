@@ -8,8 +8,10 @@
 //! Blocking by design: callers on the async runtime use `spawn_blocking`.
 
 mod imap;
+pub mod outbox;
 mod schema;
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -180,6 +182,9 @@ pub struct FailedItem {
 /// The SQLite store. One connection; `&self` methods lock it for one call.
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Items whose parse began in this process and is not committed yet: a row without an
+    /// outcome that is not in here was left by a process that died.
+    started: Mutex<HashSet<i64>>,
 }
 
 impl Store {
@@ -209,6 +214,7 @@ impl Store {
         schema::migrate(&mut conn)?;
         Ok(Store {
             conn: Mutex::new(conn),
+            started: Mutex::new(HashSet::new()),
         })
     }
 
@@ -223,11 +229,12 @@ impl Store {
     /// transaction, before anything is parsed.
     pub fn begin(&self, items: &[&Item]) -> Result<Vec<Prior>, Error> {
         let mut conn = self.lock();
+        let mut started = self.started.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut priors = Vec::with_capacity(items.len());
         {
             let mut latest = tx.prepare_cached(
-                "SELECT id, attempts, outcome, disposed_at IS NOT NULL, reason
+                "SELECT id, attempts, outcome, disposed_at IS NOT NULL, reason, location
                  FROM items WHERE sha256 = ?1 ORDER BY id DESC LIMIT 1",
             )?;
             let mut insert = tx.prepare_cached(
@@ -244,6 +251,7 @@ impl Store {
                             r.get::<_, Option<String>>(2)?,
                             r.get::<_, bool>(3)?,
                             r.get::<_, Option<String>>(4)?,
+                            r.get::<_, String>(5)?,
                         ))
                     })
                     .optional()?;
@@ -254,24 +262,33 @@ impl Store {
                         item.kind.as_str(),
                         item.origin.location,
                         item.origin.file_name,
-                        item.bytes.len() as i64,
+                        item.size() as i64,
                         now,
                     ])?;
                     Ok(tx.last_insert_rowid())
                 };
+                let here = |location: &str| location == item.origin.location;
                 let prior = match row {
                     None => Prior::Fresh {
                         item_id: insert_new()?,
                     },
-                    Some((id, attempts, None, _, _)) if attempts >= MAX_ATTEMPTS => Prior::Poison {
-                        item_id: id,
-                        attempts,
+                    // The same bytes are being parsed right now for another arrival (another
+                    // source, or a second copy in this batch): this one is an arrival of its own;
+                    // the business key decides between them at commit.
+                    Some((id, _, None, _, _, _)) if started.contains(&id) => Prior::Fresh {
+                        item_id: insert_new()?,
                     },
-                    Some((id, _, None, _, _)) => Prior::Retry { item_id: id },
-                    Some((id, _, Some(outcome), false, reason)) => {
+                    Some((id, attempts, None, _, _, _)) if attempts >= MAX_ATTEMPTS => {
+                        Prior::Poison {
+                            item_id: id,
+                            attempts,
+                        }
+                    }
+                    Some((id, _, None, _, _, _)) => Prior::Retry { item_id: id },
+                    Some((id, _, Some(outcome), false, reason, location)) if here(&location) => {
                         Prior::Decided(decided(&tx, id, &outcome, reason)?)
                     }
-                    Some((id, _, Some(outcome), true, _)) if outcome == "imported" => {
+                    Some((id, _, Some(outcome), _, _, _)) if outcome == "imported" => {
                         Prior::AlreadyImported {
                             item_id: insert_new()?,
                             existing: id,
@@ -281,6 +298,9 @@ impl Store {
                         item_id: insert_new()?,
                     },
                 };
+                if let Prior::Fresh { item_id } | Prior::Retry { item_id } = prior {
+                    started.insert(item_id);
+                }
                 priors.push(prior);
             }
         }
@@ -305,6 +325,14 @@ impl Store {
     /// business key turns an import into a rejection here), the outcome of every item, and an
     /// outbox row for every rejection.
     pub fn commit(&self, verdicts: Vec<Verdict>) -> Result<Vec<Outcome>, Error> {
+        {
+            // Whether this commit succeeds or not, these parses are over: a row left without an
+            // outcome is retried as an interrupted attempt.
+            let mut started = self.started.lock().unwrap_or_else(|p| p.into_inner());
+            for verdict in &verdicts {
+                started.remove(&verdict.item_id);
+            }
+        }
         let mut conn = self.lock();
         let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let now = now();
@@ -327,52 +355,52 @@ impl Store {
                 Err(reject) => Err(reject),
             };
             let envelope = &verdict.envelope;
-            let outcome = match result {
-                Ok(ids) => {
-                    tx.prepare_cached(
-                        "UPDATE items SET outcome = 'imported', label = NULL, reason = NULL, supplier = ?2,
-                         sender = ?3, subject = ?4, message_id = ?5, decided_at = ?6 WHERE id = ?1",
-                    )?
-                    .execute(params![
-                        verdict.item_id,
-                        verdict.supplier,
-                        envelope.sender,
-                        envelope.subject,
-                        envelope.message_id,
-                        now
-                    ])?;
+            let (state, label, reason, outcome) = match result {
+                Ok(ids) => (
+                    "imported",
+                    None,
+                    None,
                     Outcome::Imported {
                         item_id: verdict.item_id,
                         documents: ids,
-                    }
-                }
+                    },
+                ),
                 Err(reject) => {
                     let reason = reject.to_string();
-                    tx.prepare_cached(
-                        "UPDATE items SET outcome = 'rejected', label = ?2, reason = ?3, supplier = ?4,
-                         sender = ?5, subject = ?6, message_id = ?7, decided_at = ?8 WHERE id = ?1",
-                    )?
-                    .execute(params![
-                        verdict.item_id,
-                        reject.label(),
-                        reason,
-                        verdict.supplier,
-                        envelope.sender,
-                        envelope.subject,
-                        envelope.message_id,
-                        now
-                    ])?;
-                    tx.prepare_cached(
-                        "INSERT INTO outbox (item_id, source, kind, created_at)
-                         SELECT id, source, 'rejected', ?2 FROM items WHERE id = ?1",
-                    )?
-                    .execute(params![verdict.item_id, now])?;
-                    Outcome::Rejected {
-                        item_id: verdict.item_id,
-                        reason,
-                    }
+                    (
+                        "rejected",
+                        Some(reject.label()),
+                        Some(reason.clone()),
+                        Outcome::Rejected {
+                            item_id: verdict.item_id,
+                            reason,
+                        },
+                    )
                 }
             };
+            tx.prepare_cached(
+                "UPDATE items SET outcome = ?2, label = ?3, reason = ?4, supplier = ?5,
+                 sender = ?6, subject = ?7, message_id = ?8, decided_at = ?9 WHERE id = ?1",
+            )?
+            .execute(params![
+                verdict.item_id,
+                state,
+                label,
+                reason,
+                verdict.supplier,
+                envelope.sender,
+                envelope.subject,
+                envelope.message_id,
+                now
+            ])?;
+            if state == "rejected" {
+                // Promise 4: the notice is written in the same transaction as the rejection.
+                tx.prepare_cached(
+                    "INSERT INTO outbox (item_id, source, kind, created_at)
+                     SELECT id, source, 'rejected', ?2 FROM items WHERE id = ?1",
+                )?
+                .execute(params![verdict.item_id, now])?;
+            }
             outcomes.push(outcome);
         }
         tx.commit()?;

@@ -87,7 +87,20 @@ const MIGRATIONS: &[&str] = &[
         last_error_at TEXT,
         failing_since TEXT
     );",
-    // 2: a standing note per source for `status` (an IMAP server without UIDPLUS).
+    // 2: notices. A burst summary stands in for its members (`summary_id`); a source outage
+    // notice carries its start and last error; the rejected item is kept for its attachment
+    // until its notice is sent; a random store id keeps Message-IDs unique across stores.
+    "ALTER TABLE outbox ADD COLUMN summary_id INTEGER REFERENCES outbox(id);
+    ALTER TABLE outbox ADD COLUMN outage_since TEXT;
+    ALTER TABLE outbox ADD COLUMN last_error TEXT;
+    CREATE INDEX outbox_by_state ON outbox(state, source);
+    CREATE TABLE outbox_original (
+        item_id INTEGER PRIMARY KEY REFERENCES items(id),
+        bytes BLOB NOT NULL
+    );
+    CREATE TABLE store_identity (id TEXT NOT NULL);
+    INSERT INTO store_identity (id) SELECT lower(hex(randomblob(8)));",
+    // 3: a standing note per source for `status` (an IMAP server without UIDPLUS).
     "ALTER TABLE source_state ADD COLUMN note TEXT;",
 ];
 

@@ -2,6 +2,9 @@
 //! binary, sample documents, and polling with deadlines.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod ftp;
+pub mod smtp;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -71,15 +74,7 @@ impl Workspace {
 
     /// File names in a folder, sorted.
     pub fn files(&self, folder: &str) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(self.path(folder))
-            .map(|rd| {
-                rd.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names
+        files_in(&self.path(folder))
     }
 
     /// `export --jsonl` parsed.
@@ -92,11 +87,41 @@ impl Workspace {
             .collect()
     }
 
+    /// Copies a supplier format of the repository into the workspace's formats folder.
+    pub fn with_format(&self, supplier: &str) {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("formats/{supplier}.toml"));
+        std::fs::copy(src, self.path(&format!("formats/{supplier}.toml"))).expect("copy format");
+    }
+
     /// One number from the store, read as a second process would.
     pub fn query_i64(&self, sql: &str) -> i64 {
         let conn = rusqlite::Connection::open(self.path("eingang.db")).expect("open store");
         conn.query_row(sql, [], |r| r.get(0)).expect("query")
     }
+}
+
+/// File names in a folder, sorted (none when it is missing).
+pub fn files_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// A sample file of the repository's `fixtures/` folder.
+pub fn fixture(rel: &str) -> Vec<u8> {
+    std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(rel),
+    )
+    .expect("read fixture")
 }
 
 pub fn stderr(out: &Output) -> String {
@@ -117,6 +142,22 @@ pub fn wait_until(deadline: Duration, mut check: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     check()
+}
+
+/// Stops `eingang run` with SIGTERM; fails the test if it does not stop within 10 s.
+pub fn stop(child: &mut Child) -> std::process::ExitStatus {
+    // SAFETY: kill(2) with a pid we spawned.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    for _ in 0..200 {
+        if let Some(status) = child.try_wait().expect("wait for eingang") {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().expect("kill eingang");
+    panic!("eingang run did not stop within 10 s of SIGTERM");
 }
 
 /// A minimal openTRANS 2.1 DISPATCHNOTIFICATION with one line, written for these tests.

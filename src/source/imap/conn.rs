@@ -301,11 +301,8 @@ pub async fn connect(config: &RemoteConfig, tls: &Arc<ClientConfig>) -> Result<C
             ))
         })??;
     // async-imap writes every command it sends to `log` at trace level, LOGIN with its
-    // password; cap `log` below trace for the whole process before the first LOGIN, whatever
-    // EINGANG_LOG asks for (DESIGN.md promise 6).
-    if log::max_level() > log::LevelFilter::Debug {
-        log::set_max_level(log::LevelFilter::Debug);
-    }
+    // password; the `log` macros are compiled with `max_level_debug` (Cargo.toml), so that
+    // line never exists, whatever EINGANG_LOG asks for (DESIGN.md promise 6).
     let login = timeout(
         COMMAND_TIMEOUT,
         client.login(&config.user, config.password.expose()),

@@ -8,6 +8,11 @@
 //! UIDPLUS a handled message stays in the inbox flagged `\Deleted \Seen`, and messages flagged
 //! `\Deleted` (by us or by another client) are never taken.
 //!
+//! While one batch is parsed and committed on the blocking pool, the connection moves the
+//! batch before it and downloads the one after it, so that the server and eingang work at the
+//! same time. A crash or a lost connection leaves committed messages in the inbox; the next
+//! pass moves them by UID from their stored outcome, without downloading them again.
+//!
 //! Between passes the connection waits in IDLE (RFC 2177), or the inbox is polled when the
 //! server has no IDLE. Every error here is transient: the items stay where they are.
 

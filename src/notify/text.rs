@@ -1,0 +1,695 @@
+//! The wording of every notice, German and English, in one file. Pure functions from the
+//! facts of a notice to a subject and a plain-text body; no I/O.
+//!
+//! Every value that came from outside (sender, subject, file name, reason, paths) passes
+//! `one_line` before it is written anywhere, so no CR, LF or other control character from an
+//! item can start a header line of its own (RELIABILITY.md scenario 28).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use chrono::{DateTime, Local};
+
+use crate::store::outbox::RejectedItem;
+
+/// The language of the notices (`[notify] language`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    /// German, the default.
+    De,
+    /// English.
+    En,
+}
+
+impl Language {
+    /// `en` is English; anything else (the config allows only `de` and `en`) German.
+    pub fn of(code: &str) -> Language {
+        if code == "en" {
+            Language::En
+        } else {
+            Language::De
+        }
+    }
+}
+
+/// A notice's subject and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mail {
+    /// The Subject, one line, sanitized.
+    pub subject: String,
+    /// The plain-text body.
+    pub body: String,
+}
+
+/// What became of the item's bytes for the attachment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attached {
+    /// Attached under this file name.
+    Yes(String),
+    /// Not kept: larger than the attachment limit (in bytes).
+    TooLarge(u64),
+    /// Not kept for another reason (e.g. written by an older eingang).
+    No,
+}
+
+/// The facts of one rejected item beyond its ledger row: what was read from its kept bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Details {
+    /// The attachments of a message (or the file itself), by name.
+    pub files: Vec<String>,
+    /// The Date header of a message (RFC 3339).
+    pub date: Option<String>,
+}
+
+/// The longest piece of outside text put into a subject, in characters.
+const SUBJECT_PART_CHARS: usize = 60;
+
+/// Makes outside text safe for a header or a body line: control characters (CR, LF, TAB,
+/// ESC, ...) and the bidirectional overrides that can disguise a file name become spaces,
+/// runs of spaces collapse, and the ends are trimmed.
+pub fn one_line(value: &str) -> String {
+    let cleaned: String = value
+        .chars()
+        .map(|c| {
+            if c.is_control() || is_bidi_control(c) {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
+    cleaned.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// U+202A..U+202E and U+2066..U+2069: embedding, override and isolate controls.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `one_line`, cut to `max` characters with an ellipsis.
+fn short(value: &str, max: usize) -> String {
+    let line = one_line(value);
+    if line.chars().count() <= max {
+        return line;
+    }
+    let cut: String = line.chars().take(max.saturating_sub(1)).collect();
+    format!("{}…", cut.trim_end())
+}
+
+fn time(lang: Language, rfc3339: &str) -> String {
+    match DateTime::parse_from_rfc3339(rfc3339) {
+        Ok(t) => {
+            let local = t.with_timezone(&Local);
+            match lang {
+                Language::De => local.format("%d.%m.%Y %H:%M:%S %:z").to_string(),
+                Language::En => local.format("%Y-%m-%d %H:%M:%S %:z").to_string(),
+            }
+        }
+        Err(_) => one_line(rfc3339),
+    }
+}
+
+/// A duration in words: "5 Minuten", "1 hour", "90 seconds".
+fn span(lang: Language, d: Duration) -> String {
+    let secs = d.as_secs();
+    let (de, en) = (lang == Language::De, lang == Language::En);
+    let (n, one, many) = match secs {
+        s if s > 0 && s % 3600 == 0 && de => (s / 3600, "Stunde", "Stunden"),
+        s if s > 0 && s % 3600 == 0 && en => (s / 3600, "hour", "hours"),
+        s if s > 0 && s % 60 == 0 && de => (s / 60, "Minute", "Minuten"),
+        s if s > 0 && s % 60 == 0 && en => (s / 60, "minute", "minutes"),
+        s if de => (s, "Sekunde", "Sekunden"),
+        s => (s, "second", "seconds"),
+    };
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// The reason's label in the notice's language.
+fn label(lang: Language, label: Option<&str>) -> String {
+    let label = label.unwrap_or("rejected");
+    let de = match label {
+        "missing field" => "Pflichtfeld fehlt",
+        "bad value" => "ungültiger Wert",
+        "unreadable file" => "Datei unlesbar",
+        "unsupported format" => "Format unbekannt",
+        "too large" => "zu groß",
+        "unknown sender" => "unbekannter Absender",
+        "unknown file" => "unbekannter Dateiname",
+        "no document" => "kein Dokument gefunden",
+        "duplicate" => "Duplikat",
+        "already imported" => "schon importiert",
+        "crashed the parser" => "bringt eingang zum Absturz",
+        _ => "abgelehnt",
+    };
+    match lang {
+        Language::De => de.to_owned(),
+        Language::En => one_line(label),
+    }
+}
+
+/// The format file a reason names (`formats/acme.toml`), for the advice.
+fn format_file(reason: &str) -> Option<&str> {
+    reason
+        .split(|c: char| c.is_whitespace() || c == '"' || c == '`' || c == '(' || c == ')')
+        .find(|word| word.ends_with(".toml"))
+}
+
+/// How people recognize the item: a message's subject, else its file name, else where it was.
+fn what(item: &RejectedItem) -> String {
+    item.subject
+        .as_deref()
+        .filter(|s| !s.trim().is_empty())
+        .or(item.file_name.as_deref())
+        .unwrap_or(&item.location)
+        .to_owned()
+}
+
+/// The mail for one rejected item.
+pub fn rejected(
+    lang: Language,
+    source: &str,
+    item: &RejectedItem,
+    details: &Details,
+    attached: &Attached,
+) -> Mail {
+    let supplier = item.supplier.as_deref().map(one_line);
+    let subject = match lang {
+        Language::De => format!(
+            "eingang: {} – {}: {} – {}",
+            one_line(source),
+            supplier.as_deref().unwrap_or("Lieferant unbekannt"),
+            label(lang, item.label.as_deref()),
+            short(&what(item), SUBJECT_PART_CHARS)
+        ),
+        Language::En => format!(
+            "eingang: {} – {}: {} – {}",
+            one_line(source),
+            supplier.as_deref().unwrap_or("unknown supplier"),
+            label(lang, item.label.as_deref()),
+            short(&what(item), SUBJECT_PART_CHARS)
+        ),
+    };
+    let none = "—".to_owned();
+    let value = |v: Option<&str>| v.map(one_line).unwrap_or_else(|| none.clone());
+    let mut files = details.files.clone();
+    if files.is_empty()
+        && let Some(name) = &item.file_name
+    {
+        files.push(name.clone());
+    }
+    let files = if files.is_empty() {
+        none.clone()
+    } else {
+        one_line(&files.join(", "))
+    };
+    let date = details
+        .date
+        .as_deref()
+        .map(|d| time(lang, d))
+        .unwrap_or_else(|| none.clone());
+    let (intro, rows) = match lang {
+        Language::De => (
+            format!(
+                "eingang hat eine Lieferung aus der Quelle \"{}\" abgelehnt.",
+                one_line(source)
+            ),
+            [
+                "Grund",
+                "Absender",
+                "Betreff",
+                "Message-ID",
+                "Datum",
+                "Eingegangen",
+                "Datei(en)",
+                "Lieferant",
+                "Liegt jetzt",
+                "Eintrag",
+            ],
+        ),
+        Language::En => (
+            format!(
+                "eingang rejected an item from the source \"{}\".",
+                one_line(source)
+            ),
+            [
+                "Reason",
+                "Sender",
+                "Subject",
+                "Message-ID",
+                "Date",
+                "Received",
+                "File(s)",
+                "Supplier",
+                "Lies now in",
+                "Item",
+            ],
+        ),
+    };
+    let place = match (&item.archived, lang) {
+        (Some(place), _) => one_line(place),
+        (None, Language::De) => format!(
+            "noch in {} (das Verschieben ist bisher nicht gelungen)",
+            one_line(&item.location)
+        ),
+        (None, Language::En) => format!(
+            "still in {} (moving it has not worked so far)",
+            one_line(&item.location)
+        ),
+    };
+    let values = [
+        one_line(&item.reason),
+        value(item.sender.as_deref()),
+        value(item.subject.as_deref()),
+        value(item.message_id.as_deref()),
+        date,
+        time(lang, &item.received_at),
+        files,
+        supplier.unwrap_or_else(|| match lang {
+            Language::De => "unbekannt".to_owned(),
+            Language::En => "unknown".to_owned(),
+        }),
+        place,
+        item.item_id.to_string(),
+    ];
+    let mut body = format!("{intro}\n\n");
+    let width = rows.iter().map(|r| r.chars().count()).max().unwrap_or(0) + 2;
+    for (name, value) in rows.iter().zip(values) {
+        if !item.is_message
+            && matches!(
+                *name,
+                "Absender" | "Sender" | "Betreff" | "Subject" | "Message-ID" | "Datum" | "Date"
+            )
+        {
+            continue; // a file has no envelope
+        }
+        let _ = writeln!(body, "{:width$}{value}", format!("{name}:"));
+    }
+    body.push('\n');
+    body.push_str(&advice(lang, item));
+    body.push('\n');
+    body.push_str(&match (attached, lang) {
+        (Attached::Yes(name), Language::De) => {
+            format!("Die abgelehnte Lieferung hängt an ({}).\n", one_line(name))
+        }
+        (Attached::Yes(name), Language::En) => {
+            format!("The rejected item is attached ({}).\n", one_line(name))
+        }
+        (Attached::TooLarge(limit), Language::De) => format!(
+            "Die Lieferung hängt nicht an: sie ist größer als {} MiB.\n",
+            limit / (1024 * 1024)
+        ),
+        (Attached::TooLarge(limit), Language::En) => format!(
+            "The item is not attached: it is larger than {} MiB.\n",
+            limit / (1024 * 1024)
+        ),
+        (Attached::No, Language::De) => {
+            "Die Lieferung hängt nicht an; sie liegt wie oben angegeben.\n".to_owned()
+        }
+        (Attached::No, Language::En) => {
+            "The item is not attached; it lies where shown above.\n".to_owned()
+        }
+    });
+    body.push_str(signature(lang));
+    Mail { subject, body }
+}
+
+/// What to do next, by the reason's label, ending with the reprocess command where a fix
+/// makes a new try worthwhile.
+fn advice(lang: Language, item: &RejectedItem) -> String {
+    let id = item.item_id;
+    let format_file = format_file(&item.reason).map(str::to_owned);
+    let sender = item.sender.as_deref().map(one_line);
+    let (text, retry) = match (item.label.as_deref().unwrap_or(""), lang) {
+        ("unknown sender", Language::De) => (
+            format!(
+                "Den Absender {} unter `senders` in {} eintragen (für einen neuen Lieferanten eine neue Datei anlegen, siehe formats/README.md).",
+                sender.unwrap_or_default(),
+                format_file.unwrap_or_else(|| "die Formatdatei des Lieferanten in formats/".to_owned())
+            ),
+            true,
+        ),
+        ("unknown sender", Language::En) => (
+            format!(
+                "Add the sender {} to `senders` in {} (a new supplier needs a new file, see formats/README.md).",
+                sender.unwrap_or_default(),
+                format_file.unwrap_or_else(|| "the supplier's format file in formats/".to_owned())
+            ),
+            true,
+        ),
+        ("unknown file", Language::De) => (
+            format!(
+                "Ein Muster für den Dateinamen unter `files` in {} eintragen.",
+                format_file.unwrap_or_else(|| "die Formatdatei des Lieferanten in formats/".to_owned())
+            ),
+            true,
+        ),
+        ("unknown file", Language::En) => (
+            format!(
+                "Add a glob for the file name to `files` in {}.",
+                format_file.unwrap_or_else(|| "the supplier's format file in formats/".to_owned())
+            ),
+            true,
+        ),
+        ("duplicate" | "already imported", Language::De) => (
+            "Nichts zu tun, wenn der Lieferant dasselbe Dokument noch einmal geschickt hat: es ist schon gespeichert. Trägt ein anderes Dokument dieselbe Nummer, mit dem Lieferanten klären.".to_owned(),
+            false,
+        ),
+        ("duplicate" | "already imported", Language::En) => (
+            "Nothing to do if the supplier sent the same document again: it is stored already. If a different document carries the same number, ask the supplier.".to_owned(),
+            false,
+        ),
+        ("too large", Language::De) => (
+            "Ist die Datei echt, die Grenze `max_item_mib` unter [limits] in eingang.toml anheben.".to_owned(),
+            true,
+        ),
+        ("too large", Language::En) => (
+            "If the file is genuine, raise `max_item_mib` under [limits] in eingang.toml.".to_owned(),
+            true,
+        ),
+        ("crashed the parser", Language::De) => (
+            "Die Datei den Entwicklern von eingang melden; nach einem Update erneut versuchen.".to_owned(),
+            true,
+        ),
+        ("crashed the parser", Language::En) => (
+            "Report the file to the developers of eingang; try again after an update.".to_owned(),
+            true,
+        ),
+        (_, Language::De) => (
+            "Beim Lieferanten eine korrigierte Datei anfordern oder, wenn die Datei stimmt, seine Formatdatei in formats/ anpassen.".to_owned(),
+            true,
+        ),
+        (_, Language::En) => (
+            "Ask the supplier for a corrected file or, if the file is right, adjust its format file in formats/.".to_owned(),
+            true,
+        ),
+    };
+    let mut out = match lang {
+        Language::De => format!("Was tun:\n  {text}\n"),
+        Language::En => format!("What to do:\n  {text}\n"),
+    };
+    if retry {
+        let _ = match lang {
+            Language::De => writeln!(out, "  Danach neu verarbeiten:\n    eingang reprocess {id}"),
+            Language::En => writeln!(out, "  Then run it again:\n    eingang reprocess {id}"),
+        };
+    }
+    out
+}
+
+/// One summary mail standing in for a burst of rejections from one source.
+pub fn summary(lang: Language, source: &str, items: &[RejectedItem], window: Duration) -> Mail {
+    let n = items.len();
+    let window = span(lang, window);
+    let subject = match lang {
+        Language::De => format!(
+            "eingang: {} – {n} Lieferungen abgelehnt (Sammelmeldung)",
+            one_line(source)
+        ),
+        Language::En => format!(
+            "eingang: {} – {n} items rejected (summary)",
+            one_line(source)
+        ),
+    };
+    let mut body = match lang {
+        Language::De => format!(
+            "Die Quelle \"{}\" hat mehr Lieferungen abgelehnt, als innerhalb von {window} einzeln gemeldet werden. Statt {n} Einzelmeldungen kommt diese Liste:\n\n",
+            one_line(source)
+        ),
+        Language::En => format!(
+            "The source \"{}\" rejected more items than are reported one by one within {window}. Instead of {n} notices, here is the list:\n\n",
+            one_line(source)
+        ),
+    };
+    for item in items {
+        let supplier = item
+            .supplier
+            .as_deref()
+            .map(one_line)
+            .unwrap_or_else(|| "—".to_owned());
+        let place = item
+            .archived
+            .as_deref()
+            .map(one_line)
+            .unwrap_or_else(|| one_line(&item.location));
+        let from = item
+            .sender
+            .as_deref()
+            .map(|s| format!(" ({})", one_line(s)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            body,
+            "#{} {}{from} – {supplier} – {}: {}\n    {} {place}",
+            item.item_id,
+            one_line(&what(item)),
+            label(lang, item.label.as_deref()),
+            one_line(&item.reason),
+            match lang {
+                Language::De => "liegt in",
+                Language::En => "lies in",
+            },
+        );
+    }
+    let ids: Vec<String> = items.iter().map(|i| i.item_id.to_string()).collect();
+    let _ = match lang {
+        Language::De => write!(
+            body,
+            "\nWas tun:\n  Oft haben solche Häufungen eine gemeinsame Ursache (ein neuer Absender, ein geändertes Format). Die Ursache beheben, dann alle neu verarbeiten:\n    eingang reprocess {}\n\n",
+            ids.join(" ")
+        ),
+        Language::En => write!(
+            body,
+            "\nWhat to do:\n  Such bursts often share one cause (a new sender, a changed format). Fix it, then run them all again:\n    eingang reprocess {}\n\n",
+            ids.join(" ")
+        ),
+    };
+    body.push_str(signature(lang));
+    Mail { subject, body }
+}
+
+/// The one mail for a source that has failed for longer than `down_after`.
+pub fn down(lang: Language, source: &str, since: &str, error: &str, down_after: Duration) -> Mail {
+    let (source, since_text) = (one_line(source), time(lang, since));
+    match lang {
+        Language::De => Mail {
+            subject: format!(
+                "eingang: Quelle {source} ausgefallen seit {since_text}: {}",
+                short(error, SUBJECT_PART_CHARS)
+            ),
+            body: format!(
+                "Die Quelle \"{source}\" ist seit {since_text} nicht erreichbar (länger als {}).\n\nLetzter Fehler:\n  {}\n\neingang versucht es weiter. Lieferungen bleiben, wo sie sind; keine geht verloren. Sobald die Quelle wieder funktioniert, kommt eine Nachricht; bis dahin keine weitere.\n\nPrüfen:\n    eingang check\n\n{}",
+                span(lang, down_after),
+                one_line(error),
+                signature(lang)
+            ),
+        },
+        Language::En => Mail {
+            subject: format!(
+                "eingang: source {source} is down since {since_text}: {}",
+                short(error, SUBJECT_PART_CHARS)
+            ),
+            body: format!(
+                "The source \"{source}\" has failed since {since_text} (longer than {}).\n\nLast error:\n  {}\n\neingang keeps trying. Items stay where they are; none is lost. You get one message when the source works again, and none before.\n\nTo check:\n    eingang check\n\n{}",
+                span(lang, down_after),
+                one_line(error),
+                signature(lang)
+            ),
+        },
+    }
+}
+
+/// The one mail for a source that works again after a down notice.
+pub fn up(lang: Language, source: &str, since: &str, now: &str) -> Mail {
+    let (source, since_text, now_text) = (one_line(source), time(lang, since), time(lang, now));
+    match lang {
+        Language::De => Mail {
+            subject: format!("eingang: Quelle {source} funktioniert wieder"),
+            body: format!(
+                "Die Quelle \"{source}\" war seit {since_text} ausgefallen und funktioniert seit {now_text} wieder. Was in der Zwischenzeit eingegangen ist, wird jetzt verarbeitet.\n\n{}",
+                signature(lang)
+            ),
+        },
+        Language::En => Mail {
+            subject: format!("eingang: source {source} works again"),
+            body: format!(
+                "The source \"{source}\" had failed since {since_text} and works again since {now_text}. What arrived meanwhile is being handled now.\n\n{}",
+                signature(lang)
+            ),
+        },
+    }
+}
+
+fn signature(lang: Language) -> &'static str {
+    match lang {
+        Language::De => "-- \neingang hat diese Nachricht automatisch geschrieben.\n",
+        Language::En => "-- \neingang wrote this message automatically.\n",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item() -> RejectedItem {
+        RejectedItem {
+            item_id: 42,
+            is_message: true,
+            sender: Some("versand@acme-neu.de".into()),
+            subject: Some("Lieferschein 4711\r\nBcc: attacker@example.invalid".into()),
+            message_id: Some("m-7@acme-neu.de".into()),
+            file_name: Some("mail.eml".into()),
+            location: "/srv/drop/in/mail.eml".into(),
+            supplier: None,
+            reason: "unknown sender versand@acme-neu.de for export.csv: add \"versand@acme-neu.de\" to `senders` in formats/acme.toml".into(),
+            label: Some("unknown sender".into()),
+            archived: Some("/srv/drop/fehler/mail.eml".into()),
+            received_at: "2026-11-20T09:00:00.000Z".into(),
+            size: 1234,
+        }
+    }
+
+    #[test]
+    fn outside_text_becomes_one_line() {
+        assert_eq!(one_line("a\r\nBcc: x\t\u{1b}[2J b"), "a Bcc: x [2J b");
+        assert_eq!(one_line("rechnung\u{202e}fdp.exe"), "rechnung fdp.exe");
+        assert_eq!(short(&"x".repeat(100), 10).chars().count(), 10);
+    }
+
+    #[test]
+    fn a_rejection_in_german_names_source_reason_place_and_next_step() {
+        let details = Details {
+            files: vec!["export.csv".into()],
+            date: Some("2026-11-20T10:00:00+01:00".into()),
+        };
+        let mail = rejected(
+            Language::De,
+            "drop",
+            &item(),
+            &details,
+            &Attached::Yes("mail.eml".into()),
+        );
+        assert!(!mail.subject.contains(['\r', '\n']), "{}", mail.subject);
+        assert!(
+            mail.subject.starts_with(
+                "eingang: drop – Lieferant unbekannt: unbekannter Absender – Lieferschein 4711 Bcc:"
+            ),
+            "{}",
+            mail.subject
+        );
+        for needle in [
+            "Absender:    versand@acme-neu.de",
+            "Datei(en):   export.csv",
+            "Liegt jetzt: /srv/drop/fehler/mail.eml",
+            "unter `senders` in formats/acme.toml",
+            "eingang reprocess 42",
+            "hängt an (mail.eml)",
+        ] {
+            assert!(
+                mail.body.contains(needle),
+                "{needle:?} missing in:\n{}",
+                mail.body
+            );
+        }
+        assert!(mail.body.lines().all(|l| !l.contains('\r')));
+    }
+
+    #[test]
+    fn english_switches_every_word() {
+        let mut file = item();
+        file.is_message = false;
+        file.label = Some("duplicate".into());
+        file.archived = None;
+        let mail = rejected(
+            Language::En,
+            "drop",
+            &file,
+            &Details::default(),
+            &Attached::TooLarge(5 * 1024 * 1024),
+        );
+        assert!(
+            mail.subject.contains("unknown supplier: duplicate"),
+            "{}",
+            mail.subject
+        );
+        assert!(
+            mail.body.contains("still in /srv/drop/in/mail.eml"),
+            "{}",
+            mail.body
+        );
+        assert!(mail.body.contains("larger than 5 MiB"), "{}", mail.body);
+        assert!(
+            !mail.body.contains("Sender:"),
+            "a file has no sender: {}",
+            mail.body
+        );
+        assert!(
+            !mail.body.contains("reprocess"),
+            "a duplicate needs no new try: {}",
+            mail.body
+        );
+    }
+
+    #[test]
+    fn a_summary_lists_every_item_and_one_reprocess_command() {
+        let items: Vec<RejectedItem> = (1..=3)
+            .map(|i| RejectedItem {
+                item_id: i,
+                file_name: Some(format!("f{i}.xml")),
+                ..item()
+            })
+            .collect();
+        let mail = summary(Language::De, "drop", &items, Duration::from_secs(300));
+        assert!(
+            mail.subject.contains("3 Lieferungen abgelehnt"),
+            "{}",
+            mail.subject
+        );
+        assert!(
+            mail.body.contains("eingang reprocess 1 2 3"),
+            "{}",
+            mail.body
+        );
+        assert_eq!(
+            mail.body
+                .matches("liegt in /srv/drop/fehler/mail.eml")
+                .count(),
+            3
+        );
+    }
+
+    #[test]
+    fn down_and_up_name_the_source_and_the_last_error() {
+        let d = down(
+            Language::En,
+            "lieferscheine",
+            "2026-11-21T06:00:00.000Z",
+            "imap.example.com:993: connection refused",
+            Duration::from_secs(900),
+        );
+        assert!(
+            d.subject
+                .starts_with("eingang: source lieferscheine is down since 2026-11-21"),
+            "{}",
+            d.subject
+        );
+        assert!(
+            d.subject
+                .ends_with(": imap.example.com:993: connection refused"),
+            "{}",
+            d.subject
+        );
+        assert!(d.body.contains("longer than 15 minutes"), "{}", d.body);
+        assert_eq!(span(Language::De, Duration::from_secs(2)), "2 Sekunden");
+        assert_eq!(span(Language::De, Duration::from_secs(60)), "1 Minute");
+        assert_eq!(span(Language::En, Duration::from_secs(7200)), "2 hours");
+        let u = up(
+            Language::De,
+            "lieferscheine",
+            "2026-11-21T06:00:00.000Z",
+            "2026-11-21T07:00:00.000Z",
+        );
+        assert_eq!(
+            u.subject,
+            "eingang: Quelle lieferscheine funktioniert wieder"
+        );
+    }
+}
