@@ -617,6 +617,62 @@ fn starttls_refused_means_no_login_is_sent() {
 }
 
 #[test]
+fn logindisabled_means_no_login_is_sent() {
+    let fake = StartTlsRefuser::start();
+    let reach = Reach {
+        tls: "none",
+        port: fake.port,
+        ca: dovecot::shared_certificates().0.clone(),
+    };
+    let ws = workspace(&new_user("logindisabled"), &reach, "");
+    let out = ws.run(&["sync"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("LOGINDISABLED"), "{}", stderr(&out));
+    let received = fake.received();
+    assert!(received.contains("CAPABILITY"), "{received}");
+    assert!(
+        !received.to_ascii_uppercase().contains("LOGIN "),
+        "{received}"
+    );
+}
+
+#[test]
+fn a_server_without_idle_is_polled() {
+    let dovecot = Dovecot::start(Caps::WithoutIdle);
+    let user = new_user("poll");
+    let proxy = Proxy::start(dovecot.imap_port);
+    let reach = Reach {
+        tls: "none",
+        port: proxy.port,
+        ca: dovecot::shared_certificates().0.clone(),
+    };
+    let ws = workspace(&user, &reach, "schedule = \"idle\"\n");
+    assert!(ws.run(&["check", "--create-folders"]).status.success());
+    let mbox = dovecot.client(&user);
+    mbox.append(INBOX, &note_message("LS-P1"), None);
+    let mut daemon = ws.spawn(&["run"]);
+    let first = time_until(Duration::from_secs(20), || mbox.count(ARCHIVE) == 1);
+    mbox.append(INBOX, &note_message("LS-P2"), None);
+    // The poll interval is a minute.
+    let second = time_until(Duration::from_secs(75), || mbox.count(ARCHIVE) == 2);
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(daemon.id() as i32, libc::SIGTERM);
+    }
+    let _ = daemon.wait();
+    assert!(first.is_some(), "the first pass did not archive");
+    assert!(
+        second.is_some(),
+        "the poll did not pick up the second message"
+    );
+    let commands = proxy.commands();
+    assert!(
+        !commands.iter().any(|c| c.contains(" IDLE")),
+        "IDLE sent to a server without it: {commands:?}"
+    );
+}
+
+#[test]
 fn a_wrong_ca_file_is_refused() {
     let dovecot = Dovecot::shared();
     let user = new_user("wrongca");

@@ -29,6 +29,8 @@ pub enum Caps {
     WithoutMove,
     /// Neither MOVE nor UIDPLUS: eingang must not expunge at all.
     WithoutMoveAndUidplus,
+    /// No IDLE: eingang must poll.
+    WithoutIdle,
 }
 
 /// A running Dovecot.
@@ -170,6 +172,7 @@ impl Dovecot {
             Caps::Full => String::new(),
             Caps::WithoutMove => "imap_capability = IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ UIDPLUS\n".to_owned(),
             Caps::WithoutMoveAndUidplus => "imap_capability = IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+\n".to_owned(),
+            Caps::WithoutIdle => "imap_capability = IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE LITERAL+ UIDPLUS MOVE\n".to_owned(),
         };
         let d = base.display();
         let config = format!(
@@ -533,7 +536,8 @@ impl Proxy {
     }
 }
 
-/// A fake IMAP server that offers STARTTLS and answers it NO, recording what it is sent.
+/// A fake IMAP server that offers STARTTLS and answers it NO, and refuses LOGIN in plaintext
+/// (LOGINDISABLED), recording what it is sent.
 pub struct StartTlsRefuser {
     /// The port to give eingang.
     pub port: u16,
@@ -562,7 +566,9 @@ impl StartTlsRefuser {
                     let answer = if line.to_ascii_uppercase().contains("STARTTLS") {
                         format!("{tag} NO [ALERT] TLS is not available today\r\n")
                     } else if line.to_ascii_uppercase().contains("CAPABILITY") {
-                        format!("* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n{tag} OK done\r\n")
+                        format!(
+                            "* CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED\r\n{tag} OK done\r\n"
+                        )
                     } else {
                         format!("{tag} OK whatever you say\r\n")
                     };

@@ -292,7 +292,7 @@ pub async fn connect(config: &RemoteConfig, tls: &Arc<ClientConfig>) -> Result<C
         server: server.clone(),
         why,
     };
-    let client = timeout(CONNECT_TIMEOUT, open(config, tls, &server))
+    let mut client = timeout(CONNECT_TIMEOUT, open(config, tls, &server))
         .await
         .map_err(|_| {
             connect_err(format!(
@@ -300,6 +300,20 @@ pub async fn connect(config: &RemoteConfig, tls: &Arc<ClientConfig>) -> Result<C
                 CONNECT_TIMEOUT.as_secs()
             ))
         })??;
+    // The capabilities on the secured link, not the plaintext ones (RFC 3501 §6.2.1): a server
+    // that still refuses LOGIN gets no password.
+    let before_login = timeout(COMMAND_TIMEOUT, capabilities_before_login(&mut client))
+        .await
+        .map_err(|_| Error::Timeout {
+            command: "CAPABILITY".to_owned(),
+            limit: COMMAND_TIMEOUT,
+        })??;
+    if before_login.contains("LOGINDISABLED") {
+        return Err(Error::Login {
+            user: config.user.clone(),
+            why: "the server refuses LOGIN on this connection (LOGINDISABLED)".to_owned(),
+        });
+    }
     // async-imap writes every command it sends to `log` at trace level, LOGIN with its
     // password; the `log` macros are compiled with `max_level_debug` (Cargo.toml), so that
     // line never exists, whatever EINGANG_LOG asks for (DESIGN.md promise 6).
@@ -399,6 +413,54 @@ async fn handshake(
         .await
         .map_err(|e| tls_err(e.to_string()))?;
     Ok(Stream::Tls(Box::new(stream)))
+}
+
+/// `CAPABILITY` before LOGIN. async-imap's client has no such call before login, so the
+/// command goes out under a tag of our own (`C1`, unlike its `A0001` series).
+async fn capabilities_before_login(
+    client: &mut async_imap::Client<Stream>,
+) -> Result<HashSet<String>, Error> {
+    use tokio::io::AsyncWriteExt;
+    let io = |e: String| Error::Io {
+        command: "CAPABILITY".to_owned(),
+        why: short(e),
+    };
+    let stream = client.get_mut();
+    stream
+        .write_all(b"C1 CAPABILITY\r\n")
+        .await
+        .map_err(|e| io(e.to_string()))?;
+    stream.flush().await.map_err(|e| io(e.to_string()))?;
+    let mut atoms = HashSet::new();
+    loop {
+        let response = client
+            .read_response()
+            .await
+            .map_err(|e| io(e.to_string()))?
+            .ok_or_else(|| io("connection closed".to_owned()))?;
+        match response.parsed() {
+            Response::Capabilities(caps) => atoms.extend(caps.iter().map(atom)),
+            Response::Done { tag, status, .. } if tag.0 == "C1" => {
+                return match status {
+                    Status::Ok => Ok(atoms),
+                    other => Err(Error::Server {
+                        command: "CAPABILITY".to_owned(),
+                        why: format!("{other:?}"),
+                    }),
+                };
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A capability as an upper-case atom (`IMAP4REV1`, `AUTH=PLAIN`, `MOVE`).
+fn atom(cap: &Capability<'_>) -> String {
+    match cap {
+        Capability::Imap4rev1 => "IMAP4REV1".to_owned(),
+        Capability::Auth(a) => format!("AUTH={}", a.to_ascii_uppercase()),
+        Capability::Atom(a) => a.to_ascii_uppercase(),
+    }
 }
 
 /// Reads the server's greeting (async-imap's `Client::new` does not). A PREAUTH greeting
@@ -516,13 +578,7 @@ impl Connection {
         let mut atoms = HashSet::new();
         self.run("CAPABILITY", "CAPABILITY", COMMAND_TIMEOUT, |r| {
             if let Response::Capabilities(caps) = r {
-                for cap in caps {
-                    atoms.insert(match cap {
-                        Capability::Imap4rev1 => "IMAP4REV1".to_owned(),
-                        Capability::Auth(a) => format!("AUTH={}", a.to_ascii_uppercase()),
-                        Capability::Atom(a) => a.to_ascii_uppercase(),
-                    });
-                }
+                atoms.extend(caps.iter().map(atom));
             }
         })
         .await?;
