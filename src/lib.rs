@@ -20,7 +20,8 @@
 //! - `notify` (7): the outbox worker: notices by SMTP to the source's group or the admins,
 //!   source down and up alerts, bursts as one summary; `text` holds every wording.
 //! - `source`: where items come from and go back to: `dir` (drop folders), `ftp` (FTP/FTPS
-//!   servers), `imap` (mailboxes); `settle` decides when a listed file is complete, `tls` verifies servers.
+//!   servers), `imap` (mailboxes: IDLE, batched fetch and moves); `settle` decides when a
+//!   listed file is complete, `tls` verifies servers.
 //! - `daemon`, `schedule`: sources watched on their schedules until a signal.
 //! - `config`, `cli`, `error`, `fault`: the edges.
 
