@@ -456,6 +456,11 @@ fn killed_after_the_move_is_recorded_not_moved_again() {
         ws.exported()[0]["origin"]["archived"],
         "Lieferscheine/Archiv"
     );
+    // Found again in the archive by Message-ID and bytes: its UID there is known.
+    assert_eq!(
+        ws.query_i64("SELECT COUNT(*) FROM items WHERE archived_ref LIKE '%:%'"),
+        1
+    );
 }
 
 #[test]

@@ -2,6 +2,8 @@
 //! folder, and its UIDVALIDITY and UID there in `archived_ref`), and a standing note about the
 //! server that `status` shows (a server that cannot expunge selectively).
 
+use std::collections::HashMap;
+
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::{Error, Store, now};
@@ -36,6 +38,24 @@ impl Store {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// The Message-ID and size of each item, for finding a moved message again.
+    pub fn envelopes(&self, ids: &[i64]) -> Result<HashMap<i64, (Option<String>, u64)>, Error> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached("SELECT message_id, size FROM items WHERE id = ?1")?;
+        let mut out = HashMap::with_capacity(ids.len());
+        for &id in ids {
+            if let Some(row) = stmt
+                .query_row([id], |r| {
+                    Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?))
+                })
+                .optional()?
+            {
+                out.insert(id, (row.0, u64::try_from(row.1).unwrap_or(0)));
+            }
+        }
+        Ok(out)
     }
 
     /// Sets (or with `None` clears) the standing note `status` shows for a source.

@@ -643,9 +643,18 @@ impl Connection {
 
     /// `SELECT`; returns the folder's UIDVALIDITY (RFC 3501 §2.3.1.1).
     pub async fn select(&mut self, name: &str) -> Result<u32, Error> {
+        self.open_folder("SELECT", name).await
+    }
+
+    /// `EXAMINE`: selects read-only, so that looking changes no flag (RFC 3501 §6.3.2).
+    pub async fn examine(&mut self, name: &str) -> Result<u32, Error> {
+        self.open_folder("EXAMINE", name).await
+    }
+
+    async fn open_folder(&mut self, verb: &str, name: &str) -> Result<u32, Error> {
         let mut validity = None;
-        let command = format!("SELECT {}", names::quoted(name).map_err(Error::Folder)?);
-        self.run("SELECT", &command, COMMAND_TIMEOUT, |r| {
+        let command = format!("{verb} {}", names::quoted(name).map_err(Error::Folder)?);
+        self.run(verb, &command, COMMAND_TIMEOUT, |r| {
             if let Response::Data { outcome, .. } = r
                 && let Some(ResponseCode::UidValidity(v)) = outcome.code
             {
@@ -654,7 +663,7 @@ impl Connection {
         })
         .await?;
         validity.ok_or_else(|| Error::Server {
-            command: "SELECT".to_owned(),
+            command: verb.to_owned(),
             why: format!("{name}: the server sent no UIDVALIDITY"),
         })
     }

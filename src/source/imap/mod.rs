@@ -532,6 +532,18 @@ impl ImapSource {
         let mut recorded = Vec::new();
         let mut to_expunge = Vec::new();
         let (mut to_archive, mut to_error) = (Vec::new(), Vec::new());
+        let gone: Vec<(i64, String, bool)> = mine
+            .iter()
+            .filter(|(item, uid)| !present.contains(uid) && item.imported.is_some())
+            .map(|(item, _)| {
+                (
+                    item.item_id,
+                    item.sha256.clone(),
+                    item.imported == Some(true),
+                )
+            })
+            .collect();
+        let found = self.find_moved(link, &gone, cx).await?;
         for (item, uid) in &mine {
             let folder = match item.imported {
                 Some(true) => self.config.archive.clone(),
@@ -552,11 +564,18 @@ impl ImapSource {
             if present.contains(uid) {
                 to_expunge.push(*uid);
             }
+            let archived_ref = found.get(&item.item_id).cloned();
+            let folder =
+                if present.contains(uid) || archived_ref.is_some() || item.imported.is_none() {
+                    folder
+                } else {
+                    format!("moved to {folder} before a crash; not found there")
+                };
             tracing::info!(source = %self.name, uid, %folder, "recorded a move interrupted by a crash");
             recorded.push(Moved {
                 item_id: item.item_id,
                 folder,
-                archived_ref: None,
+                archived_ref,
             });
         }
         if !to_expunge.is_empty() && link.conn.caps.has_uidplus {
@@ -572,6 +591,67 @@ impl ImapSource {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Looks for messages that left the inbox before their move was recorded, in the folder
+    /// their outcome sends them to: by Message-ID, confirmed by the sha256 of the bytes (the
+    /// Message-ID is the sender's and may repeat). Returns their `archived_ref` by item; the
+    /// inbox is selected again afterwards.
+    async fn find_moved(
+        &self,
+        link: &mut Link,
+        gone: &[(i64, String, bool)],
+        cx: &Arc<Context>,
+    ) -> Result<HashMap<i64, String>, SourceError> {
+        let mut found = HashMap::new();
+        if gone.is_empty() {
+            return Ok(found);
+        }
+        let ids: Vec<i64> = gone.iter().map(|(id, _, _)| *id).collect();
+        let envelopes = blocking(cx, move |store| store.envelopes(&ids)).await?;
+        for (imported, folder) in [
+            (true, link.folders.archive.clone()),
+            (false, link.folders.error.clone()),
+        ] {
+            let group: Vec<&(i64, String, bool)> =
+                gone.iter().filter(|(_, _, i)| *i == imported).collect();
+            if group.is_empty() {
+                continue;
+            }
+            let validity = link.conn.examine(&folder).await?;
+            link.selected = Some(folder.clone());
+            for (item_id, sha256, _) in group {
+                let Some((Some(message_id), size)) = envelopes.get(item_id) else {
+                    continue;
+                };
+                let criteria = format!(
+                    "HEADER Message-ID {}",
+                    names::quoted(message_id).map_err(Error::Folder)?
+                );
+                let candidates = link.conn.search(&criteria).await?;
+                if candidates.is_empty() {
+                    continue;
+                }
+                let same_size: Vec<u32> = self
+                    .sizes(&mut link.conn, &candidates)
+                    .await?
+                    .into_iter()
+                    .filter(|(_, s)| s == size)
+                    .map(|(uid, _)| uid)
+                    .collect();
+                let bodies = fetch_bodies(&mut link.conn, &same_size).await?;
+                if let Some(uid) = bodies
+                    .iter()
+                    .find(|(_, bytes)| ItemKey::of(bytes).as_str() == sha256)
+                    .map(|(uid, _)| *uid)
+                {
+                    found.insert(*item_id, names::archived_ref(validity, uid));
+                }
+            }
+        }
+        link.conn.select(&link.folders.inbox).await?;
+        link.selected = Some(link.folders.inbox.clone());
+        Ok(found)
     }
 
     /// Waits (at most `limit`) for new mail: IDLE rounds on the connection the last pass
