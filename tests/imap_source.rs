@@ -519,6 +519,54 @@ fn dovecot_restarted_during_a_pass_leaves_everything_in_place_and_nothing_twice(
 }
 
 #[test]
+fn a_refused_move_leaves_the_message_in_the_inbox_until_the_folder_is_back() {
+    let dovecot = Dovecot::shared();
+    let (ws, mbox) = mailbox(dovecot, "refusedmove", "schedule = \"idle\"\n");
+    mbox.append(INBOX, &note_message("LS-T1"), None);
+    let mut daemon = ws.spawn(&["run"]);
+    let first = time_until(Duration::from_secs(20), || mbox.count(ARCHIVE) == 1);
+    // Someone deletes the archive folder while the daemon waits in IDLE.
+    mbox.delete(ARCHIVE);
+    mbox.append(INBOX, &note_message("LS-T2"), None);
+    let committed = time_until(Duration::from_secs(20), || {
+        ws.query_i64("SELECT COUNT(*) FROM documents") == 2
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let inbox_while_missing = mbox.count(INBOX);
+    let last_error = rusqlite::Connection::open(ws.path("eingang.db"))
+        .unwrap()
+        .query_row(
+            "SELECT last_error FROM source_state WHERE source = 'mail'",
+            [],
+            |r| r.get::<_, Option<String>>(0),
+        )
+        .unwrap_or_default()
+        .unwrap_or_default();
+    mbox.create(ARCHIVE);
+    let moved = time_until(Duration::from_secs(40), || {
+        mbox.try_search(ARCHIVE, "ALL")
+            .is_some_and(|u| u.len() == 1)
+            && mbox.count(INBOX) == 0
+    });
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(daemon.id() as i32, libc::SIGTERM);
+    }
+    let _ = daemon.wait();
+    assert!(first.is_some(), "the first message was not archived");
+    assert!(committed.is_some(), "the second message was not handled");
+    assert_eq!(
+        inbox_while_missing, 1,
+        "the message left the inbox without a place to go"
+    );
+    assert!(last_error.contains("Archiv"), "last error: {last_error:?}");
+    assert!(moved.is_some(), "not moved once the folder was back");
+    assert_eq!(mbox.count(ERROR), 0);
+    assert_eq!(ws.query_i64("SELECT COUNT(*) FROM documents"), 2);
+    assert_eq!(ws.query_i64("SELECT COUNT(*) FROM items"), 2);
+}
+
+#[test]
 fn without_move_the_fallback_is_used_and_another_clients_deleted_message_survives() {
     let dovecot = Dovecot::shared_without_move();
     let user = new_user("nomove");

@@ -345,6 +345,15 @@ impl Client {
         })
     }
 
+    /// Deletes a folder (server name) with its messages.
+    pub fn delete(&self, folder: &str) {
+        block_on(async {
+            let mut s = self.session().await.expect("login");
+            s.delete(folder).await.expect("delete");
+            s.logout().await.ok();
+        })
+    }
+
     /// Appends a message with optional flags, e.g. `(\Deleted)`.
     pub fn append(&self, folder: &str, message: &[u8], flags: Option<&str>) {
         block_on(async {
