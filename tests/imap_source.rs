@@ -463,6 +463,45 @@ fn killed_after_the_move_is_recorded_not_moved_again() {
     );
 }
 
+#[cfg(feature = "fault-points")]
+#[test]
+fn a_changed_uidvalidity_does_not_import_twice() {
+    use std::os::unix::process::ExitStatusExt;
+    let dovecot = Dovecot::shared();
+    let user = new_user("uidvalidity");
+    let ws = workspace(&user, &Reach::implicit(dovecot), "");
+    assert!(ws.run(&["check", "--create-folders"]).status.success());
+    let mbox = dovecot.client(&user);
+    mbox.append(INBOX, &note_message("LS-V1"), None);
+    let out = ws.run_env(&["sync"], &[("EINGANG_FAULT", "after_commit")]);
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGKILL),
+        "fault point not reached"
+    );
+    // The server renumbers the inbox (RFC 3501 §2.3.1.1): the stored UID means nothing now.
+    dovecot.doveadm(&[
+        "mailbox",
+        "update",
+        "-u",
+        &user,
+        "--uid-validity",
+        "4242",
+        INBOX,
+    ]);
+    let out = ws.run(&["sync"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(mbox.count(INBOX), 0);
+    assert_eq!(mbox.count(ARCHIVE), 1);
+    assert_eq!(mbox.count(ERROR), 0, "not rejected as already imported");
+    assert_eq!(ws.query_i64("SELECT COUNT(*) FROM documents"), 1);
+    assert_eq!(ws.query_i64("SELECT COUNT(*) FROM items"), 1);
+    assert_eq!(
+        ws.query_i64("SELECT COUNT(*) FROM items WHERE disposed_at IS NULL"),
+        0
+    );
+}
+
 #[test]
 fn dovecot_restarted_during_a_pass_leaves_everything_in_place_and_nothing_twice() {
     const N: usize = 1600;

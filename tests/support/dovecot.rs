@@ -274,6 +274,21 @@ service anvil {{
         std::fs::read_to_string(self.dir.path().join("dovecot.log")).unwrap_or_default()
     }
 
+    /// Runs `doveadm` against this instance, e.g. to change a folder's UIDVALIDITY.
+    pub fn doveadm(&self, args: &[&str]) {
+        let out = Command::new("doveadm")
+            .arg("-c")
+            .arg(self.dir.path().join("dovecot.conf"))
+            .args(args)
+            .output()
+            .expect("run doveadm");
+        assert!(
+            out.status.success(),
+            "doveadm {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// A client for one user's mailbox.
     pub fn client(&self, user: &str) -> Client {
         Client {

@@ -493,9 +493,10 @@ impl ImapSource {
     /// Finishes what a crash cut off, for items of this inbox the ledger has but never
     /// recorded as moved. Decided and still in the inbox: moved now by UID, without being
     /// downloaded again (UIDVALIDITY and UID name one immutable message, RFC 3501 §2.3.1.1).
-    /// Decided and gone: moved before the crash; recorded. Still there but flagged `\Deleted`:
-    /// our COPY + STORE ran, the EXPUNGE did not; finished now. Never decided: the pass tries
-    /// it again, or records it as vanished.
+    /// Decided and gone: moved before the crash; looked for in its folder and recorded. Still
+    /// there but flagged `\Deleted`: our COPY + STORE ran, the EXPUNGE did not; finished now.
+    /// Never decided: the pass tries it again, or records it as vanished. Items of an earlier
+    /// UIDVALIDITY are found again by their bytes first.
     async fn reconcile(
         &self,
         link: &mut Link,
@@ -505,33 +506,73 @@ impl ImapSource {
     ) -> Result<(), SourceError> {
         let name = self.name.clone();
         let undisposed = blocking(cx, move |store| store.undisposed(&name)).await?;
-        let mine: Vec<(store::Undisposed, u32)> = undisposed
-            .into_iter()
-            .filter_map(|u| match names::uid_of_location(&u.location) {
-                Some((v, uid)) if v == validity => Some((u, uid)),
-                _ => None,
-            })
-            .collect();
-        if mine.is_empty() {
+        // The locations of this inbox, whatever their UIDVALIDITY (`names::location`).
+        let prefix = format!(
+            "{};UIDVALIDITY=",
+            names::folder_url(&self.config.user, &self.config.host, &self.config.inbox)
+        );
+        let mut mine: Vec<(store::Undisposed, u32)> = Vec::new();
+        let mut stale = Vec::new();
+        for u in undisposed {
+            match names::uid_of_location(&u.location) {
+                Some((v, uid)) if v == validity && u.location.starts_with(&prefix) => {
+                    mine.push((u, uid));
+                }
+                // A row never decided is parsed again when the pass meets its bytes.
+                Some(_) if u.location.starts_with(&prefix) && u.imported.is_some() => {
+                    stale.push(u);
+                }
+                _ => {}
+            }
+        }
+        if mine.is_empty() && stale.is_empty() {
             return Ok(());
         }
-        let uids: Vec<u32> = mine.iter().map(|(_, uid)| *uid).collect();
-        let set = names::uid_set(&uids);
-        let present: HashSet<u32> = link
-            .conn
-            .search(&format!("UID {set}"))
-            .await?
-            .into_iter()
+        let ids: Vec<i64> = mine
+            .iter()
+            .map(|(u, _)| u.item_id)
+            .chain(stale.iter().map(|u| u.item_id))
             .collect();
-        let flagged: HashSet<u32> = link
-            .conn
-            .search(&format!("UID {set} DELETED"))
-            .await?
-            .into_iter()
+        let envelopes = blocking(cx, move |store| store.envelopes(&ids)).await?;
+        // The UIDs of an earlier UIDVALIDITY name nothing now: find those messages by bytes.
+        if !stale.is_empty() {
+            tracing::warn!(source = %self.name, items = stale.len(), "the inbox's UIDVALIDITY changed; finding committed messages again by their bytes");
+            let wanted: Vec<(i64, String)> = stale
+                .iter()
+                .map(|u| (u.item_id, u.sha256.clone()))
+                .collect();
+            let found = find_by_bytes(&mut link.conn, &wanted, &envelopes).await?;
+            for u in stale {
+                match found.get(&u.item_id) {
+                    Some(&uid) => mine.push((u, uid)),
+                    // Not in the inbox any more: UID 0, which no message has (UIDs start at 1,
+                    // RFC 3501 §2.3.1.1), makes it one of the gone below.
+                    None => mine.push((u, 0)),
+                }
+            }
+        }
+        let uids: Vec<u32> = mine
+            .iter()
+            .map(|(_, uid)| *uid)
+            .filter(|u| *u > 0)
             .collect();
-        let mut recorded = Vec::new();
-        let mut to_expunge = Vec::new();
-        let (mut to_archive, mut to_error) = (Vec::new(), Vec::new());
+        let (present, flagged): (HashSet<u32>, HashSet<u32>) = if uids.is_empty() {
+            (HashSet::new(), HashSet::new())
+        } else {
+            let set = names::uid_set(&uids);
+            (
+                link.conn
+                    .search(&format!("UID {set}"))
+                    .await?
+                    .into_iter()
+                    .collect(),
+                link.conn
+                    .search(&format!("UID {set} DELETED"))
+                    .await?
+                    .into_iter()
+                    .collect(),
+            )
+        };
         let gone: Vec<(i64, String, bool)> = mine
             .iter()
             .filter(|(item, uid)| !present.contains(uid) && item.imported.is_some())
@@ -543,7 +584,10 @@ impl ImapSource {
                 )
             })
             .collect();
-        let found = self.find_moved(link, &gone, cx).await?;
+        let found = self.find_moved(link, &gone, &envelopes).await?;
+        let mut recorded = Vec::new();
+        let mut to_expunge = Vec::new();
+        let (mut to_archive, mut to_error) = (Vec::new(), Vec::new());
         for (item, uid) in &mine {
             let folder = match item.imported {
                 Some(true) => self.config.archive.clone(),
@@ -594,59 +638,34 @@ impl ImapSource {
     }
 
     /// Looks for messages that left the inbox before their move was recorded, in the folder
-    /// their outcome sends them to: by Message-ID, confirmed by the sha256 of the bytes (the
-    /// Message-ID is the sender's and may repeat). Returns their `archived_ref` by item; the
-    /// inbox is selected again afterwards.
+    /// their outcome sends them to. Returns their `archived_ref` by item; the inbox is
+    /// selected again afterwards.
     async fn find_moved(
         &self,
         link: &mut Link,
         gone: &[(i64, String, bool)],
-        cx: &Arc<Context>,
+        envelopes: &HashMap<i64, (Option<String>, u64)>,
     ) -> Result<HashMap<i64, String>, SourceError> {
         let mut found = HashMap::new();
         if gone.is_empty() {
             return Ok(found);
         }
-        let ids: Vec<i64> = gone.iter().map(|(id, _, _)| *id).collect();
-        let envelopes = blocking(cx, move |store| store.envelopes(&ids)).await?;
         for (imported, folder) in [
             (true, link.folders.archive.clone()),
             (false, link.folders.error.clone()),
         ] {
-            let group: Vec<&(i64, String, bool)> =
-                gone.iter().filter(|(_, _, i)| *i == imported).collect();
-            if group.is_empty() {
+            let wanted: Vec<(i64, String)> = gone
+                .iter()
+                .filter(|(_, _, i)| *i == imported)
+                .map(|(id, sha256, _)| (*id, sha256.clone()))
+                .collect();
+            if wanted.is_empty() {
                 continue;
             }
             let validity = link.conn.examine(&folder).await?;
             link.selected = Some(folder.clone());
-            for (item_id, sha256, _) in group {
-                let Some((Some(message_id), size)) = envelopes.get(item_id) else {
-                    continue;
-                };
-                let criteria = format!(
-                    "HEADER Message-ID {}",
-                    names::quoted(message_id).map_err(Error::Folder)?
-                );
-                let candidates = link.conn.search(&criteria).await?;
-                if candidates.is_empty() {
-                    continue;
-                }
-                let same_size: Vec<u32> = self
-                    .sizes(&mut link.conn, &candidates)
-                    .await?
-                    .into_iter()
-                    .filter(|(_, s)| s == size)
-                    .map(|(uid, _)| uid)
-                    .collect();
-                let bodies = fetch_bodies(&mut link.conn, &same_size).await?;
-                if let Some(uid) = bodies
-                    .iter()
-                    .find(|(_, bytes)| ItemKey::of(bytes).as_str() == sha256)
-                    .map(|(uid, _)| *uid)
-                {
-                    found.insert(*item_id, names::archived_ref(validity, uid));
-                }
+            for (item_id, uid) in find_by_bytes(&mut link.conn, &wanted, envelopes).await? {
+                found.insert(item_id, names::archived_ref(validity, uid));
             }
         }
         link.conn.select(&link.folders.inbox).await?;
@@ -782,6 +801,58 @@ impl ImapSource {
             Err(Error::NotMoved(format!("UID {uid} is still in {}", self.config.error)).into())
         }
     }
+}
+
+/// In the selected folder, the UID of each wanted item's message: found by its Message-ID
+/// and confirmed by its size and sha256 (the Message-ID is the sender's and may repeat).
+async fn find_by_bytes(
+    conn: &mut Connection,
+    wanted: &[(i64, String)],
+    envelopes: &HashMap<i64, (Option<String>, u64)>,
+) -> Result<HashMap<i64, u32>, Error> {
+    let mut found = HashMap::new();
+    for (item_id, sha256) in wanted {
+        let Some((Some(message_id), size)) = envelopes.get(item_id) else {
+            continue;
+        };
+        let criteria = format!(
+            "HEADER Message-ID {}",
+            names::quoted(message_id).map_err(Error::Folder)?
+        );
+        let candidates = conn.search(&criteria).await?;
+        if candidates.is_empty() {
+            continue;
+        }
+        let command = format!(
+            "UID FETCH {} (UID RFC822.SIZE)",
+            names::uid_set(&candidates)
+        );
+        let mut same_size = Vec::new();
+        conn.run("UID FETCH", &command, COMMAND_TIMEOUT, |r| {
+            if let Response::Fetch(_, attributes) = r {
+                let uid = attributes.iter().find_map(|a| match a {
+                    AttributeValue::Uid(u) => Some(*u),
+                    _ => None,
+                });
+                let matches = attributes
+                    .iter()
+                    .any(|a| matches!(a, AttributeValue::Rfc822Size(s) if u64::from(*s) == *size));
+                if let (Some(uid), true) = (uid, matches) {
+                    same_size.push(uid);
+                }
+            }
+        })
+        .await?;
+        let bodies = fetch_bodies(conn, &same_size).await?;
+        if let Some(uid) = bodies
+            .iter()
+            .find(|(_, bytes)| ItemKey::of(bytes).as_str() == sha256)
+            .map(|(uid, _)| *uid)
+        {
+            found.insert(*item_id, uid);
+        }
+    }
+    Ok(found)
 }
 
 /// Runs a store call on the blocking pool.

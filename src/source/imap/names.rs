@@ -148,13 +148,21 @@ fn percent(text: &str, keep: &str) -> String {
     out
 }
 
-/// Where a message lies, as an RFC 5092 IMAP URL naming the folder as configured.
-pub fn location(user: &str, host: &str, folder: &str, validity: u32, uid: u32) -> String {
+/// A folder as an RFC 5092 IMAP URL, named as configured.
+pub fn folder_url(user: &str, host: &str, folder: &str) -> String {
     format!(
-        "imap://{}@{}/{};UIDVALIDITY={validity}/;UID={uid}",
+        "imap://{}@{}/{}",
         percent(user, ""),
         host,
         percent(folder, "/")
+    )
+}
+
+/// Where a message lies: the folder's URL with its UIDVALIDITY and the message's UID.
+pub fn location(user: &str, host: &str, folder: &str, validity: u32, uid: u32) -> String {
+    format!(
+        "{};UIDVALIDITY={validity}/;UID={uid}",
+        folder_url(user, host, folder)
     )
 }
 
