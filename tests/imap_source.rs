@@ -26,9 +26,14 @@ struct Reach<'a> {
 
 impl Reach<'_> {
     fn implicit(dovecot: &Dovecot) -> Reach<'static> {
+        Reach::on(dovecot.imaps_port, "implicit")
+    }
+
+    /// A port on loopback (a proxy or a fake server in front of Dovecot) with this `tls`.
+    fn on(port: u16, tls: &str) -> Reach<'_> {
         Reach {
-            tls: "implicit",
-            port: dovecot.imaps_port,
+            tls,
+            port,
             ca: dovecot::shared_certificates().0.clone(),
         }
     }
@@ -241,11 +246,7 @@ fn an_oversized_message_is_rejected_without_downloading_it() {
     let dovecot = Dovecot::shared();
     let user = new_user("oversized");
     let proxy = Proxy::start(dovecot.imap_port);
-    let reach = Reach {
-        tls: "none",
-        port: proxy.port,
-        ca: dovecot::shared_certificates().0.clone(),
-    };
+    let reach = Reach::on(proxy.port, "none");
     let ws = workspace(&user, &reach, "");
     std::fs::write(
         ws.path("eingang.toml"),
@@ -320,11 +321,7 @@ fn a_dead_idle_connection_is_noticed_within_a_minute_and_replaced() {
     let dovecot = Dovecot::shared();
     let user = new_user("deadlink");
     let proxy = Proxy::start(dovecot.imap_port);
-    let reach = Reach {
-        tls: "none",
-        port: proxy.port,
-        ca: dovecot::shared_certificates().0.clone(),
-    };
+    let reach = Reach::on(proxy.port, "none");
     let ws = workspace(&user, &reach, "schedule = \"idle\"\n");
     assert!(ws.run(&["check", "--create-folders"]).status.success());
     let mbox = dovecot.client(&user);
@@ -379,11 +376,7 @@ fn killed_after_commit_is_moved_not_imported_twice() {
     let dovecot = Dovecot::shared();
     let user = new_user("killcommit");
     let proxy = Proxy::start(dovecot.imap_port);
-    let reach = Reach {
-        tls: "none",
-        port: proxy.port,
-        ca: dovecot::shared_certificates().0.clone(),
-    };
+    let reach = Reach::on(proxy.port, "none");
     let ws = workspace(&user, &reach, "");
     assert!(ws.run(&["check", "--create-folders"]).status.success());
     let mbox = dovecot.client(&user);
@@ -508,11 +501,7 @@ fn dovecot_restarted_during_a_pass_leaves_everything_in_place_and_nothing_twice(
     let dovecot = Dovecot::start(Caps::Full);
     let user = new_user("restart");
     let proxy = Proxy::start(dovecot.imap_port);
-    let reach = Reach {
-        tls: "none",
-        port: proxy.port,
-        ca: dovecot::shared_certificates().0.clone(),
-    };
+    let reach = Reach::on(proxy.port, "none");
     let ws = workspace(&user, &reach, "schedule = \"idle\"\n");
     assert!(ws.run(&["check", "--create-folders"]).status.success());
     let mbox = dovecot.client(&user);
@@ -610,11 +599,7 @@ fn without_move_the_fallback_is_used_and_another_clients_deleted_message_survive
     let dovecot = Dovecot::shared_without_move();
     let user = new_user("nomove");
     let proxy = Proxy::start(dovecot.imap_port);
-    let reach = Reach {
-        tls: "none",
-        port: proxy.port,
-        ca: dovecot::shared_certificates().0.clone(),
-    };
+    let reach = Reach::on(proxy.port, "none");
     let ws = workspace(&user, &reach, "");
     assert!(ws.run(&["check", "--create-folders"]).status.success());
     let mbox = dovecot.client(&user);
@@ -683,11 +668,7 @@ fn without_uidplus_handled_messages_stay_flagged_and_are_not_taken_again() {
 #[test]
 fn starttls_refused_means_no_login_is_sent() {
     let fake = StartTlsRefuser::start();
-    let reach = Reach {
-        tls: "starttls",
-        port: fake.port,
-        ca: dovecot::shared_certificates().0.clone(),
-    };
+    let reach = Reach::on(fake.port, "starttls");
     let ws = workspace(&new_user("starttls"), &reach, "");
     let out = ws.run(&["sync"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -711,11 +692,7 @@ fn starttls_refused_means_no_login_is_sent() {
 #[test]
 fn logindisabled_means_no_login_is_sent() {
     let fake = StartTlsRefuser::start();
-    let reach = Reach {
-        tls: "none",
-        port: fake.port,
-        ca: dovecot::shared_certificates().0.clone(),
-    };
+    let reach = Reach::on(fake.port, "none");
     let ws = workspace(&new_user("logindisabled"), &reach, "");
     let out = ws.run(&["sync"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -733,11 +710,7 @@ fn a_server_without_idle_is_polled() {
     let dovecot = Dovecot::start(Caps::WithoutIdle);
     let user = new_user("poll");
     let proxy = Proxy::start(dovecot.imap_port);
-    let reach = Reach {
-        tls: "none",
-        port: proxy.port,
-        ca: dovecot::shared_certificates().0.clone(),
-    };
+    let reach = Reach::on(proxy.port, "none");
     let ws = workspace(&user, &reach, "schedule = \"idle\"\n");
     assert!(ws.run(&["check", "--create-folders"]).status.success());
     let mbox = dovecot.client(&user);
@@ -798,11 +771,7 @@ fn a_wrong_ca_file_is_refused() {
 fn starttls_with_the_right_ca_works_and_the_password_never_shows() {
     let dovecot = Dovecot::shared();
     let user = new_user("secret");
-    let reach = Reach {
-        tls: "starttls",
-        port: dovecot.imap_port,
-        ca: dovecot::shared_certificates().0.clone(),
-    };
+    let reach = Reach::on(dovecot.imap_port, "starttls");
     let ws = workspace(&user, &reach, "");
     let out = ws.run_env(&["check", "--create-folders"], &[("EINGANG_LOG", "trace")]);
     assert!(out.status.success(), "{}", stdout(&out));
