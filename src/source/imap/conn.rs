@@ -113,6 +113,15 @@ pub enum Error {
     NotMoved(String),
 }
 
+/// One response, or the error `io` makes of a broken or closed connection.
+fn response_or<T>(
+    read: std::io::Result<Option<T>>,
+    io: &impl Fn(String) -> Error,
+) -> Result<T, Error> {
+    read.map_err(|e| io(e.to_string()))?
+        .ok_or_else(|| io("connection closed".to_owned()))
+}
+
 fn short(text: impl std::fmt::Display) -> String {
     let text = text.to_string().replace(['\r', '\n'], " ");
     match text.char_indices().nth(MAX_WHY) {
@@ -433,11 +442,7 @@ async fn capabilities_before_login(
     stream.flush().await.map_err(|e| io(e.to_string()))?;
     let mut atoms = HashSet::new();
     loop {
-        let response = client
-            .read_response()
-            .await
-            .map_err(|e| io(e.to_string()))?
-            .ok_or_else(|| io("connection closed".to_owned()))?;
+        let response = response_or(client.read_response().await, &io)?;
         match response.parsed() {
             Response::Capabilities(caps) => atoms.extend(caps.iter().map(atom)),
             Response::Done { tag, status, .. } if tag.0 == "C1" => {
@@ -708,12 +713,7 @@ impl Connection {
                 .await
                 .map_err(|e| io(e.to_string()))?;
             loop {
-                let response = self
-                    .session
-                    .read_response()
-                    .await
-                    .map_err(|e| io(e.to_string()))?
-                    .ok_or_else(|| io("connection closed".to_owned()))?;
+                let response = response_or(self.session.read_response().await, &io)?;
                 match response.parsed() {
                     Response::Continue(_) => return Ok(tag),
                     Response::Done { outcome, .. } => {
@@ -742,9 +742,7 @@ impl Connection {
             let Ok(read) = timeout(left.min(IDLE_PROBE), self.session.read_response()).await else {
                 break;
             };
-            let response = read
-                .map_err(|e| io(e.to_string()))?
-                .ok_or_else(|| io("connection closed".to_owned()))?;
+            let response = response_or(read, &io)?;
             match response.parsed() {
                 Response::MailboxData(MailboxDatum::Exists(_)) => news = true,
                 Response::Data {
@@ -760,12 +758,7 @@ impl Connection {
                 .await
                 .map_err(|e| io(e.to_string()))?;
             loop {
-                let response = self
-                    .session
-                    .read_response()
-                    .await
-                    .map_err(|e| io(e.to_string()))?
-                    .ok_or_else(|| io("connection closed".to_owned()))?;
+                let response = response_or(self.session.read_response().await, &io)?;
                 match response.parsed() {
                     Response::Done {
                         tag: done,
