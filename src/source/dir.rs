@@ -253,17 +253,11 @@ impl DirSource {
             if Path::new(&item.location).exists() {
                 continue;
             }
-            let folder = match item.imported {
-                Some(true) => &self.config.archive,
-                Some(false) => &self.config.error,
-                None => {
-                    tracing::warn!(source = %self.name, file = %item.location, "file vanished from the inbox before it was handled");
-                    found.push((
-                        item.item_id,
-                        "vanished from the inbox before it was handled".to_owned(),
-                    ));
-                    continue;
-                }
+            let Some(folder) =
+                super::moved_to(&self.name, &item, &self.config.archive, &self.config.error)
+            else {
+                found.push((item.item_id, super::VANISHED.to_owned()));
+                continue;
             };
             let name = item.file_name.as_deref().unwrap_or_default();
             let place = find_by_hash(folder, name, &item.sha256)

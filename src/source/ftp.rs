@@ -390,17 +390,10 @@ impl FtpSource {
             if listed.contains(name) {
                 continue;
             }
-            let folder = match item.imported {
-                Some(true) => &remote.archive,
-                Some(false) => &remote.error,
-                None => {
-                    tracing::warn!(source = %self.name, file = %item.location, "file vanished from the inbox before it was handled");
-                    found.push((
-                        item.item_id,
-                        "vanished from the inbox before it was handled".to_owned(),
-                    ));
-                    continue;
-                }
+            let Some(folder) = super::moved_to(&self.name, &item, &remote.archive, &remote.error)
+            else {
+                found.push((item.item_id, super::VANISHED.to_owned()));
+                continue;
             };
             let place = session
                 .find_by_key(folder, name, &item.sha256)

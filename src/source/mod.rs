@@ -33,6 +33,29 @@ enum Kind {
     Imap(Box<imap::ImapSource>),
 }
 
+/// What the ledger records for an item that left its inbox before it was decided: someone
+/// else took it.
+pub(crate) const VANISHED: &str = "vanished from the inbox before it was handled";
+
+/// Where an item that left its inbox without its move being recorded (a crash between the
+/// move and the record) must lie now: the archive or the error folder, by its committed
+/// outcome. `None` for an item never decided; that one is logged as vanished.
+pub(crate) fn moved_to<'a, T: ?Sized>(
+    source: &str,
+    item: &crate::store::Undisposed,
+    archive: &'a T,
+    error: &'a T,
+) -> Option<&'a T> {
+    match item.imported {
+        Some(true) => Some(archive),
+        Some(false) => Some(error),
+        None => {
+            tracing::warn!(source, item = %item.location, "{VANISHED}");
+            None
+        }
+    }
+}
+
 /// One line of `eingang check`: what was checked, and the result.
 pub type CheckLine = (String, Result<(), String>);
 

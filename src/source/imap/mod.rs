@@ -594,8 +594,8 @@ impl ImapSource {
                 Some(false) => self.config.error.clone(),
                 None if present.contains(uid) => continue, // the pass tries it again
                 None => {
-                    tracing::warn!(source = %self.name, uid, "message vanished from the inbox before it was handled");
-                    "vanished from the inbox before it was handled".to_owned()
+                    tracing::warn!(source = %self.name, uid, "{}", crate::source::VANISHED);
+                    crate::source::VANISHED.to_owned()
                 }
             };
             if present.contains(uid) && !flagged.contains(uid) {
