@@ -64,11 +64,21 @@ fn workspace(user: &str, reach: &Reach<'_>, extra: &str) -> Workspace {
     ws
 }
 
-/// A workspace for `user` on `dovecot` over implicit TLS whose folders exist, made by
-/// `eingang check --create-folders`.
+/// A workspace for a new user on `dovecot` over implicit TLS whose folders exist, made by
+/// `eingang check --create-folders`, and a client for that mailbox.
 fn mailbox(dovecot: &Dovecot, test: &str, extra: &str) -> (Workspace, Client) {
+    mailbox_via(dovecot, test, &Reach::implicit(dovecot), extra)
+}
+
+/// The same, with the server reached as `reach` says (through a proxy, say).
+fn mailbox_via(
+    dovecot: &Dovecot,
+    test: &str,
+    reach: &Reach<'_>,
+    extra: &str,
+) -> (Workspace, Client) {
     let user = new_user(test);
-    let ws = workspace(&user, &Reach::implicit(dovecot), extra);
+    let ws = workspace(&user, reach, extra);
     let out = ws.run(&["check", "--create-folders"]);
     assert!(
         out.status.success(),
@@ -304,11 +314,7 @@ fn idle_picks_up_an_appended_message_within_5_s() {
     std::thread::sleep(Duration::from_millis(500));
     mbox.append(INBOX, &note_message("LS-IDLE-2"), None);
     let took = time_until(Duration::from_secs(10), || mbox.count(ARCHIVE) == 2);
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe {
-        libc::kill(daemon.id() as i32, libc::SIGTERM);
-    }
-    let status = daemon.wait().expect("daemon exit");
+    let status = support::stop(&mut daemon);
     let took = took.expect("the appended message was not archived within 10 s");
     assert!(took < Duration::from_secs(5), "took {took:?}");
     assert!(status.success(), "daemon exit {status:?}");
@@ -319,12 +325,13 @@ fn idle_picks_up_an_appended_message_within_5_s() {
 fn a_dead_idle_connection_is_noticed_within_a_minute_and_replaced() {
     use std::io::BufRead;
     let dovecot = Dovecot::shared();
-    let user = new_user("deadlink");
     let proxy = Proxy::start(dovecot.imap_port);
-    let reach = Reach::on(proxy.port, "none");
-    let ws = workspace(&user, &reach, "schedule = \"idle\"\n");
-    assert!(ws.run(&["check", "--create-folders"]).status.success());
-    let mbox = dovecot.client(&user);
+    let (ws, mbox) = mailbox_via(
+        dovecot,
+        "deadlink",
+        &Reach::on(proxy.port, "none"),
+        "schedule = \"idle\"\n",
+    );
     let mut daemon = ws.spawn(&["run"]);
     let log = daemon.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel();
@@ -353,11 +360,7 @@ fn a_dead_idle_connection_is_noticed_within_a_minute_and_replaced() {
     }
     mbox.append(INBOX, &note_message("LS-D2"), None);
     let recovered = time_until(Duration::from_secs(20), || mbox.count(ARCHIVE) == 2);
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe {
-        libc::kill(daemon.id() as i32, libc::SIGTERM);
-    }
-    let _ = daemon.wait();
+    support::stop(&mut daemon);
     let noticed = noticed.expect("the dead connection was never noticed");
     assert!(
         noticed < Duration::from_secs(60),
@@ -374,12 +377,8 @@ fn a_dead_idle_connection_is_noticed_within_a_minute_and_replaced() {
 fn killed_after_commit_is_moved_not_imported_twice() {
     use std::os::unix::process::ExitStatusExt;
     let dovecot = Dovecot::shared();
-    let user = new_user("killcommit");
     let proxy = Proxy::start(dovecot.imap_port);
-    let reach = Reach::on(proxy.port, "none");
-    let ws = workspace(&user, &reach, "");
-    assert!(ws.run(&["check", "--create-folders"]).status.success());
-    let mbox = dovecot.client(&user);
+    let (ws, mbox) = mailbox_via(dovecot, "killcommit", &Reach::on(proxy.port, "none"), "");
     mbox.append(INBOX, &note_message("LS-K1"), None);
     mbox.append(INBOX, &note_message("LS-K2"), None);
     mbox.append(
@@ -499,12 +498,13 @@ fn a_changed_uidvalidity_does_not_import_twice() {
 fn dovecot_restarted_during_a_pass_leaves_everything_in_place_and_nothing_twice() {
     const N: usize = 1600;
     let dovecot = Dovecot::start(Caps::Full);
-    let user = new_user("restart");
     let proxy = Proxy::start(dovecot.imap_port);
-    let reach = Reach::on(proxy.port, "none");
-    let ws = workspace(&user, &reach, "schedule = \"idle\"\n");
-    assert!(ws.run(&["check", "--create-folders"]).status.success());
-    let mbox = dovecot.client(&user);
+    let (ws, mbox) = mailbox_via(
+        &dovecot,
+        "restart",
+        &Reach::on(proxy.port, "none"),
+        "schedule = \"idle\"\n",
+    );
     let notes: Vec<Vec<u8>> = (0..N)
         .map(|i| note_message(&format!("LS-R{i:04}")))
         .collect();
@@ -522,11 +522,7 @@ fn dovecot_restarted_during_a_pass_leaves_everything_in_place_and_nothing_twice(
         mbox.try_search(INBOX, "ALL").is_some_and(|u| u.is_empty())
             && ws.query_i64("SELECT COUNT(*) FROM items WHERE disposed_at IS NULL") == 0
     });
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe {
-        libc::kill(daemon.id() as i32, libc::SIGTERM);
-    }
-    let _ = daemon.wait();
+    support::stop(&mut daemon);
     assert!(done, "not drained after the restart");
     assert_eq!(mbox.count(ARCHIVE), N, "archive count");
     assert_eq!(
@@ -576,11 +572,7 @@ fn a_refused_move_leaves_the_message_in_the_inbox_until_the_folder_is_back() {
             .is_some_and(|u| u.len() == 1)
             && mbox.count(INBOX) == 0
     });
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe {
-        libc::kill(daemon.id() as i32, libc::SIGTERM);
-    }
-    let _ = daemon.wait();
+    support::stop(&mut daemon);
     assert!(first.is_some(), "the first message was not archived");
     assert!(committed.is_some(), "the second message was not handled");
     assert_eq!(
@@ -597,12 +589,8 @@ fn a_refused_move_leaves_the_message_in_the_inbox_until_the_folder_is_back() {
 #[test]
 fn without_move_the_fallback_is_used_and_another_clients_deleted_message_survives() {
     let dovecot = Dovecot::shared_without_move();
-    let user = new_user("nomove");
     let proxy = Proxy::start(dovecot.imap_port);
-    let reach = Reach::on(proxy.port, "none");
-    let ws = workspace(&user, &reach, "");
-    assert!(ws.run(&["check", "--create-folders"]).status.success());
-    let mbox = dovecot.client(&user);
+    let (ws, mbox) = mailbox_via(dovecot, "nomove", &Reach::on(proxy.port, "none"), "");
     let foreign = message(
         "kollege@example.com",
         "foreign@example.com",
@@ -708,23 +696,20 @@ fn logindisabled_means_no_login_is_sent() {
 #[test]
 fn a_server_without_idle_is_polled() {
     let dovecot = Dovecot::start(Caps::WithoutIdle);
-    let user = new_user("poll");
     let proxy = Proxy::start(dovecot.imap_port);
-    let reach = Reach::on(proxy.port, "none");
-    let ws = workspace(&user, &reach, "schedule = \"idle\"\n");
-    assert!(ws.run(&["check", "--create-folders"]).status.success());
-    let mbox = dovecot.client(&user);
+    let (ws, mbox) = mailbox_via(
+        &dovecot,
+        "poll",
+        &Reach::on(proxy.port, "none"),
+        "schedule = \"idle\"\n",
+    );
     mbox.append(INBOX, &note_message("LS-P1"), None);
     let mut daemon = ws.spawn(&["run"]);
     let first = time_until(Duration::from_secs(20), || mbox.count(ARCHIVE) == 1);
     mbox.append(INBOX, &note_message("LS-P2"), None);
     // The poll interval is a minute.
     let second = time_until(Duration::from_secs(75), || mbox.count(ARCHIVE) == 2);
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe {
-        libc::kill(daemon.id() as i32, libc::SIGTERM);
-    }
-    let _ = daemon.wait();
+    support::stop(&mut daemon);
     assert!(first.is_some(), "the first pass did not archive");
     assert!(
         second.is_some(),
