@@ -4,7 +4,6 @@
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
@@ -13,11 +12,13 @@ use serde_json::json;
 
 use crate::config::{Config, SourceKind};
 use crate::format::Registry;
+use crate::intake::Intake;
 use crate::item::{Item, ItemKind, Origin};
 use crate::notify::Notifier;
-use crate::pipeline::{self, Context};
-use crate::source::Source;
-use crate::store::{Outcome, Store};
+use crate::pipeline;
+use crate::source::{Mode, Source};
+use crate::stop::Stop;
+use crate::store::{Outcome, Place, Store};
 
 /// Items per store transaction for `import`.
 const IMPORT_BATCH: usize = 256;
@@ -122,15 +123,15 @@ fn sheet_reader() -> PathBuf {
     std::env::current_exe().unwrap_or_else(|_| PathBuf::from("eingang"))
 }
 
-fn context(config: &Config) -> Result<Context> {
+fn intake(config: &Config) -> Result<Intake> {
     let registry = registry(config)?;
     let store =
         Store::open(&config.store).with_context(|| format!("{}", config.store.display()))?;
-    Ok(Context {
+    Ok(Intake::new(
         registry,
-        limits: config.limits(sheet_reader()),
-        store,
-    })
+        config.limits(sheet_reader()),
+        Arc::new(store),
+    ))
 }
 
 fn sources(config: &Config, only: Option<&str>) -> Result<Vec<Arc<Source>>> {
@@ -252,7 +253,8 @@ fn import(config: &Config, paths: &[PathBuf]) -> Result<i32> {
             files.push(path.clone());
         }
     }
-    let cx = context(config)?;
+    let intake = intake(config)?;
+    let runtime = runtime()?;
     let progress = indicatif::ProgressBar::new(files.len() as u64);
     if !std::io::stderr().is_terminal() {
         progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -263,19 +265,24 @@ fn import(config: &Config, paths: &[PathBuf]) -> Result<i32> {
             .iter()
             .map(|p| item_from_path(p, "import"))
             .collect::<Result<Vec<_>>>()?;
-        let outcomes = pipeline::handle_batch(&items, None, &cx)?;
-        let mut disposed = Vec::with_capacity(items.len());
-        for (item, outcome) in items.iter().zip(&outcomes) {
+        // The files stay where they are: their place is where they were found.
+        let found: Vec<(String, String)> = items
+            .iter()
+            .map(|i| (i.name().to_owned(), i.origin.location.clone()))
+            .collect();
+        let outcomes = runtime.block_on(intake.accept(items, None))?;
+        let mut places = Vec::with_capacity(found.len());
+        for ((name, location), outcome) in found.into_iter().zip(&outcomes) {
             match outcome {
                 Outcome::Imported { .. } => imported += 1,
                 Outcome::Rejected { reason, .. } => {
                     rejected += 1;
-                    progress.suspend(|| eprintln!("{}", rejection_line(item.name(), None, reason)));
+                    progress.suspend(|| eprintln!("{}", rejection_line(&name, None, reason)));
                 }
             }
-            disposed.push((outcome.item_id(), item.origin.location.clone()));
+            places.push((outcome.item_id(), Place::at(location)));
         }
-        cx.store.mark_disposed(&disposed)?;
+        runtime.block_on(intake.placed(places))?;
         progress.inc(chunk.len() as u64);
     }
     progress.finish_and_clear();
@@ -368,35 +375,34 @@ fn status(config: &Config, as_json: bool) -> Result<i32> {
 fn sync(config: &Config, only: Option<&str>, embedded: bool) -> Result<i32> {
     warn_without_formats(config);
     let sources = sources(config, only)?;
-    let cx = Arc::new(context(config)?);
-    let stop = Arc::new(AtomicBool::new(false));
+    let intake = intake(config)?;
+    let stop = Stop::never();
     let mut code = 0;
     let runtime = runtime()?;
     for source in sources {
         if embedded {
             source.create_local_folders()?;
         }
-        let result = runtime.block_on(source.pass(&cx, &stop, true));
-        let error = result.as_ref().err().map(|e| e.to_string());
-        let _ = cx
-            .store
-            .record_pass(source.name(), error.as_deref().map_or(Ok(()), Err));
-        match result {
-            Ok(report) => eprintln!(
+        let pass = runtime.block_on(source.pass(&intake, &stop, Mode::Sync));
+        let error = pass.result.err().map(|e| e.to_string());
+        runtime.block_on(intake.record_pass(source.name(), error.clone()));
+        let report = &pass.report;
+        if error.is_none() || report.made_progress() {
+            eprintln!(
                 "{}: imported {}, rejected {}",
                 source.name(),
                 report.imported,
                 report.rejected
-            ),
-            Err(e) => {
-                eprintln!("error: source {}: {e}", source.name());
-                code = 1;
-            }
+            );
+        }
+        if let Some(e) = error {
+            eprintln!("error: source {}: {e}", source.name());
+            code = 1;
         }
     }
     // A one-shot run tells people too, within a bound: notices left over wait in the outbox
     // for the next run.
-    let notifier = Notifier::new(config, cx.clone())
+    let notifier = Notifier::new(config, intake.store().clone())
         .map_err(|e| BadConfig(vec![format!("config: notify: {e}")]))?;
     let delivery = runtime.block_on(notifier.deliver(SYNC_NOTIFY_LIMIT));
     if delivery.done > 0 || delivery.waiting > 0 {
@@ -449,26 +455,15 @@ fn check(config: &Config, create_folders: bool) -> Result<i32> {
 }
 
 fn reprocess(config: &Config, ids: &[i64]) -> Result<i32> {
-    let store = Store::open(&config.store)?;
+    let intake = intake(config)?;
     let sources = sources(config, None)?;
     let runtime = runtime()?;
     let mut code = 0;
     for &id in ids {
-        let result = (|| -> Result<String> {
-            let Some(item) = store.failed_item(id)? else {
-                bail!("not a failed item (see `eingang status` and the .error.txt notes)");
-            };
-            let Some(source) = sources.iter().find(|s| s.name() == item.source) else {
-                bail!("its source {:?} is not in the config", item.source);
-            };
-            let back = runtime.block_on(source.put_back(&item))?;
-            store.mark_reprocessed(id)?;
-            Ok(back)
-        })();
-        match result {
+        match runtime.block_on(crate::source::reprocess(&sources, &intake, id)) {
             Ok(place) => println!("item {id}: put back into {place}"),
             Err(e) => {
-                eprintln!("error: item {id}: {e:#}");
+                eprintln!("error: item {id}: {e}");
                 code = 1;
             }
         }
@@ -495,9 +490,9 @@ fn run(config: &Config, embedded: bool) -> Result<i32> {
         tracing::warn!("no [notify] section: failures are logged only");
     }
     // A store that cannot open is fatal for the daemon: exit 2, like a bad config.
-    let cx = Arc::new(context(config).map_err(|e| BadConfig(vec![format!("{e:#}")]))?);
-    let notifier = Notifier::new(config, cx.clone())
+    let intake = intake(config).map_err(|e| BadConfig(vec![format!("{e:#}")]))?;
+    let notifier = Notifier::new(config, intake.store().clone())
         .map_err(|e| BadConfig(vec![format!("config: notify: {e}")]))?;
-    runtime()?.block_on(crate::daemon::run(sources, cx, notifier))?;
+    runtime()?.block_on(crate::daemon::run(sources, intake, notifier))?;
     Ok(0)
 }

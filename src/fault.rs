@@ -2,7 +2,9 @@
 //! process with SIGKILL when it reaches that point; `EINGANG_FAULT=parse:<name>` when it starts
 //! to parse the item of that name. Without the feature every call is a no-op. Points:
 //! `after_commit`, `after_move` (sources), `after_send_before_mark` (notify: the SMTP server
-//! took a notice, the outbox does not know yet).
+//! took a notice, the outbox does not know yet). `EINGANG_FAULT=panic:<point>:<n>` panics at a
+//! `panic_point` the first n times it is reached in the process (`mid_pass`: a source task
+//! between a batch's commit and its move), for the daemon's supervisor.
 
 /// Kills the process here when `EINGANG_FAULT` names this point.
 #[cfg(feature = "fault-points")]
@@ -17,6 +19,26 @@ pub fn point(name: &str) {
 pub fn parsing(item_name: &str) {
     if std::env::var("EINGANG_FAULT").is_ok_and(|v| v.strip_prefix("parse:") == Some(item_name)) {
         kill();
+    }
+}
+
+/// Panics here the first n times when `EINGANG_FAULT` is `panic:<name>:<n>`.
+#[cfg(feature = "fault-points")]
+pub fn panic_point(name: &str) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static HITS: AtomicU32 = AtomicU32::new(0);
+    let Ok(value) = std::env::var("EINGANG_FAULT") else {
+        return;
+    };
+    let Some((point, times)) = value
+        .strip_prefix("panic:")
+        .and_then(|rest| rest.rsplit_once(':'))
+    else {
+        return;
+    };
+    let times: u32 = times.parse().unwrap_or(0);
+    if point == name && HITS.fetch_add(1, Ordering::Relaxed) < times {
+        panic!("fault point {name}");
     }
 }
 
@@ -35,3 +57,7 @@ pub fn point(_name: &str) {}
 /// No-op without the `fault-points` feature.
 #[cfg(not(feature = "fault-points"))]
 pub fn parsing(_item_name: &str) {}
+
+/// No-op without the `fault-points` feature.
+#[cfg(not(feature = "fault-points"))]
+pub fn panic_point(_name: &str) {}

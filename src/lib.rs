@@ -8,21 +8,35 @@
 //! source ─▶ route ─▶ extract ─▶ parse ─▶ validate ─▶ store ─▶ dispose ─▶ notify
 //! ```
 //!
+//! Where each step lives, following one item from arrival to its stored outcome and its
+//! moved file:
+//!
+//! - `source`: where items come from and go back to. `source::pass` is the one loop every
+//!   kind of source runs, in the order the promises rest on: reconcile what a crash left
+//!   (`source::reconcile` decides, purely), list the inbox, then per batch fetch → accept →
+//!   move → record, three batches in flight. The kinds are protocol adapters behind
+//!   `source::Inbox` (list, fetch, move, locate; plus put back and check): `dir` (drop
+//!   folders), `ftp` (FTP/FTPS servers), `imap` (mailboxes: IDLE, batched fetch and moves);
+//!   `settle` decides when a listed file is complete, `tls` verifies servers.
+//! - `intake`: the one front door to the store for items: `accept` (commit outcomes),
+//!   `placed` (where each item lies now), `unfinished` (what a crash left). Async at its
+//!   boundary, blocking work on the blocking pool inside.
 //! - `item`: the raw bytes of a message or file, where it lies, its key (sha256).
-//! - `pipeline`: one batch of items from bytes to committed outcomes; reads like the flow.
+//! - `pipeline`: what `accept` runs for one batch: ledger → route → extract → parse →
+//!   validate → store; reads like the flow.
 //! - `route` (1): which supplier: sender, file name, source binding.
 //! - `extract` (2): MIME → attachments, nested `message/rfc822` too, raw bytes kept.
-//! - `format` (3): bytes → documents: `sniff`, `xml`, `cxml`, `opentrans`, `ubl` for the
-//!   built-in standards; `table`, `csv_table`, `xlsx_table` for supplier formats from TOML.
+//! - `format` (3): bytes → documents: `standard` (which standard, by content) with `xml`,
+//!   `cxml`, `opentrans`, `ubl`; `table`, `csv_table`, `xlsx_table` for supplier formats from
+//!   TOML.
 //! - `model` (4): the document types, canonical decimals, validation.
-//! - `store` (5): the SQLite ledger: items, documents, lines, outbox, migrations.
+//! - `store` (5): the SQLite ledger: items with their outcome and place, documents, lines,
+//!   outbox, source health (`source_state`), migrations.
 //! - `disposition` (6): outcome → archive or error, decided in one place.
 //! - `notify` (7): the outbox worker: notices by SMTP to the source's group or the admins,
 //!   source down and up alerts, bursts as one summary; `text` holds every wording.
-//! - `source`: where items come from and go back to: `dir` (drop folders), `ftp` (FTP/FTPS
-//!   servers), `imap` (mailboxes: IDLE, batched fetch and moves); `settle` decides when a
-//!   listed file is complete, `tls` verifies servers.
-//! - `daemon`, `schedule`: sources watched on their schedules until a signal.
+//! - `daemon`, `schedule`, `stop`: sources watched on their schedules under a supervisor that
+//!   restarts a task that died, until the one stop signal.
 //! - `config`, `cli`, `error`, `fault`: the edges.
 
 pub mod cli;
@@ -33,6 +47,7 @@ pub mod error;
 pub mod extract;
 pub mod fault;
 pub mod format;
+pub mod intake;
 pub mod item;
 pub mod model;
 pub mod notify;
@@ -40,4 +55,5 @@ pub mod pipeline;
 pub mod route;
 pub mod schedule;
 pub mod source;
+pub mod stop;
 pub mod store;

@@ -3,6 +3,7 @@
 //! returns, so an item leaves its inbox only once its outcome is committed.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 
 use crate::error::Reject;
 use crate::extract::{self, Envelope};
@@ -20,7 +21,7 @@ pub struct Context {
     /// Size, depth and row limits.
     pub limits: Limits,
     /// The ledger.
-    pub store: Store,
+    pub store: Arc<Store>,
 }
 
 /// The result of parsing one item, before it is stored.

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use eingang::error::Reject;
-use eingang::format::sniff::parse_standard;
+use eingang::format::standard;
 use eingang::format::{Attachment, Limits, Parsed};
 use eingang::model::{self, Document};
 
@@ -66,7 +66,7 @@ fn parse(name: &str, bytes: &[u8]) -> Option<Result<Parsed, Reject>> {
         content_type: None,
         bytes: bytes.to_vec(),
     };
-    parse_standard(&attachment, &limits())
+    standard::parse(&attachment, &limits())
 }
 
 /// Every file below `dir`, sorted.

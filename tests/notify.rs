@@ -397,6 +397,65 @@ fn a_source_down_longer_than_down_after_gives_one_down_and_one_up_mail() {
     );
 }
 
+#[cfg(feature = "fault-points")]
+#[test]
+fn a_source_task_that_panics_mid_pass_is_restarted_with_one_down_and_one_up_mail() {
+    let smtp = SmtpServer::start();
+    let ws = workspace(&smtp, "", "down_after = \"2s\"\n");
+    for n in 1..=3 {
+        ws.drop_file(
+            "in",
+            &format!("ls-{n}.xml"),
+            &support::opentrans(&format!("LS-P{n}"), "2"),
+        );
+    }
+    // The source task panics between a batch's commit and its move, three times in a row
+    // (restarted after 1, 2 and 4 s), then works.
+    let log = std::fs::File::create(ws.path("run.log")).unwrap();
+    let mut daemon = ws
+        .command(&["run"], &[("EINGANG_FAULT", "panic:mid_pass:3")])
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let shown_down = wait_until(Duration::from_secs(15), || {
+        stdout(&ws.run(&["status"])).contains("last error: the task failed: fault point mid_pass")
+    });
+    let both = smtp.wait_for(2, Duration::from_secs(40));
+    let drained = wait_until(Duration::from_secs(20), || {
+        ws.files("archiv").len() == 3 && ws.files("in").is_empty()
+    });
+    let extra = wait_until(Duration::from_secs(3), || smtp.received().len() > 2);
+    let alive = daemon.try_wait().unwrap().is_none();
+    let shown_up = stdout(&ws.run(&["status"]));
+    stop(&mut daemon);
+    assert!(alive, "the daemon died with its task");
+    assert!(shown_down, "status never showed the failed task");
+    assert!(
+        log_has(&ws, "task stopped; restarting it"),
+        "no word in the log"
+    );
+    let subjects: Vec<String> = both.iter().map(Received::subject).collect();
+    assert_eq!(subjects.len(), 2, "{subjects:?}");
+    assert!(
+        subjects[0].starts_with("eingang: Quelle drop ausgefallen seit ")
+            && subjects[0].contains("fault point mid_pass"),
+        "{subjects:?}"
+    );
+    assert_eq!(subjects[1], "eingang: Quelle drop funktioniert wieder");
+    assert!(!extra, "a third mail: {:?}", smtp.received().len());
+    assert!(
+        drained,
+        "inbox {:?}, archive {:?}",
+        ws.files("in"),
+        ws.files("archiv")
+    );
+    assert!(shown_up.contains("last error: none"), "{shown_up}");
+    assert_eq!(ws.query_i64("SELECT COUNT(*) FROM documents"), 3);
+    assert_eq!(ws.query_i64("SELECT COUNT(*) FROM items"), 3);
+    assert!(ws.files("fehler").is_empty(), "{:?}", ws.files("fehler"));
+}
+
 #[test]
 fn a_subject_with_an_injected_crlf_stays_one_header() {
     let smtp = SmtpServer::start();

@@ -8,7 +8,7 @@
 pub mod csv_table;
 pub mod cxml;
 pub mod opentrans;
-pub mod sniff;
+pub mod standard;
 pub mod table;
 pub mod ubl;
 pub mod xlsx_table;
@@ -203,7 +203,7 @@ pub fn parse(
     supplier: Option<&TableFormat>,
     limits: &Limits,
 ) -> Result<Parsed, Reject> {
-    if let Some(result) = sniff::parse_standard(attachment, limits) {
+    if let Some(result) = standard::parse(attachment, limits) {
         return result;
     }
     match supplier {

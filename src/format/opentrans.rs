@@ -4,7 +4,7 @@
 //! INTERNATIONAL_PID, DESCRIPTION_SHORT, ORDER_UNIT) comes from BMEcat 2005 and carries its
 //! namespace, under whatever prefix (`bmecat:`, `bme:`, `bm:`, or a default namespace).
 
-use super::sniff::OPENTRANS as OT;
+use super::standard::OPENTRANS as OT;
 use super::xml::{self, Element};
 use crate::error::Reject;
 use crate::model::{DeliveryLine, DeliveryNote, Document};

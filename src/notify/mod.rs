@@ -29,13 +29,12 @@ use lettre::message::header::{
     ContentTransferEncoding, ContentType, Header, HeaderName, HeaderValue,
 };
 use lettre::message::{Attachment, Body, Mailbox, Message, MultiPart, SinglePart};
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::{Config, NotifyConfig};
 use crate::fault;
-use crate::pipeline::Context;
 use crate::source::CheckLine;
+use crate::stop::Stop;
 use crate::store::outbox::{Finished, Notice, NoticeKind, RejectedItem, stamp};
 use crate::store::{self, Store};
 use smtp::{Mailer, Session};
@@ -89,9 +88,6 @@ pub enum Error {
         /// What failed.
         why: String,
     },
-    /// A store task ended abnormally.
-    #[error("notify: the store task stopped: {0}")]
-    Join(String),
 }
 
 /// What a delivery after `eingang sync` did.
@@ -115,7 +111,7 @@ struct Smtp {
 
 /// The outbox worker.
 pub struct Notifier {
-    cx: Arc<Context>,
+    store: Arc<Store>,
     sources: Vec<String>,
     groups: HashMap<String, Vec<Address>>,
     language: Language,
@@ -192,7 +188,7 @@ fn kind_name(kind: &NoticeKind) -> &'static str {
 impl Notifier {
     /// A notifier for the configured sources; log only without `[notify]`. Fails only when the
     /// `ca_file` cannot be read or an address does not parse (the config check covers both).
-    pub fn new(config: &Config, cx: Arc<Context>) -> Result<Notifier, Error> {
+    pub fn new(config: &Config, store: Arc<Store>) -> Result<Notifier, Error> {
         let mut groups = HashMap::new();
         for source in &config.sources {
             if !source.notify.is_empty() {
@@ -202,7 +198,7 @@ impl Notifier {
         let smtp = config.notify.as_ref().map(smtp_target).transpose()?;
         let notify = config.notify.as_ref();
         Ok(Notifier {
-            cx,
+            store,
             sources: config.sources.iter().map(|s| s.name.clone()).collect(),
             groups,
             language: notify.map_or(Language::De, |n| Language::of(&n.language)),
@@ -215,11 +211,11 @@ impl Notifier {
     /// Runs until `stop`: a round every second while all goes well; while the SMTP server
     /// fails, rounds back off from 1 s, doubling, to a cap. The notice in hand is finished
     /// before it stops.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(&self, stop: Stop) {
         let mut backoff = BACKOFF_START;
         loop {
             let flag = stop.clone();
-            let wait = match self.round(&move || *flag.borrow()).await {
+            let wait = match self.round(&move || flag.is_set()).await {
                 (_, None) => {
                     backoff = BACKOFF_START;
                     POLL
@@ -231,11 +227,7 @@ impl Notifier {
                     wait
                 }
             };
-            tokio::select! {
-                _ = stop.changed() => return,
-                _ = tokio::time::sleep(wait) => {}
-            }
-            if *stop.borrow() {
+            if stop.sleep(wait).await {
                 return;
             }
         }
@@ -280,11 +272,7 @@ impl Notifier {
         &self,
         f: impl FnOnce(&Store) -> Result<T, store::Error> + Send + 'static,
     ) -> Result<T, Error> {
-        let cx = self.cx.clone();
-        tokio::task::spawn_blocking(move || f(&cx.store))
-            .await
-            .map_err(|e| Error::Join(e.to_string()))?
-            .map_err(Error::Store)
+        self.store.call(f).await.map_err(Error::Store)
     }
 
     /// One round: health notices, bursts, then every due notice in order. Returns how many

@@ -8,18 +8,22 @@ use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use super::reconcile::{Seen, Wanted};
 use super::settle::Settling;
-use super::{Error, PassReport};
+use super::{BatchLimits, Disposed, Error, Fetched, Inbox, Listing, Move};
 use crate::config::DirConfig;
 use crate::disposition::Disposition;
 use crate::item::{Item, ItemKey, ItemKind, Origin};
-use crate::pipeline::{self, Context};
+use crate::store::Place;
 
-/// Items handled per store transaction.
-const BATCH: usize = 256;
+/// Items handled per store transaction; a drop folder has no download to bound.
+const BATCH: BatchLimits = BatchLimits {
+    items: 256,
+    bytes: u64::MAX,
+};
 
 /// One drop folder with its archive and error folders.
 #[derive(Debug)]
@@ -28,8 +32,6 @@ pub struct DirSource {
     pub name: String,
     /// Folders and timings.
     pub config: DirConfig,
-    /// The supplier every table file here belongs to, if bound.
-    pub supplier: Option<String>,
     /// Size and mtime of each file, and since when they are unchanged.
     settling: Settling<PathBuf>,
     /// The inotify watcher and its event channel, made on the first wait.
@@ -39,22 +41,46 @@ pub struct DirSource {
 
 /// A file in the inbox as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Entry {
+pub struct Entry {
     path: PathBuf,
     name: String,
     size: u64,
     modified: SystemTime,
 }
 
+impl super::Entry for Entry {
+    fn key(&self) -> String {
+        self.path.display().to_string()
+    }
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+}
+
+/// The drop folder opened for one pass. File-system calls run on the blocking pool.
+#[derive(Debug)]
+pub struct DirInbox {
+    source: Arc<DirSource>,
+}
+
 impl DirSource {
     /// A drop-folder source.
-    pub fn new(name: String, config: DirConfig, supplier: Option<String>) -> DirSource {
+    pub fn new(name: String, config: DirConfig) -> DirSource {
         DirSource {
             name,
             settling: Settling::new(config.settle),
             config,
-            supplier,
             events: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Opens the folder for a pass.
+    pub fn open(self: &Arc<Self>) -> DirInbox {
+        DirInbox {
+            source: self.clone(),
         }
     }
 
@@ -94,48 +120,12 @@ impl DirSource {
         self.list().map(|l| l.len()).unwrap_or(0)
     }
 
-    /// One pass: every settled file in the inbox is handled and moved. Returns after the
-    /// folder has no settled file left, or when `stop` is set (between batches).
-    pub fn pass(&self, cx: &Context, stop: &AtomicBool) -> Result<PassReport, Error> {
-        self.reconcile(cx)?;
-        let mut report = PassReport::default();
-        loop {
-            let (ready, waiting) = self.settled(self.list()?);
-            report.waiting = waiting;
-            if ready.is_empty() || stop.load(Ordering::Relaxed) {
-                return Ok(report);
-            }
-            for chunk in ready.chunks(BATCH) {
-                self.handle_chunk(chunk, cx, &mut report)?;
-                if stop.load(Ordering::Relaxed) {
-                    return Ok(report);
-                }
-            }
-        }
-    }
-
-    /// A pass that also waits for files still being written, until none is left waiting:
-    /// `eingang sync` handles every file that is complete.
-    pub fn pass_until_settled(&self, cx: &Context, stop: &AtomicBool) -> Result<PassReport, Error> {
-        let mut total = PassReport::default();
-        loop {
-            let report = self.pass(cx, stop)?;
-            total.imported += report.imported;
-            total.rejected += report.rejected;
-            match self.time_to_settle() {
-                Some(wait) if report.waiting > 0 && !stop.load(Ordering::Relaxed) => {
-                    std::thread::sleep(wait)
-                }
-                _ => return Ok(total),
-            }
-        }
-    }
-
     /// Waits at most `limit` (less while a file is settling) for a file-system event in the
     /// inbox. Events are hints only: the caller rescans after the wait either way, because
     /// events are lost on queue overflow and never arrive from network mounts.
     pub async fn wait_for_news(&self, limit: Duration) {
         let limit = self
+            .settling
             .time_to_settle()
             .map_or(limit, |settle| settle.min(limit));
         let mut events = self.events.lock().await;
@@ -152,11 +142,6 @@ impl DirSource {
             }
             None => tokio::time::sleep(limit).await,
         }
-    }
-
-    /// How long until the next waiting file may have settled (`None`: nothing waits).
-    pub fn time_to_settle(&self) -> Option<Duration> {
-        self.settling.time_to_settle()
     }
 
     fn list(&self) -> Result<Vec<Entry>, Error> {
@@ -189,92 +174,6 @@ impl DirSource {
         Ok(entries)
     }
 
-    /// Splits the listing into files whose size and mtime stayed the same for the settle
-    /// time, and the count of those still settling.
-    fn settled(&self, entries: Vec<Entry>) -> (Vec<Entry>, usize) {
-        self.settling
-            .split(entries, |e| (e.path.clone(), e.size, e.modified))
-    }
-
-    fn handle_chunk(
-        &self,
-        chunk: &[Entry],
-        cx: &Context,
-        report: &mut PassReport,
-    ) -> Result<(), Error> {
-        let mut items = Vec::with_capacity(chunk.len());
-        let mut paths = Vec::with_capacity(chunk.len());
-        let mut keys = HashSet::new();
-        for entry in chunk {
-            let Some(item) = self.fetch(entry, cx.limits.max_item_bytes)? else {
-                continue;
-            };
-            // Two copies of the same bytes in one batch: the second waits for the next round,
-            // where the ledger knows the first.
-            if keys.insert(item.key().clone()) {
-                paths.push(entry.path.clone());
-                items.push(item);
-            }
-        }
-        if items.is_empty() {
-            return Ok(());
-        }
-        let outcomes = pipeline::handle_batch(&items, self.supplier.as_deref(), cx)?;
-        let mut disposed = Vec::with_capacity(outcomes.len());
-        for ((path, item), outcome) in paths.iter().zip(&items).zip(&outcomes) {
-            let disposition = Disposition::of(outcome);
-            let place = self.dispose(path, item.name(), &disposition)?;
-            match disposition {
-                Disposition::Archive => {
-                    report.imported += 1;
-                    tracing::info!(source = %self.name, file = %item.name(), to = %place.display(), "item archived");
-                }
-                Disposition::Error { reason, .. } => {
-                    report.rejected += 1;
-                    tracing::warn!(source = %self.name, file = %item.name(), %reason, "item rejected");
-                }
-            }
-            disposed.push((outcome.item_id(), place.display().to_string()));
-        }
-        for dir in [&self.config.archive, &self.config.error] {
-            sync_dir(dir);
-        }
-        crate::fault::point("after_move");
-        cx.store.mark_disposed(&disposed)?;
-        Ok(())
-    }
-
-    /// Finds the items that left the inbox without their move being recorded (a crash between
-    /// the rename and the store update) and records where they lie now. An item still in the
-    /// inbox needs nothing: the pass resumes it from its committed outcome.
-    fn reconcile(&self, cx: &Context) -> Result<(), Error> {
-        let mut found = Vec::new();
-        for item in cx.store.undisposed(&self.name)? {
-            if Path::new(&item.location).exists() {
-                continue;
-            }
-            let Some(folder) =
-                super::moved_to(&self.name, &item, &self.config.archive, &self.config.error)
-            else {
-                found.push((item.item_id, super::VANISHED.to_owned()));
-                continue;
-            };
-            let name = item.file_name.as_deref().unwrap_or_default();
-            let place = find_by_hash(folder, name, &item.sha256)
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| {
-                    format!(
-                        "moved to {} before a crash; not found there",
-                        folder.display()
-                    )
-                });
-            tracing::info!(source = %self.name, file = %name, %place, "recorded a move interrupted by a crash");
-            found.push((item.item_id, place));
-        }
-        cx.store.mark_disposed(&found)?;
-        Ok(())
-    }
-
     /// Reads a settled file. `None` when it changed or vanished since it was listed: it is
     /// still being written, or someone took it.
     fn fetch(&self, entry: &Entry, max_bytes: u64) -> Result<Option<Item>, Error> {
@@ -303,24 +202,39 @@ impl DirSource {
 
     /// Moves a handled file to the archive or error folder under a free name, and writes the
     /// reason beside a failed one. Returns where it lies now.
-    fn dispose(
-        &self,
-        path: &Path,
-        name: &str,
-        disposition: &Disposition,
-    ) -> Result<PathBuf, Error> {
+    fn dispose(&self, entry: &Entry, disposition: &Disposition) -> Result<PathBuf, Error> {
         let dir = match disposition {
             Disposition::Archive => &self.config.archive,
             Disposition::Error { .. } => &self.config.error,
         };
         fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let target = move_without_overwrite(path, dir, name)?;
+        let target = move_without_overwrite(&entry.path, dir, &entry.name)?;
         if let Disposition::Error { item_id, reason } = disposition {
             let note = error_note_path(&target);
-            let text = error_note(name, *item_id, reason);
+            let text = error_note(&entry.name, *item_id, reason);
             write_synced(&note, text.as_bytes()).map_err(|e| Error::io(&note, e))?;
         }
         Ok(target)
+    }
+
+    /// Where an unfinished item is: still in the inbox (the pass meets it again and the
+    /// ledger, by its bytes, knows it), or in the folder its outcome sent it to.
+    fn locate(&self, wanted: &Wanted) -> Seen<Entry> {
+        if Path::new(&wanted.item.location).exists() {
+            return Seen::Listed;
+        }
+        let folder = match &wanted.look_in {
+            Some(Disposition::Archive) => &self.config.archive,
+            Some(Disposition::Error { .. }) => &self.config.error,
+            None => return Seen::Gone,
+        };
+        let name = wanted.item.file_name.as_deref().unwrap_or_default();
+        match find_by_hash(folder, name, &wanted.item.sha256) {
+            Some(path) => Seen::Found(Place::at(path.display().to_string())),
+            None => Seen::NotFound {
+                looked_in: folder.display().to_string(),
+            },
+        }
     }
 
     /// Puts a failed file back into the inbox (for `eingang reprocess`) and removes its
@@ -337,6 +251,93 @@ impl DirSource {
             Err(e) => return Err(Error::io(failed, e)),
         }
         Ok(target)
+    }
+}
+
+impl DirInbox {
+    /// Runs file-system work on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&DirSource) -> T + Send + 'static,
+    ) -> Result<T, Error> {
+        let source = self.source.clone();
+        tokio::task::spawn_blocking(move || f(&source))
+            .await
+            .map_err(|e| Error::Stopped(e.to_string()))
+    }
+}
+
+impl Inbox for DirInbox {
+    type Entry = Entry;
+
+    fn batch_limits(&self) -> BatchLimits {
+        BATCH
+    }
+
+    async fn list(&mut self, tried: &HashSet<String>) -> Result<Listing<Entry>, Error> {
+        let tried = tried.clone();
+        self.blocking(move |source| {
+            let listed: Vec<Entry> = source
+                .list()?
+                .into_iter()
+                .filter(|e| !tried.contains(&super::Entry::key(e)))
+                .collect();
+            let (ready, waiting) = source
+                .settling
+                .split(listed, |e| (e.path.clone(), e.size, e.modified));
+            Ok(Listing {
+                ready,
+                waiting,
+                settle_in: source.settling.time_to_settle(),
+            })
+        })
+        .await?
+    }
+
+    async fn fetch(
+        &mut self,
+        batch: Vec<Entry>,
+        max_item_bytes: u64,
+    ) -> Result<Vec<Fetched<Entry>>, Error> {
+        self.blocking(move |source| {
+            batch
+                .into_iter()
+                .map(|entry| {
+                    let item = source.fetch(&entry, max_item_bytes)?;
+                    Ok(Fetched { entry, item })
+                })
+                .collect()
+        })
+        .await?
+    }
+
+    async fn dispose(&mut self, moves: Vec<Move<Entry>>) -> Disposed {
+        let done = self
+            .blocking(move |source| {
+                let mut disposed = Disposed::default();
+                for m in &moves {
+                    match source.dispose(&m.entry, &m.disposition) {
+                        Ok(path) => disposed
+                            .placed
+                            .push((m.item_id, Place::at(path.display().to_string()))),
+                        Err(e) => disposed.failed.push((m.item_id, e.to_string())),
+                    }
+                }
+                for dir in [&source.config.archive, &source.config.error] {
+                    sync_dir(dir);
+                }
+                disposed
+            })
+            .await;
+        done.unwrap_or_else(|e| Disposed {
+            broken: Some(e),
+            ..Disposed::default()
+        })
+    }
+
+    async fn locate(&mut self, wanted: Vec<Wanted>) -> Result<Vec<Seen<Entry>>, Error> {
+        self.blocking(move |source| wanted.iter().map(|w| source.locate(w)).collect())
+            .await
     }
 }
 

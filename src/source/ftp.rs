@@ -14,8 +14,6 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use suppaftp::list::{File as Listed, ListParser};
@@ -26,13 +24,13 @@ use tokio::io::AsyncReadExt;
 use tokio_rustls::TlsConnector;
 
 use super::dir::{error_note, is_temporary, numbered_name};
+use super::reconcile::{Seen, Wanted};
 use super::settle::Settling;
-use super::{CheckLine, PassReport};
+use super::{BatchLimits, CheckLine, Disposed, Fetched, Inbox, Listing, Move};
 use crate::config::{FtpConfig, TlsMode};
 use crate::disposition::Disposition;
 use crate::item::{Item, ItemKey, ItemKind, KeyHasher, Origin};
-use crate::pipeline::{self, Context};
-use crate::store::{FailedItem, Outcome};
+use crate::store::{FailedItem, Place};
 
 /// TCP connect, greeting and TLS handshake together.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -42,9 +40,11 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 const DATA_TIMEOUT: Duration = Duration::from_secs(60);
 /// `QUIT` is a courtesy: the pass's result does not depend on it.
 const QUIT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Files per batch, and the listed bytes a batch holds in memory at most.
-const BATCH_FILES: usize = 16;
-const BATCH_BYTES: u64 = 64 * 1024 * 1024;
+/// Files per batch, and the bytes a batch holds in memory at most.
+const BATCH: BatchLimits = BatchLimits {
+    items: 16,
+    bytes: 64 * 1024 * 1024,
+};
 /// Read size on the data channel.
 const CHUNK_BYTES: usize = 64 * 1024;
 /// How many numbered names (`ls-2.xml`, …) a move tries before it gives up.
@@ -68,6 +68,14 @@ pub enum Error {
     Login {
         /// The login name.
         user: String,
+        /// The server's reply.
+        why: String,
+    },
+    /// The server refused a command (a 4xx or 5xx reply); the connection is fine.
+    #[error("{what}: {why}")]
+    Refused {
+        /// The command and its path.
+        what: String,
         /// The server's reply.
         why: String,
     },
@@ -104,17 +112,35 @@ pub enum Error {
 pub struct FtpSource {
     name: String,
     config: FtpConfig,
-    supplier: Option<String>,
     settling: Settling<String>,
 }
 
 /// A file or folder as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Entry {
+pub struct Entry {
     name: String,
     size: u64,
     modified: SystemTime,
     is_file: bool,
+}
+
+impl super::Entry for Entry {
+    fn key(&self) -> String {
+        self.name.clone()
+    }
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+}
+
+/// The server's inbox opened for one pass: a logged-in session.
+pub struct FtpInbox<'a> {
+    source: &'a FtpSource,
+    session: Session,
+    taken: Taken,
 }
 
 /// What a download kept: the bytes, or only their key when there were more than the limit.
@@ -147,163 +173,36 @@ struct Taken(HashMap<String, HashSet<String>>);
 
 impl FtpSource {
     /// An FTP source.
-    pub fn new(name: String, config: FtpConfig, supplier: Option<String>) -> FtpSource {
+    pub fn new(name: String, config: FtpConfig) -> FtpSource {
         FtpSource {
             settling: Settling::new(config.settle),
             name,
             config,
-            supplier,
         }
     }
 
-    /// One pass: every settled file in the inbox is downloaded, handled and moved. Returns when
-    /// no settled file is left (with `wait_for_writers`, when none is still being written
-    /// either), or when `stop` is set (between batches).
-    pub async fn pass(
-        &self,
-        cx: &Arc<Context>,
-        stop: &AtomicBool,
-        wait_for_writers: bool,
-    ) -> Result<PassReport, super::Error> {
+    /// Connects, logs in and checks that the three folders are there.
+    pub async fn open(&self) -> Result<FtpInbox<'_>, Error> {
         let mut session = self.connect().await?;
-        let result = self.pass_in(&mut session, cx, stop, wait_for_writers).await;
-        session.quit().await;
-        result
-    }
-
-    async fn pass_in(
-        &self,
-        session: &mut Session,
-        cx: &Arc<Context>,
-        stop: &AtomicBool,
-        wait_for_writers: bool,
-    ) -> Result<PassReport, super::Error> {
-        let remote = &self.config.remote;
         for (role, folder) in self.folders() {
             // vsftpd answers LIST of a missing folder with an empty listing: ask for it.
-            if !session.has_folder(folder).await? {
-                return Err(Error::MissingFolder {
-                    role,
-                    path: folder.clone(),
+            match session.has_folder(folder).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    session.quit().await;
+                    return Err(Error::MissingFolder {
+                        role,
+                        path: folder.clone(),
+                    });
                 }
-                .into());
+                Err(e) => return Err(e),
             }
         }
-        let mut listing = session.list(&remote.inbox).await?;
-        self.reconcile(session, cx, &listing).await?;
-        let mut taken = Taken::default();
-        let mut report = PassReport::default();
-        let mut waited = false;
-        loop {
-            let mut files: Vec<Entry> = listing
-                .into_iter()
-                .filter(|e| e.is_file && !is_temporary(&e.name))
-                .collect();
-            // Oldest first, as they arrived (servers list in directory order).
-            files.sort_by(|a, b| a.modified.cmp(&b.modified).then(a.name.cmp(&b.name)));
-            let (ready, waiting) = self
-                .settling
-                .split(files, |e: &Entry| (e.name.clone(), e.size, e.modified));
-            report.waiting = waiting;
-            let mut passed_over = false;
-            for chunk in batches(&ready) {
-                passed_over |= self
-                    .handle_chunk(session, chunk, cx, &mut taken, &mut report)
-                    .await?;
-                if stop.load(Ordering::Relaxed) {
-                    return Ok(report);
-                }
-            }
-            if passed_over {
-                // Settled files that changed on download (or twins of a file in the same
-                // batch) start settling again from this listing.
-                listing = session.list(&remote.inbox).await?;
-                continue;
-            }
-            // Files still changing get a second listing after the settle time; the daemon
-            // leaves those that keep changing to its next pass, `sync` waits for them.
-            let wait = match self.settling.time_to_settle() {
-                Some(wait) if wait_for_writers || !waited => wait,
-                _ => return Ok(report),
-            };
-            if stop.load(Ordering::Relaxed) {
-                return Ok(report);
-            }
-            waited = true;
-            tokio::time::sleep(wait).await;
-            listing = session.list(&remote.inbox).await?;
-        }
-    }
-
-    /// Downloads a batch, takes it through the pipeline, and moves each file by its outcome.
-    /// Files moved before a failure are recorded before the failure is returned. Returns
-    /// whether a file of the batch was passed over, to be taken in a later round.
-    async fn handle_chunk(
-        &self,
-        session: &mut Session,
-        chunk: &[Entry],
-        cx: &Arc<Context>,
-        taken: &mut Taken,
-        report: &mut PassReport,
-    ) -> Result<bool, super::Error> {
-        let mut items = Vec::with_capacity(chunk.len());
-        let mut keys = HashSet::new();
-        for entry in chunk {
-            let Some(item) = self.fetch(session, entry, cx.limits.max_item_bytes).await? else {
-                continue;
-            };
-            // Two copies of the same bytes in one batch: the second waits for the next round,
-            // where the ledger knows the first.
-            if keys.insert(item.key().clone()) {
-                items.push(item);
-            }
-        }
-        let passed_over = items.len() < chunk.len();
-        if items.is_empty() {
-            return Ok(passed_over);
-        }
-        let (batch_cx, supplier) = (cx.clone(), self.supplier.clone());
-        let (items, outcomes) = tokio::task::spawn_blocking(move || {
-            let outcomes = pipeline::handle_batch(&items, supplier.as_deref(), &batch_cx);
-            (items, outcomes)
+        Ok(FtpInbox {
+            source: self,
+            session,
+            taken: Taken::default(),
         })
-        .await
-        .map_err(|e| super::Error::Stopped(e.to_string()))?;
-        let outcomes = outcomes?;
-        let mut disposed = Vec::with_capacity(outcomes.len());
-        let mut result = Ok(());
-        for (item, outcome) in items.iter().zip(&outcomes) {
-            let disposition = Disposition::of(outcome);
-            match self
-                .dispose(session, item.name(), &disposition, taken)
-                .await
-            {
-                Ok(place) => {
-                    self.log_disposed(item, outcome, &place, report);
-                    disposed.push((outcome.item_id(), place));
-                }
-                Err(e) => {
-                    result = Err(e.into());
-                    break;
-                }
-            }
-        }
-        crate::fault::point("after_move");
-        store_blocking(cx, move |cx| cx.store.mark_disposed(&disposed)).await?;
-        result.map(|()| passed_over)
-    }
-
-    fn log_disposed(&self, item: &Item, outcome: &Outcome, place: &str, report: &mut PassReport) {
-        match outcome {
-            Outcome::Imported { .. } => {
-                report.imported += 1;
-                tracing::info!(source = %self.name, file = %item.name(), to = %place, "item archived");
-            }
-            Outcome::Rejected { reason, .. } => {
-                report.rejected += 1;
-                tracing::warn!(source = %self.name, file = %item.name(), %reason, "item rejected");
-            }
-        }
     }
 
     /// Downloads a settled file. `None` when it vanished or changed since it was listed: it is
@@ -370,49 +269,13 @@ impl FtpSource {
         Ok(to)
     }
 
-    /// Finds the items that left the inbox without their move being recorded (a crash or a
-    /// broken connection between the rename and the store update) and records where they lie
-    /// now, found by their bytes. An item still in the inbox needs nothing: the pass resumes it
-    /// from its committed outcome.
-    async fn reconcile(
-        &self,
-        session: &mut Session,
-        cx: &Arc<Context>,
-        inbox: &[Entry],
-    ) -> Result<(), super::Error> {
-        let name = self.name.clone();
-        let undisposed = store_blocking(cx, move |cx| cx.store.undisposed(&name)).await?;
-        let listed: HashSet<&str> = inbox.iter().map(|e| e.name.as_str()).collect();
-        let remote = &self.config.remote;
-        let mut found = Vec::new();
-        for item in undisposed {
-            let name = item.file_name.as_deref().unwrap_or_default();
-            if listed.contains(name) {
-                continue;
-            }
-            let Some(folder) = super::moved_to(&self.name, &item, &remote.archive, &remote.error)
-            else {
-                found.push((item.item_id, super::VANISHED.to_owned()));
-                continue;
-            };
-            let place = session
-                .find_by_key(folder, name, &item.sha256)
-                .await?
-                .unwrap_or_else(|| format!("moved to {folder} before a crash; not found there"));
-            tracing::info!(source = %self.name, file = %name, %place, "recorded a move interrupted before its record");
-            found.push((item.item_id, place));
-        }
-        store_blocking(cx, move |cx| cx.store.mark_disposed(&found)).await?;
-        Ok(())
-    }
-
     /// The checks of `eingang check`: connect (with TLS), login, and the three folders, which
     /// are created first when asked.
     pub async fn check(&self, create_folders: bool) -> Vec<CheckLine> {
         let remote = &self.config.remote;
         let mut lines = Vec::new();
         let what = format!("connect {}:{} ({})", remote.host, remote.port, remote.tls);
-        let ftp = match self.open().await {
+        let ftp = match self.open_control().await {
             Ok(ftp) => ftp,
             Err(e) => {
                 lines.push((what, Err(e.to_string())));
@@ -479,13 +342,13 @@ impl FtpSource {
 
     /// Connects and logs in.
     async fn connect(&self) -> Result<Session, Error> {
-        let ftp = self.open().await?;
+        let ftp = self.open_control().await?;
         self.start(ftp).await
     }
 
     /// Opens the control connection, TLS included, to the first address of the host that
     /// answers.
-    async fn open(&self) -> Result<AsyncRustlsFtpStream, Error> {
+    async fn open_control(&self) -> Result<AsyncRustlsFtpStream, Error> {
         let remote = &self.config.remote;
         let server = format!("{}:{}", remote.host, remote.port);
         let connect_error = |why: String| Error::Connect {
@@ -585,6 +448,120 @@ impl FtpSource {
             home,
             has_mlsd,
         })
+    }
+}
+
+impl FtpInbox<'_> {
+    /// Ends the session politely.
+    pub async fn close(self) {
+        self.session.quit().await;
+    }
+}
+
+impl Inbox for FtpInbox<'_> {
+    type Entry = Entry;
+
+    fn batch_limits(&self) -> BatchLimits {
+        BATCH
+    }
+
+    async fn list(&mut self, tried: &HashSet<String>) -> Result<Listing<Entry>, super::Error> {
+        let listing = self.session.list(&self.source.config.remote.inbox).await?;
+        let mut files: Vec<Entry> = listing
+            .into_iter()
+            .filter(|e| e.is_file && !is_temporary(&e.name) && !tried.contains(&e.name))
+            .collect();
+        // Oldest first, as they arrived (servers list in directory order).
+        files.sort_by(|a, b| a.modified.cmp(&b.modified).then(a.name.cmp(&b.name)));
+        let settling = &self.source.settling;
+        let (ready, waiting) =
+            settling.split(files, |e: &Entry| (e.name.clone(), e.size, e.modified));
+        Ok(Listing {
+            ready,
+            waiting,
+            settle_in: settling.time_to_settle(),
+        })
+    }
+
+    async fn fetch(
+        &mut self,
+        batch: Vec<Entry>,
+        max_item_bytes: u64,
+    ) -> Result<Vec<Fetched<Entry>>, super::Error> {
+        let mut fetched = Vec::with_capacity(batch.len());
+        for entry in batch {
+            let item = self
+                .source
+                .fetch(&mut self.session, &entry, max_item_bytes)
+                .await?;
+            fetched.push(Fetched { entry, item });
+        }
+        Ok(fetched)
+    }
+
+    async fn dispose(&mut self, moves: Vec<Move<Entry>>) -> Disposed {
+        let mut disposed = Disposed::default();
+        for m in moves {
+            match self
+                .source
+                .dispose(
+                    &mut self.session,
+                    &m.entry.name,
+                    &m.disposition,
+                    &mut self.taken,
+                )
+                .await
+            {
+                Ok(place) => disposed.placed.push((m.item_id, Place::at(place))),
+                // The server refused this file's move: it stays, the others go on.
+                Err(e @ Error::Refused { .. }) => disposed.failed.push((m.item_id, e.to_string())),
+                Err(e) => {
+                    disposed.broken = Some(e.into());
+                    break;
+                }
+            }
+        }
+        disposed
+    }
+
+    async fn locate(&mut self, wanted: Vec<Wanted>) -> Result<Vec<Seen<Entry>>, super::Error> {
+        let remote = &self.source.config.remote;
+        let listed: HashSet<String> = self
+            .session
+            .list(&remote.inbox)
+            .await?
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        let mut seen = Vec::with_capacity(wanted.len());
+        for w in wanted {
+            let name = w.item.file_name.as_deref().unwrap_or_default();
+            if listed.contains(name) {
+                seen.push(Seen::Listed);
+                continue;
+            }
+            let folder = match &w.look_in {
+                Some(Disposition::Archive) => &remote.archive,
+                Some(Disposition::Error { .. }) => &remote.error,
+                None => {
+                    seen.push(Seen::Gone);
+                    continue;
+                }
+            };
+            seen.push(
+                match self
+                    .session
+                    .find_by_key(folder, name, &w.item.sha256)
+                    .await?
+                {
+                    Some(path) => Seen::Found(Place::at(path)),
+                    None => Seen::NotFound {
+                        looked_in: folder.clone(),
+                    },
+                },
+            );
+        }
+        Ok(seen)
     }
 }
 
@@ -810,9 +787,10 @@ async fn unless_missing<T>(
 }
 
 fn command_error(what: &str, e: &FtpError) -> Error {
-    Error::Command {
-        what: what.to_owned(),
-        why: describe(e),
+    let (what, why) = (what.to_owned(), describe(e));
+    match e {
+        FtpError::UnexpectedResponse(_) => Error::Refused { what, why },
+        _ => Error::Command { what, why },
     }
 }
 
@@ -835,18 +813,6 @@ fn describe(e: &FtpError) -> String {
     }
 }
 
-/// Runs a store call off the async threads (SQLite blocks).
-async fn store_blocking<T: Send + 'static>(
-    cx: &Arc<Context>,
-    call: impl FnOnce(&Context) -> Result<T, crate::store::Error> + Send + 'static,
-) -> Result<T, super::Error> {
-    let cx = cx.clone();
-    tokio::task::spawn_blocking(move || call(&cx))
-        .await
-        .map_err(|e| super::Error::Stopped(e.to_string()))?
-        .map_err(super::Error::from)
-}
-
 fn entry(listed: Listed) -> Entry {
     Entry {
         name: listed.name().to_owned(),
@@ -854,22 +820,6 @@ fn entry(listed: Listed) -> Entry {
         modified: listed.modified(),
         is_file: listed.is_file(),
     }
-}
-
-/// Splits the settled files into batches of at most `BATCH_FILES` files and about
-/// `BATCH_BYTES` listed bytes (one large file makes a batch of its own).
-fn batches(files: &[Entry]) -> Vec<&[Entry]> {
-    let mut out = Vec::new();
-    let (mut start, mut bytes) = (0, 0u64);
-    for (i, entry) in files.iter().enumerate() {
-        if i > start && (i - start == BATCH_FILES || bytes + entry.size > BATCH_BYTES) {
-            out.extend(files.get(start..i));
-            (start, bytes) = (i, 0);
-        }
-        bytes += entry.size;
-    }
-    out.extend(files.get(start..).filter(|rest| !rest.is_empty()));
-    out
 }
 
 /// A path in a folder, `/`-separated as FTP paths are (RFC 959 leaves the syntax to the
@@ -908,23 +858,6 @@ mod tests {
         let mlsd = "type=file;size=77;modify=20261121174856;UNIX.mode=0644; ls-1.xml";
         let e = entry(ListParser::parse_mlsd(mlsd).unwrap());
         assert_eq!((e.name.as_str(), e.size, e.is_file), ("ls-1.xml", 77, true));
-    }
-
-    #[test]
-    fn batches_are_bounded_by_count_and_bytes() {
-        let file = |size| Entry {
-            name: "f".into(),
-            size,
-            modified: SystemTime::UNIX_EPOCH,
-            is_file: true,
-        };
-        let many: Vec<Entry> = (0..40).map(|_| file(1)).collect();
-        let sizes: Vec<usize> = batches(&many).iter().map(|b| b.len()).collect();
-        assert_eq!(sizes, [16, 16, 8]);
-        let big = [file(BATCH_BYTES), file(1), file(BATCH_BYTES - 1), file(1)];
-        let sizes: Vec<usize> = batches(&big).iter().map(|b| b.len()).collect();
-        assert_eq!(sizes, [1, 2, 1]);
-        assert!(batches(&[]).is_empty());
     }
 
     #[test]

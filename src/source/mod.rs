@@ -1,21 +1,154 @@
-//! Where items come from and where they are put back. Each source lists its inbox (the queue:
-//! everything still in it is still to do), fetches items, and disposes of them after their
-//! outcome is committed. Only sources move, rename or delete anything.
+//! Where items come from and where they are put back. Each kind of source is a protocol
+//! adapter behind `Inbox`: it lists its inbox (the queue: everything still in it is still to
+//! do), fetches items, moves them to archive or error as told, finds what a crash left, puts a
+//! failed item back, and checks its server. It neither decides an outcome nor touches the
+//! store: the one loop in `pass` does that, through the intake, in the order the promises rest
+//! on. Only sources move, rename or delete anything.
 
 pub mod dir;
 pub mod ftp;
 pub mod imap;
+pub mod pass;
+pub mod reconcile;
 mod settle;
 pub mod tls;
 
+use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use crate::config::{SourceConfig, SourceKind};
-use crate::pipeline::Context;
+use crate::disposition::Disposition;
+use crate::intake::Intake;
+use crate::item::Item;
 use crate::schedule::Schedule;
-use crate::store::FailedItem;
+use crate::stop::Stop;
+use crate::store::{FailedItem, Place};
+pub use pass::{Mode, Pass, PassReport};
+pub use reconcile::Seen;
+
+/// One entry of an inbox listing: a file, or a message by its UID.
+pub trait Entry: Clone + Send + Sync + 'static {
+    /// What names it in its inbox during one pass (a path, a file name, a UID).
+    fn key(&self) -> String;
+    /// Its size in bytes, as listed.
+    fn size(&self) -> u64;
+    /// A short name for logs: the file name, or the UID.
+    fn name(&self) -> String;
+}
+
+/// What a listing of the inbox found.
+#[derive(Debug)]
+pub struct Listing<E> {
+    /// Entries ready to take, oldest first.
+    pub ready: Vec<E>,
+    /// Entries still being written (not settled yet).
+    pub waiting: usize,
+    /// How long until the next waiting entry may have settled.
+    pub settle_in: Option<Duration>,
+}
+
+impl<E> Listing<E> {
+    /// A listing where everything is ready at once (a mailbox).
+    pub fn ready(ready: Vec<E>) -> Listing<E> {
+        Listing {
+            ready,
+            waiting: 0,
+            settle_in: None,
+        }
+    }
+}
+
+/// One fetched entry: its item, or `None` when it changed or vanished since it was listed
+/// (it waits for a later round).
+#[derive(Debug)]
+pub struct Fetched<E> {
+    /// The entry as listed.
+    pub entry: E,
+    /// Its bytes as an item.
+    pub item: Option<Item>,
+}
+
+/// One move the loop asks for: a decided entry to its archive or error folder.
+#[derive(Debug, Clone)]
+pub struct Move<E> {
+    /// The entry in the inbox.
+    pub entry: E,
+    /// Its ledger row.
+    pub item_id: i64,
+    /// Where it goes, decided from its committed outcome.
+    pub disposition: Disposition,
+}
+
+/// What became of a set of moves.
+#[derive(Debug, Default)]
+pub struct Disposed {
+    /// Moved (confirmed): where each lies now, by ledger row.
+    pub placed: Vec<(i64, Place)>,
+    /// Not moved: they stay in the inbox with their outcome, for a later pass.
+    pub failed: Vec<(i64, String)>,
+    /// The connection broke: the moves not in `placed` or `failed` are unknown, and the pass
+    /// ends once the placed ones are recorded.
+    pub broken: Option<Error>,
+}
+
+/// Batch bounds of a kind of source: one fetch, one store transaction and one move round per
+/// batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// Entries per batch.
+    pub items: usize,
+    /// Bytes to download per batch (entries over the item limit are not downloaded).
+    pub bytes: u64,
+}
+
+/// An open inbox of one source, for one pass: the protocol adapter the loop in `pass` drives.
+/// Every method is one protocol step; none decides an outcome or writes the store.
+pub trait Inbox: Send {
+    /// A listed entry.
+    type Entry: Entry;
+
+    /// The bounds of one batch.
+    fn batch_limits(&self) -> BatchLimits;
+
+    /// Lists the inbox: the entries ready to take, leaving out those in `tried` (already taken
+    /// in this pass).
+    fn list(
+        &mut self,
+        tried: &std::collections::HashSet<String>,
+    ) -> impl Future<Output = Result<Listing<Self::Entry>, Error>> + Send;
+
+    /// Reads a batch. An entry over `max_item_bytes` stands in by its size and key alone.
+    fn fetch(
+        &mut self,
+        batch: Vec<Self::Entry>,
+        max_item_bytes: u64,
+    ) -> impl Future<Output = Result<Vec<Fetched<Self::Entry>>, Error>> + Send;
+
+    /// Moves decided entries to their folders, never over an existing item; a failed move costs
+    /// that entry only.
+    fn dispose(&mut self, moves: Vec<Move<Self::Entry>>) -> impl Future<Output = Disposed> + Send;
+
+    /// Looks for items a crash left unfinished: in the inbox still, or in the folder their
+    /// outcome sends them to (`look_in`, when decided).
+    fn locate(
+        &mut self,
+        wanted: Vec<reconcile::Wanted>,
+    ) -> impl Future<Output = Result<Vec<Seen<Self::Entry>>, Error>> + Send;
+
+    /// A standing note about the server for `status` (`None` clears it), learnt when the inbox
+    /// was opened.
+    fn note(&self) -> Option<&'static str> {
+        None
+    }
+}
+
+/// What the ledger records for an item that left its inbox before it was decided: someone
+/// else took it.
+pub(crate) const VANISHED: &str = "vanished from the inbox before it was handled";
+
+/// One line of `eingang check`: what was checked, and the result.
+pub type CheckLine = (String, Result<(), String>);
 
 /// One configured source, whatever its kind. The daemon and the commands talk to this; each
 /// kind keeps its protocol in its own module.
@@ -33,32 +166,6 @@ enum Kind {
     Imap(Box<imap::ImapSource>),
 }
 
-/// What the ledger records for an item that left its inbox before it was decided: someone
-/// else took it.
-pub(crate) const VANISHED: &str = "vanished from the inbox before it was handled";
-
-/// Where an item that left its inbox without its move being recorded (a crash between the
-/// move and the record) must lie now: the archive or the error folder, by its committed
-/// outcome. `None` for an item never decided; that one is logged as vanished.
-pub(crate) fn moved_to<'a, T: ?Sized>(
-    source: &str,
-    item: &crate::store::Undisposed,
-    archive: &'a T,
-    error: &'a T,
-) -> Option<&'a T> {
-    match item.imported {
-        Some(true) => Some(archive),
-        Some(false) => Some(error),
-        None => {
-            tracing::warn!(source, item = %item.location, "{VANISHED}");
-            None
-        }
-    }
-}
-
-/// One line of `eingang check`: what was checked, and the result.
-pub type CheckLine = (String, Result<(), String>);
-
 impl Source {
     /// Builds the source from its config.
     pub fn new(config: SourceConfig) -> Source {
@@ -66,17 +173,14 @@ impl Source {
             SourceKind::Dir(dir) => Kind::Dir(Arc::new(dir::DirSource::new(
                 config.name.clone(),
                 dir.clone(),
-                config.supplier.clone(),
             ))),
             SourceKind::Ftp(ftp) => Kind::Ftp(Box::new(ftp::FtpSource::new(
                 config.name.clone(),
                 ftp.clone(),
-                config.supplier.clone(),
             ))),
             SourceKind::Imap(remote) => Kind::Imap(Box::new(imap::ImapSource::new(
                 config.name.clone(),
                 remote.clone(),
-                config.supplier.clone(),
                 matches!(config.schedule, Schedule::Idle),
             ))),
         };
@@ -88,30 +192,34 @@ impl Source {
         &self.config.name
     }
 
-    /// One pass: every item in the inbox is handled and moved. With `wait_for_writers`, items
-    /// still being written are waited for (`eingang sync`); without, they wait for the next
-    /// pass (the daemon). Stops between batches when `stop` is set.
-    pub async fn pass(
-        self: &Arc<Self>,
-        cx: &Arc<Context>,
-        stop: &Arc<AtomicBool>,
-        wait_for_writers: bool,
-    ) -> Result<PassReport, Error> {
+    /// One pass: every item in the inbox is handled and moved (`Mode::Sync` also waits for
+    /// items still being written). Stops between batches when `stop` is set.
+    pub async fn pass(&self, intake: &Intake, stop: &Stop, mode: Mode) -> Pass {
+        let run = pass::Run {
+            source: self.name(),
+            binding: self.config.supplier.as_deref(),
+            intake,
+            stop,
+            mode,
+        };
         match &self.kind {
-            Kind::Dir(d) => {
-                let (d, cx, stop) = (d.clone(), cx.clone(), stop.clone());
-                tokio::task::spawn_blocking(move || {
-                    if wait_for_writers {
-                        d.pass_until_settled(&cx, &stop)
-                    } else {
-                        d.pass(&cx, &stop)
-                    }
-                })
-                .await
-                .map_err(|e| Error::Stopped(e.to_string()))?
-            }
-            Kind::Ftp(f) => f.pass(cx, stop, wait_for_writers).await,
-            Kind::Imap(i) => i.pass(cx, stop).await,
+            Kind::Dir(d) => run.over(&mut d.open()).await,
+            Kind::Ftp(f) => match f.open().await {
+                Ok(mut inbox) => {
+                    let pass = run.over(&mut inbox).await;
+                    inbox.close().await;
+                    pass
+                }
+                Err(e) => Pass::failed(e.into()),
+            },
+            Kind::Imap(i) => match i.open().await {
+                Ok(mut inbox) => {
+                    let pass = run.over(&mut inbox).await;
+                    i.close(inbox, pass.result.is_ok()).await;
+                    pass
+                }
+                Err(e) => Pass::failed(e.into()),
+            },
         }
     }
 
@@ -148,8 +256,7 @@ impl Source {
     pub fn create_local_folders(&self) -> Result<(), Error> {
         match &self.kind {
             Kind::Dir(d) => d.create_folders(),
-            Kind::Ftp(_) => Ok(()),
-            Kind::Imap(_) => Ok(()),
+            Kind::Ftp(_) | Kind::Imap(_) => Ok(()),
         }
     }
 
@@ -157,8 +264,7 @@ impl Source {
     pub fn waiting_in_inbox(&self) -> Option<usize> {
         match &self.kind {
             Kind::Dir(d) => Some(d.pending_count()),
-            Kind::Ftp(_) => None,
-            Kind::Imap(_) => None,
+            Kind::Ftp(_) | Kind::Imap(_) => None,
         }
     }
 
@@ -176,15 +282,41 @@ impl Source {
     }
 }
 
-/// What one pass over a source did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PassReport {
-    /// Items imported and archived.
-    pub imported: usize,
-    /// Items rejected and moved to the error folder.
-    pub rejected: usize,
-    /// Items seen but not yet settled (still being written); they wait for the next pass.
-    pub waiting: usize,
+/// Why a failed item could not be put back.
+#[derive(Debug, thiserror::Error)]
+pub enum ReprocessError {
+    /// The id names no failed item in its error folder.
+    #[error("not a failed item (see `eingang status` and the .error.txt notes)")]
+    NotFailed,
+    /// Its source is no longer configured.
+    #[error("its source {0:?} is not in the config")]
+    NoSource(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    /// Its source could not put it back.
+    #[error(transparent)]
+    Source(#[from] Error),
+}
+
+/// Puts a failed item back into its source's inbox for another try (after a format fix), and
+/// clears its failure; returns where it lies now.
+pub async fn reprocess(
+    sources: &[Arc<Source>],
+    intake: &Intake,
+    id: i64,
+) -> Result<String, ReprocessError> {
+    let item = intake
+        .failed_item(id)
+        .await?
+        .ok_or(ReprocessError::NotFailed)?;
+    let source = sources
+        .iter()
+        .find(|s| s.name() == item.source)
+        .ok_or_else(|| ReprocessError::NoSource(item.source.clone()))?;
+    let back = source.put_back(&item).await?;
+    intake.put_back(id).await?;
+    Ok(back)
 }
 
 /// A source's failure that is not about one item: the pass stops, items stay, and it is
@@ -205,12 +337,15 @@ pub enum Error {
     /// The FTP server, the network or TLS failed.
     #[error(transparent)]
     Ftp(#[from] ftp::Error),
-    /// The pass's task ended abnormally.
-    #[error("the pass stopped: {0}")]
-    Stopped(String),
     /// The IMAP server could not be reached, refused, or did not confirm a move.
     #[error(transparent)]
     Imap(#[from] imap::Error),
+    /// Items could not be moved; they stay in the inbox with their outcome.
+    #[error("not moved: {0}")]
+    NotMoved(String),
+    /// A blocking task of the source ended abnormally.
+    #[error("the pass stopped: {0}")]
+    Stopped(String),
 }
 
 impl Error {

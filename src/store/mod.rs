@@ -5,15 +5,15 @@
 //! written in the same transaction as the rejection. `synchronous=FULL` and `BEGIN IMMEDIATE`
 //! make a commit durable before the caller moves the item (DESIGN.md, promise 1).
 //!
-//! Blocking by design: callers on the async runtime use `spawn_blocking`.
+//! Blocking by design; `Store::call` runs one call on the blocking pool for async callers.
 
-mod imap;
 pub mod outbox;
 mod schema;
+mod source_state;
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -23,8 +23,6 @@ use crate::error::Reject;
 use crate::extract::Envelope;
 use crate::item::Item;
 use crate::model::{Document, Operation};
-
-pub use imap::Moved;
 
 /// An item whose parse was started this many times without an outcome is set aside.
 pub const MAX_ATTEMPTS: u32 = 3;
@@ -46,6 +44,9 @@ pub enum Error {
         /// This build's version.
         known: usize,
     },
+    /// The blocking task that ran a store call ended abnormally.
+    #[error("store: the store task stopped: {0}")]
+    Task(String),
 }
 
 /// What the ledger already knows about an item's bytes, decided before parsing.
@@ -149,19 +150,44 @@ pub struct SourceCounts {
     pub last_error: Option<String>,
 }
 
-/// An item that was never marked as moved.
+/// An item whose place was never recorded: decided and not moved yet (a crash between commit
+/// and move, or a move that failed), moved without its record (a crash between move and
+/// record), or never decided (a crash during its parse).
 #[derive(Debug, Clone)]
-pub struct Undisposed {
+pub struct Unfinished {
     /// The ledger row.
     pub item_id: i64,
     /// Where it was found.
     pub location: String,
     /// Its file name.
     pub file_name: Option<String>,
-    /// `Some(true)` imported, `Some(false)` rejected, `None` never decided.
-    pub imported: Option<bool>,
+    /// The committed outcome; `None` when it was never decided.
+    pub outcome: Option<Outcome>,
     /// The sha256 of its bytes.
     pub sha256: String,
+    /// Its Message-ID, for finding a message again.
+    pub message_id: Option<String>,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// Where an item lies now, once its source moved it (or where it was left).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    /// A path, a folder, or a sentence saying what became of it.
+    pub at: String,
+    /// Where it lies within that place, e.g. its UIDVALIDITY and UID in an IMAP folder (`v:u`).
+    pub reference: Option<String>,
+}
+
+impl Place {
+    /// A place without a reference inside it.
+    pub fn at(at: impl Into<String>) -> Place {
+        Place {
+            at: at.into(),
+            reference: None,
+        }
+    }
 }
 
 /// A rejected item, as `reprocess` needs it.
@@ -216,6 +242,17 @@ impl Store {
             conn: Mutex::new(conn),
             started: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// Runs one store call on the blocking pool, for callers on the async runtime.
+    pub async fn call<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Store) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))?
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -407,40 +444,54 @@ impl Store {
         Ok(outcomes)
     }
 
-    /// Records where each item lies now (a folder or path); after this the item is done.
-    pub fn mark_disposed(&self, disposed: &[(i64, String)]) -> Result<(), Error> {
-        if disposed.is_empty() {
+    /// Records where each item lies now; after this the item is done.
+    pub fn mark_placed(&self, places: &[(i64, Place)]) -> Result<(), Error> {
+        if places.is_empty() {
             return Ok(());
         }
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
-            let mut update = tx
-                .prepare_cached("UPDATE items SET disposed_at = ?2, archived = ?3 WHERE id = ?1")?;
+            let mut update = tx.prepare_cached(
+                "UPDATE items SET disposed_at = ?2, archived = ?3, archived_ref = ?4 WHERE id = ?1",
+            )?;
             let now = now();
-            for (id, place) in disposed {
-                update.execute(params![id, now, place])?;
+            for (id, place) in places {
+                update.execute(params![id, now, place.at, place.reference])?;
             }
         }
         tx.commit()?;
         Ok(())
     }
 
-    /// Items of a source that were started or decided but never marked as moved: what a crash
-    /// between the move and its record leaves behind.
-    pub fn undisposed(&self, source: &str) -> Result<Vec<Undisposed>, Error> {
+    /// The items of a source whose place was never recorded, oldest first.
+    pub fn unfinished(&self, source: &str) -> Result<Vec<Unfinished>, Error> {
         let conn = self.lock();
         let mut stmt = conn.prepare(
-            "SELECT id, location, file_name, outcome, sha256 FROM items
+            "SELECT id, location, file_name, outcome, reason, sha256, message_id, size FROM items
              WHERE source = ?1 AND disposed_at IS NULL ORDER BY id",
         )?;
         let rows = stmt.query_map([source], |r| {
-            Ok(Undisposed {
-                item_id: r.get(0)?,
+            let item_id: i64 = r.get(0)?;
+            let outcome = match r.get::<_, Option<String>>(3)?.as_deref() {
+                Some("imported") => Some(Outcome::Imported {
+                    item_id,
+                    documents: Vec::new(),
+                }),
+                Some(_) => Some(Outcome::Rejected {
+                    item_id,
+                    reason: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                }),
+                None => None,
+            };
+            Ok(Unfinished {
+                item_id,
                 location: r.get(1)?,
                 file_name: r.get(2)?,
-                imported: r.get::<_, Option<String>>(3)?.map(|o| o == "imported"),
-                sha256: r.get(4)?,
+                outcome,
+                sha256: r.get(5)?,
+                message_id: r.get(6)?,
+                size: u64::try_from(r.get::<_, i64>(7)?).unwrap_or(0),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -539,28 +590,6 @@ impl Store {
             [],
             |r| r.get(0),
         )?)
-    }
-
-    /// Records a pass of a source: `Ok` clears its error, `Err` keeps the text.
-    pub fn record_pass(&self, source: &str, result: Result<(), &str>) -> Result<(), Error> {
-        let conn = self.lock();
-        let now = now();
-        match result {
-            Ok(()) => conn.execute(
-                "INSERT INTO source_state (source, last_ok) VALUES (?1, ?2)
-                 ON CONFLICT(source) DO UPDATE SET last_ok = excluded.last_ok, failing_since = NULL",
-                params![source, now],
-            )?,
-            // `failing_since` keeps the start of an outage, for the one "source down" notice.
-            Err(e) => conn.execute(
-                "INSERT INTO source_state (source, last_error, last_error_at, failing_since) VALUES (?1, ?2, ?3, ?3)
-                 ON CONFLICT(source) DO UPDATE SET last_error = excluded.last_error,
-                   last_error_at = excluded.last_error_at,
-                   failing_since = COALESCE(source_state.failing_since, excluded.failing_since)",
-                params![source, e, now],
-            )?,
-        };
-        Ok(())
     }
 
     /// The rejected, disposed and not yet reprocessed item with this id.

@@ -28,12 +28,14 @@ use async_imap::imap_proto::{AttributeValue, Response, ResponseCode, Status};
 use tokio::time::Instant;
 use tokio_rustls::rustls::ClientConfig;
 
-use super::{CheckLine, Error as SourceError, PassReport};
+use super::reconcile::{Seen, Wanted};
+use super::{
+    BatchLimits, CheckLine, Disposed, Error as SourceError, Fetched, Inbox, Listing, Move,
+};
 use crate::config::RemoteConfig;
 use crate::disposition::Disposition;
 use crate::item::{Item, ItemKey, ItemKind, Origin};
-use crate::pipeline::{self, Context};
-use crate::store::{self, FailedItem, Moved, Store};
+use crate::store::{FailedItem, Place, Unfinished};
 pub use conn::Error;
 use conn::{COMMAND_TIMEOUT, Connection, FETCH_TIMEOUT};
 
@@ -45,10 +47,16 @@ const POLL_INTERVAL: Duration = Duration::from_secs(60);
 /// After a failed IDLE, the pause before the next pass reconnects (the daemon's backoff
 /// takes over if that fails too).
 const IDLE_RETRY: Duration = Duration::from_secs(2);
-/// Messages per batch: one fetch, one store transaction and one move per destination.
-const BATCH_ITEMS: usize = 500;
-/// Bytes per batch, so that a batch of large messages does not fill the memory.
-const BATCH_BYTES: u64 = 8 * 1024 * 1024;
+/// Messages per batch (one fetch, one store transaction and one move per destination), and
+/// bytes per batch, so that a batch of large messages does not fill the memory.
+const BATCH: BatchLimits = BatchLimits {
+    items: 500,
+    bytes: 8 * 1024 * 1024,
+};
+/// A message that arrived while a search ran is announced (EXISTS) but may not be in its
+/// result: a listing looks again this many times at most, should a server announce EXISTS
+/// on every command.
+const RECHECKS: u32 = 3;
 /// What `status` says about a server that cannot expunge selectively.
 const NO_UIDPLUS: &str = "the server cannot expunge selectively (no UIDPLUS, no MOVE): handled messages stay in the inbox flagged \\Deleted \\Seen and are skipped";
 
@@ -73,15 +81,40 @@ struct Link {
 pub struct ImapSource {
     name: String,
     config: Box<RemoteConfig>,
-    supplier: Option<String>,
     keep_connection: bool,
     tls: OnceLock<Result<Arc<ClientConfig>, String>>,
     link: tokio::sync::Mutex<Option<Link>>,
     told_no_uidplus: AtomicBool,
 }
 
+/// A message in the inbox, by its UID (in the inbox's current UIDVALIDITY).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    uid: u32,
+    size: u64,
+}
+
+impl super::Entry for Entry {
+    fn key(&self) -> String {
+        self.uid.to_string()
+    }
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn name(&self) -> String {
+        format!("UID {}", self.uid)
+    }
+}
+
+/// The mailbox opened for one pass: a logged-in link with the inbox selected.
+pub struct ImapInbox<'a> {
+    source: &'a ImapSource,
+    link: Link,
+    validity: u32,
+}
+
 /// Where the moves of one batch ended.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 struct MoveResult {
     /// Confirmed: source UID → the `archived_ref` in the destination, when the server said.
     moved: HashMap<u32, Option<String>>,
@@ -89,37 +122,25 @@ struct MoveResult {
     left: Vec<u32>,
 }
 
-/// A batch whose outcomes are committed and which waits for its move; the bodies are dropped.
-#[derive(Debug)]
-struct Handled {
-    uids: Vec<u32>,
-    names: Vec<String>,
-    outcomes: Vec<store::Outcome>,
-}
-
-impl Handled {
-    fn new(uids: Vec<u32>, items: &[Item], outcomes: Vec<store::Outcome>) -> Handled {
-        Handled {
-            uids,
-            names: items.iter().map(|i| i.name().to_owned()).collect(),
-            outcomes,
-        }
-    }
+/// Where an unfinished item may be in the inbox now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// Not an item of this inbox as configured, or of an earlier UIDVALIDITY and never decided
+    /// (the pass parses it again when it meets its bytes).
+    Elsewhere,
+    /// Its UID now, if it is still there.
+    Uid(u32),
+    /// Of an earlier UIDVALIDITY and not found again by its bytes.
+    Missing,
 }
 
 impl ImapSource {
     /// An IMAP source. With `keep_connection` (the `idle` schedule) the connection stays open
     /// between passes for IDLE; otherwise each pass logs out at its end.
-    pub fn new(
-        name: String,
-        config: RemoteConfig,
-        supplier: Option<String>,
-        keep_connection: bool,
-    ) -> ImapSource {
+    pub fn new(name: String, config: RemoteConfig, keep_connection: bool) -> ImapSource {
         ImapSource {
             name,
             config: Box::new(config),
-            supplier,
             keep_connection,
             tls: OnceLock::new(),
             link: tokio::sync::Mutex::new(None),
@@ -172,15 +193,11 @@ impl ImapSource {
         })
     }
 
-    /// One pass: every message in the inbox is handled and moved. Stops between batches when
-    /// `stop` is set.
-    pub async fn pass(
-        &self,
-        cx: &Arc<Context>,
-        stop: &AtomicBool,
-    ) -> Result<PassReport, SourceError> {
-        let mut slot = self.link.lock().await;
-        let reused = match slot.take() {
+    /// Opens the mailbox for a pass: the connection the last pass left when it still answers,
+    /// else a new one; the inbox selected.
+    pub async fn open(&self) -> Result<ImapInbox<'_>, Error> {
+        let kept = self.link.lock().await.take();
+        let reused = match kept {
             Some(mut link) => link.conn.noop().await.is_ok().then_some(link),
             None => None,
         };
@@ -188,121 +205,36 @@ impl ImapSource {
             Some(link) => link,
             None => {
                 let link = self.open_link().await?;
-                self.note_capabilities(&link, cx).await?;
+                let caps = &link.conn.caps;
+                if !caps.has_move
+                    && !caps.has_uidplus
+                    && !self.told_no_uidplus.swap(true, Ordering::Relaxed)
+                {
+                    tracing::warn!(source = %self.name, "{NO_UIDPLUS}");
+                }
                 link
             }
         };
-        let result = self.pass_on(&mut link, cx, stop).await;
-        // After an error the connection's state is unknown: it is dropped, not reused.
-        if result.is_ok() {
-            if self.keep_connection {
-                *slot = Some(link);
-            } else {
-                link.conn.logout().await;
-            }
-        }
-        result
-    }
-
-    /// Says once in the log, and standing in `status`, that the server cannot expunge
-    /// selectively; clears the note when it can.
-    async fn note_capabilities(&self, link: &Link, cx: &Arc<Context>) -> Result<(), SourceError> {
-        let caps = &link.conn.caps;
-        let lacking = !caps.has_move && !caps.has_uidplus;
-        if lacking && !self.told_no_uidplus.swap(true, Ordering::Relaxed) {
-            tracing::warn!(source = %self.name, "{NO_UIDPLUS}");
-        }
-        let name = self.name.clone();
-        blocking(cx, move |store| {
-            store.set_source_note(&name, lacking.then_some(NO_UIDPLUS))
-        })
-        .await
-    }
-
-    async fn pass_on(
-        &self,
-        link: &mut Link,
-        cx: &Arc<Context>,
-        stop: &AtomicBool,
-    ) -> Result<PassReport, SourceError> {
         let validity = link.conn.select(&link.folders.inbox).await?;
         link.selected = Some(link.folders.inbox.clone());
-        let mut report = PassReport::default();
-        self.reconcile(link, validity, cx, &mut report).await?;
-        let mut tried: HashSet<u32> = HashSet::new();
-        // Bounds the extra looks below, should a server announce EXISTS on every command.
-        let mut rechecks = 3;
-        loop {
-            link.conn.exists_seen = false;
-            // `\Deleted` messages are another client's deletion, or our own handled ones on a
-            // server without UIDPLUS: never ours to take.
-            let found = link.conn.search("UNDELETED").await?;
-            let fresh: Vec<u32> = found.into_iter().filter(|u| !tried.contains(u)).collect();
-            if fresh.is_empty() {
-                // A message that arrived while the search ran is announced (EXISTS) but may
-                // not be in its result: look once more rather than wait for the next IDLE.
-                if link.conn.exists_seen && rechecks > 0 && !stop.load(Ordering::Relaxed) {
-                    rechecks -= 1;
-                    continue;
-                }
-                return Ok(report);
-            }
-            let sizes = self.sizes(&mut link.conn, &fresh).await?;
-            let max = cx.limits.max_item_bytes;
-            let batches = batches(&sizes, max);
-            // Three batches are in flight at once: while batch i is parsed and committed on
-            // the blocking pool, the connection moves batch i-1 (committed already) and
-            // downloads batch i+1, so the server and eingang work at the same time instead of
-            // by turns. A batch is still moved only after its outcomes are committed.
-            let mut committed: Option<Handled> = None;
-            let mut prefetched = None;
-            for (i, batch) in batches.iter().enumerate() {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                tried.extend(batch.iter().map(|(uid, _)| *uid));
-                let bodies = match prefetched.take() {
-                    Some(bodies) => bodies,
-                    None => fetch_bodies(&mut link.conn, &downloads(batch, max)).await?,
-                };
-                let (items, uids, deferred) = self.items_of(batch, bodies, validity, max);
-                for uid in &deferred {
-                    tried.remove(uid);
-                }
-                let next = batches.get(i + 1).filter(|_| !stop.load(Ordering::Relaxed));
-                let previous = committed.take();
-                let (handled, connection) = tokio::join!(
-                    async {
-                        if items.is_empty() {
-                            return Ok(None);
-                        }
-                        self.run_pipeline(items, cx)
-                            .await
-                            .map(|(items, outcomes)| Some(Handled::new(uids, &items, outcomes)))
-                    },
-                    async {
-                        if let Some(previous) = previous {
-                            self.finish_batch(link, previous, cx, &mut report).await?;
-                        }
-                        match next {
-                            Some(next) => Ok(Some(
-                                fetch_bodies(&mut link.conn, &downloads(next, max)).await?,
-                            )),
-                            None => Ok::<_, SourceError>(None),
-                        }
-                    }
-                );
-                // Either failure ends the pass; what was committed and not moved is moved by
-                // UID at the start of the next one.
-                committed = handled?;
-                prefetched = connection?;
-            }
-            if let Some(last) = committed.take() {
-                self.finish_batch(link, last, cx, &mut report).await?;
-            }
-            if stop.load(Ordering::Relaxed) {
-                return Ok(report);
-            }
+        Ok(ImapInbox {
+            source: self,
+            link,
+            validity,
+        })
+    }
+
+    /// Ends a pass: with `keep_connection` the connection stays for IDLE, else it logs out.
+    /// After an error the connection's state is unknown: it is dropped, not reused.
+    pub async fn close(&self, inbox: ImapInbox<'_>, ok: bool) {
+        let link = inbox.link;
+        if !ok {
+            return;
+        }
+        if self.keep_connection {
+            *self.link.lock().await = Some(link);
+        } else {
+            link.conn.logout().await;
         }
     }
 
@@ -334,343 +266,50 @@ impl ImapSource {
             .collect())
     }
 
-    /// The items of a batch from the downloaded bodies (an oversized message stands in by its
-    /// size alone), their UIDs, and the UIDs deferred to the next round: a second copy of the
-    /// same bytes in this batch waits until the ledger knows the first.
-    fn items_of(
+    /// The item of a fetched message (an oversized one stands in by its size alone); `None`
+    /// when the server did not return it.
+    fn item_of(
         &self,
-        batch: &[(u32, u64)],
-        mut bodies: HashMap<u32, Vec<u8>>,
+        entry: &Entry,
+        body: Option<Vec<u8>>,
         validity: u32,
         max: u64,
-    ) -> (Vec<Item>, Vec<u32>, Vec<u32>) {
-        let mut items = Vec::with_capacity(batch.len());
-        let mut uids = Vec::with_capacity(batch.len());
-        let mut keys = HashSet::new();
-        let mut deferred = Vec::new();
-        for &(uid, size) in batch {
-            let origin = Origin {
-                source: self.name.clone(),
-                location: names::location(
-                    &self.config.user,
-                    &self.config.host,
-                    &self.config.inbox,
-                    validity,
-                    uid,
-                ),
-                file_name: None,
-            };
-            let item = if size > max {
-                // Not downloaded: its key stands for this message in this folder, so a
-                // crash after its rejection is committed still finds the rejection.
-                let key = ItemKey::of(format!("oversized {} {size}", origin.location).as_bytes());
-                Item::oversized(key, size, ItemKind::Message, origin)
-            } else {
-                match bodies.remove(&uid) {
-                    Some(bytes) => Item::new(bytes, ItemKind::Message, origin),
-                    None => {
-                        // Expunged by another client since the listing, or the server could
-                        // not give it: it stays where it is for the next pass.
-                        tracing::warn!(source = %self.name, uid, "message not returned by the server; left for the next pass");
-                        continue;
-                    }
-                }
-            };
-            if !keys.insert(item.key().clone()) {
-                deferred.push(uid);
-                continue;
-            }
-            items.push(item);
-            uids.push(uid);
-        }
-        (items, uids, deferred)
-    }
-
-    /// The pipeline on the blocking pool: the batch's outcomes, committed.
-    async fn run_pipeline(
-        &self,
-        items: Vec<Item>,
-        cx: &Arc<Context>,
-    ) -> Result<(Vec<Item>, Vec<store::Outcome>), SourceError> {
-        let (cx, supplier) = (cx.clone(), self.supplier.clone());
-        let (items, outcomes) = tokio::task::spawn_blocking(move || {
-            let outcomes = pipeline::handle_batch(&items, supplier.as_deref(), &cx);
-            (items, outcomes)
-        })
-        .await
-        .map_err(|e| SourceError::Stopped(e.to_string()))?;
-        Ok((items, outcomes?))
-    }
-
-    /// Moves a handled batch by its committed outcomes and records the moves.
-    async fn finish_batch(
-        &self,
-        link: &mut Link,
-        handled: Handled,
-        cx: &Arc<Context>,
-        report: &mut PassReport,
-    ) -> Result<(), SourceError> {
-        let mut to_archive = Vec::new();
-        let mut to_error = Vec::new();
-        for ((uid, name), outcome) in handled
-            .uids
-            .iter()
-            .zip(&handled.names)
-            .zip(&handled.outcomes)
-        {
-            match Disposition::of(outcome) {
-                Disposition::Archive => to_archive.push((*uid, outcome.item_id())),
-                Disposition::Error { reason, .. } => {
-                    tracing::warn!(source = %self.name, uid, item = %name, %reason, "item rejected");
-                    to_error.push((*uid, outcome.item_id()));
-                }
-            }
-        }
-        self.move_and_record(link, &to_archive, &to_error, cx, report)
-            .await
-    }
-
-    /// Moves decided messages, one command per destination, and records the confirmed moves.
-    /// Messages whose move is not confirmed stay in the inbox (their outcome stands) and make
-    /// this an error, so that the pass is retried.
-    async fn move_and_record(
-        &self,
-        link: &mut Link,
-        to_archive: &[(u32, i64)],
-        to_error: &[(u32, i64)],
-        cx: &Arc<Context>,
-        report: &mut PassReport,
-    ) -> Result<(), SourceError> {
-        let mut recorded = Vec::new();
-        let mut problems = Vec::new();
-        for (group, folder, path) in [
-            (to_archive, &link.folders.archive, &self.config.archive),
-            (to_error, &link.folders.error, &self.config.error),
-        ] {
-            if group.is_empty() {
-                continue;
-            }
-            let group_uids: Vec<u32> = group.iter().map(|(uid, _)| *uid).collect();
-            match move_uids(&mut link.conn, &group_uids, folder).await {
-                Ok(result) => {
-                    for (uid, item_id) in group {
-                        if let Some(archived_ref) = result.moved.get(uid) {
-                            recorded.push(Moved {
-                                item_id: *item_id,
-                                folder: path.clone(),
-                                archived_ref: archived_ref.clone(),
-                            });
-                        }
-                    }
-                    if !result.left.is_empty() {
-                        problems.push(format!(
-                            "UIDs {} still in the inbox after the move to {path}",
-                            names::uid_set(&result.left)
-                        ));
-                    }
-                }
-                Err(e) => problems.push(format!("move to {path}: {e}")),
-            }
-        }
-        crate::fault::point("after_move");
-        let archived = recorded
-            .iter()
-            .filter(|m| m.folder == self.config.archive)
-            .count();
-        let rejected = recorded.len() - archived;
-        blocking(cx, move |store| store.mark_moved(&recorded)).await?;
-        report.imported += archived;
-        report.rejected += rejected;
-        if archived + rejected > 0 {
-            tracing::info!(source = %self.name, archived, rejected, "batch moved");
-        }
-        if !problems.is_empty() {
-            return Err(Error::NotMoved(problems.join("; ")).into());
-        }
-        Ok(())
-    }
-
-    /// Finishes what a crash cut off, for items of this inbox the ledger has but never
-    /// recorded as moved. Decided and still in the inbox: moved now by UID, without being
-    /// downloaded again (UIDVALIDITY and UID name one immutable message, RFC 3501 §2.3.1.1).
-    /// Decided and gone: moved before the crash; looked for in its folder and recorded. Still
-    /// there but flagged `\Deleted`: our COPY + STORE ran, the EXPUNGE did not; finished now.
-    /// Never decided: the pass tries it again, or records it as vanished. Items of an earlier
-    /// UIDVALIDITY are found again by their bytes first.
-    async fn reconcile(
-        &self,
-        link: &mut Link,
-        validity: u32,
-        cx: &Arc<Context>,
-        report: &mut PassReport,
-    ) -> Result<(), SourceError> {
-        let name = self.name.clone();
-        let undisposed = blocking(cx, move |store| store.undisposed(&name)).await?;
-        // The locations of this inbox, whatever their UIDVALIDITY (`names::location`).
-        let prefix = format!(
-            "{};UIDVALIDITY=",
-            names::folder_url(&self.config.user, &self.config.host, &self.config.inbox)
-        );
-        let mut mine: Vec<(store::Undisposed, u32)> = Vec::new();
-        let mut stale = Vec::new();
-        for u in undisposed {
-            match names::uid_of_location(&u.location) {
-                Some((v, uid)) if v == validity && u.location.starts_with(&prefix) => {
-                    mine.push((u, uid));
-                }
-                // A row never decided is parsed again when the pass meets its bytes.
-                Some(_) if u.location.starts_with(&prefix) && u.imported.is_some() => {
-                    stale.push(u);
-                }
-                _ => {}
-            }
-        }
-        if mine.is_empty() && stale.is_empty() {
-            return Ok(());
-        }
-        let ids: Vec<i64> = mine
-            .iter()
-            .map(|(u, _)| u.item_id)
-            .chain(stale.iter().map(|u| u.item_id))
-            .collect();
-        let envelopes = blocking(cx, move |store| store.envelopes(&ids)).await?;
-        // The UIDs of an earlier UIDVALIDITY name nothing now: find those messages by bytes.
-        if !stale.is_empty() {
-            tracing::warn!(source = %self.name, items = stale.len(), "the inbox's UIDVALIDITY changed; finding committed messages again by their bytes");
-            let wanted: Vec<(i64, String)> = stale
-                .iter()
-                .map(|u| (u.item_id, u.sha256.clone()))
-                .collect();
-            let found = find_by_bytes(&mut link.conn, &wanted, &envelopes).await?;
-            for u in stale {
-                match found.get(&u.item_id) {
-                    Some(&uid) => mine.push((u, uid)),
-                    // Not in the inbox any more: UID 0, which no message has (UIDs start at 1,
-                    // RFC 3501 §2.3.1.1), makes it one of the gone below.
-                    None => mine.push((u, 0)),
-                }
-            }
-        }
-        let uids: Vec<u32> = mine
-            .iter()
-            .map(|(_, uid)| *uid)
-            .filter(|u| *u > 0)
-            .collect();
-        let (present, flagged): (HashSet<u32>, HashSet<u32>) = if uids.is_empty() {
-            (HashSet::new(), HashSet::new())
-        } else {
-            let set = names::uid_set(&uids);
-            (
-                link.conn
-                    .search(&format!("UID {set}"))
-                    .await?
-                    .into_iter()
-                    .collect(),
-                link.conn
-                    .search(&format!("UID {set} DELETED"))
-                    .await?
-                    .into_iter()
-                    .collect(),
-            )
+    ) -> Option<Item> {
+        let origin = Origin {
+            source: self.name.clone(),
+            location: names::location(
+                &self.config.user,
+                &self.config.host,
+                &self.config.inbox,
+                validity,
+                entry.uid,
+            ),
+            file_name: None,
         };
-        let gone: Vec<(i64, String, bool)> = mine
-            .iter()
-            .filter(|(item, uid)| !present.contains(uid) && item.imported.is_some())
-            .map(|(item, _)| {
-                (
-                    item.item_id,
-                    item.sha256.clone(),
-                    item.imported == Some(true),
-                )
-            })
-            .collect();
-        let found = self.find_moved(link, &gone, &envelopes).await?;
-        let mut recorded = Vec::new();
-        let mut to_expunge = Vec::new();
-        let (mut to_archive, mut to_error) = (Vec::new(), Vec::new());
-        for (item, uid) in &mine {
-            let folder = match item.imported {
-                Some(true) => self.config.archive.clone(),
-                Some(false) => self.config.error.clone(),
-                None if present.contains(uid) => continue, // the pass tries it again
-                None => {
-                    tracing::warn!(source = %self.name, uid, "{}", crate::source::VANISHED);
-                    crate::source::VANISHED.to_owned()
-                }
-            };
-            if present.contains(uid) && !flagged.contains(uid) {
-                match item.imported {
-                    Some(true) => to_archive.push((*uid, item.item_id)),
-                    _ => to_error.push((*uid, item.item_id)),
-                }
-                continue;
+        if entry.size > max {
+            // Not downloaded: its key stands for this message in this folder, so a crash
+            // after its rejection is committed still finds the rejection.
+            let key =
+                ItemKey::of(format!("oversized {} {}", origin.location, entry.size).as_bytes());
+            return Some(Item::oversized(key, entry.size, ItemKind::Message, origin));
+        }
+        match body {
+            Some(bytes) => Some(Item::new(bytes, ItemKind::Message, origin)),
+            None => {
+                // Expunged by another client since the listing, or the server could not give
+                // it: it stays where it is for the next pass.
+                tracing::warn!(source = %self.name, uid = entry.uid, "message not returned by the server; left for the next pass");
+                None
             }
-            if present.contains(uid) {
-                to_expunge.push(*uid);
-            }
-            let archived_ref = found.get(&item.item_id).cloned();
-            let folder =
-                if present.contains(uid) || archived_ref.is_some() || item.imported.is_none() {
-                    folder
-                } else {
-                    format!("moved to {folder} before a crash; not found there")
-                };
-            tracing::info!(source = %self.name, uid, %folder, "recorded a move interrupted by a crash");
-            recorded.push(Moved {
-                item_id: item.item_id,
-                folder,
-                archived_ref,
-            });
         }
-        if !to_expunge.is_empty() && link.conn.caps.has_uidplus {
-            let command = format!("UID EXPUNGE {}", names::uid_set(&to_expunge));
-            link.conn
-                .run("UID EXPUNGE", &command, COMMAND_TIMEOUT, |_| {})
-                .await?;
-        }
-        blocking(cx, move |store| store.mark_moved(&recorded)).await?;
-        if !to_archive.is_empty() || !to_error.is_empty() {
-            tracing::info!(source = %self.name, messages = to_archive.len() + to_error.len(), "moving messages decided before a crash");
-            self.move_and_record(link, &to_archive, &to_error, cx, report)
-                .await?;
-        }
-        Ok(())
     }
 
-    /// Looks for messages that left the inbox before their move was recorded, in the folder
-    /// their outcome sends them to. Returns their `archived_ref` by item; the inbox is
-    /// selected again afterwards.
-    async fn find_moved(
-        &self,
-        link: &mut Link,
-        gone: &[(i64, String, bool)],
-        envelopes: &HashMap<i64, (Option<String>, u64)>,
-    ) -> Result<HashMap<i64, String>, SourceError> {
-        let mut found = HashMap::new();
-        if gone.is_empty() {
-            return Ok(found);
+    /// The folder (as configured and on the server) a disposition sends a message to.
+    fn destination<'f>(&'f self, folders: &'f Folders, to: &Disposition) -> (&'f str, &'f str) {
+        match to {
+            Disposition::Archive => (&self.config.archive, &folders.archive),
+            Disposition::Error { .. } => (&self.config.error, &folders.error),
         }
-        for (imported, folder) in [
-            (true, link.folders.archive.clone()),
-            (false, link.folders.error.clone()),
-        ] {
-            let wanted: Vec<(i64, String)> = gone
-                .iter()
-                .filter(|(_, _, i)| *i == imported)
-                .map(|(id, sha256, _)| (*id, sha256.clone()))
-                .collect();
-            if wanted.is_empty() {
-                continue;
-            }
-            let validity = link.conn.examine(&folder).await?;
-            link.selected = Some(folder.clone());
-            for (item_id, uid) in find_by_bytes(&mut link.conn, &wanted, envelopes).await? {
-                found.insert(item_id, names::archived_ref(validity, uid));
-            }
-        }
-        link.conn.select(&link.folders.inbox).await?;
-        link.selected = Some(link.folders.inbox.clone());
-        Ok(found)
     }
 
     /// Waits (at most `limit`) for new mail: IDLE rounds on the connection the last pass
@@ -803,16 +442,283 @@ impl ImapSource {
     }
 }
 
+impl ImapInbox<'_> {
+    /// Looks for messages that left the inbox before their move was recorded, in the folder
+    /// their outcome sends them to. Returns their `archived_ref` by item; the inbox is
+    /// selected again afterwards.
+    async fn find_moved(
+        &mut self,
+        gone: &[(&Unfinished, bool)],
+    ) -> Result<HashMap<i64, String>, Error> {
+        let mut found = HashMap::new();
+        if gone.is_empty() {
+            return Ok(found);
+        }
+        let link = &mut self.link;
+        for (imported, folder) in [
+            (true, link.folders.archive.clone()),
+            (false, link.folders.error.clone()),
+        ] {
+            let wanted: Vec<&Unfinished> = gone
+                .iter()
+                .filter(|(_, i)| *i == imported)
+                .map(|(item, _)| *item)
+                .collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            let validity = link.conn.examine(&folder).await?;
+            link.selected = Some(folder.clone());
+            for (item_id, uid) in find_by_bytes(&mut link.conn, &wanted).await? {
+                found.insert(item_id, names::archived_ref(validity, uid));
+            }
+        }
+        link.conn.select(&link.folders.inbox).await?;
+        link.selected = Some(link.folders.inbox.clone());
+        Ok(found)
+    }
+
+    /// Where each unfinished item may be in the inbox: by its UID in this UIDVALIDITY, or,
+    /// for a decided one of an earlier UIDVALIDITY (whose UIDs name nothing now), found again
+    /// by its bytes.
+    async fn slots(&mut self, wanted: &[Wanted]) -> Result<Vec<Slot>, Error> {
+        let config = &self.source.config;
+        // The locations of this inbox, whatever their UIDVALIDITY (`names::location`).
+        let prefix = format!(
+            "{};UIDVALIDITY=",
+            names::folder_url(&config.user, &config.host, &config.inbox)
+        );
+        let mut slots = Vec::with_capacity(wanted.len());
+        let mut stale = Vec::new();
+        for w in wanted {
+            let mine = w.item.location.starts_with(&prefix);
+            slots.push(match names::uid_of_location(&w.item.location) {
+                Some((v, uid)) if mine && v == self.validity => Slot::Uid(uid),
+                Some(_) if mine && w.item.outcome.is_some() => {
+                    stale.push(&w.item);
+                    Slot::Missing
+                }
+                _ => Slot::Elsewhere,
+            });
+        }
+        if !stale.is_empty() {
+            tracing::warn!(source = %self.source.name, items = stale.len(), "the inbox's UIDVALIDITY changed; finding committed messages again by their bytes");
+            let found = find_by_bytes(&mut self.link.conn, &stale).await?;
+            for (slot, w) in slots.iter_mut().zip(wanted) {
+                if *slot == Slot::Missing
+                    && let Some(&uid) = found.get(&w.item.item_id)
+                {
+                    *slot = Slot::Uid(uid);
+                }
+            }
+        }
+        Ok(slots)
+    }
+}
+
+impl Inbox for ImapInbox<'_> {
+    type Entry = Entry;
+
+    fn batch_limits(&self) -> BatchLimits {
+        BATCH
+    }
+
+    fn note(&self) -> Option<&'static str> {
+        let caps = &self.link.conn.caps;
+        (!caps.has_move && !caps.has_uidplus).then_some(NO_UIDPLUS)
+    }
+
+    async fn list(&mut self, tried: &HashSet<String>) -> Result<Listing<Entry>, SourceError> {
+        let conn = &mut self.link.conn;
+        let mut rechecks = RECHECKS;
+        loop {
+            conn.exists_seen = false;
+            // `\Deleted` messages are another client's deletion, or our own handled ones on a
+            // server without UIDPLUS: never ours to take.
+            let found = conn.search("UNDELETED").await?;
+            let fresh: Vec<u32> = found
+                .into_iter()
+                .filter(|u| !tried.contains(&u.to_string()))
+                .collect();
+            if fresh.is_empty() {
+                if conn.exists_seen && rechecks > 0 {
+                    rechecks -= 1;
+                    continue;
+                }
+                return Ok(Listing::ready(Vec::new()));
+            }
+            let sizes = self.source.sizes(conn, &fresh).await?;
+            let entries = sizes
+                .into_iter()
+                .map(|(uid, size)| Entry { uid, size })
+                .collect();
+            return Ok(Listing::ready(entries));
+        }
+    }
+
+    async fn fetch(
+        &mut self,
+        batch: Vec<Entry>,
+        max_item_bytes: u64,
+    ) -> Result<Vec<Fetched<Entry>>, SourceError> {
+        let mut bodies =
+            fetch_bodies(&mut self.link.conn, &downloads(&batch, max_item_bytes)).await?;
+        Ok(batch
+            .into_iter()
+            .map(|entry| {
+                let body = bodies.remove(&entry.uid);
+                let item = self
+                    .source
+                    .item_of(&entry, body, self.validity, max_item_bytes);
+                Fetched { entry, item }
+            })
+            .collect())
+    }
+
+    /// One command per destination. Messages whose move is not confirmed stay in the inbox
+    /// (their outcome stands).
+    async fn dispose(&mut self, moves: Vec<Move<Entry>>) -> Disposed {
+        let mut disposed = Disposed::default();
+        let (to_archive, to_error): (Vec<_>, Vec<_>) = moves
+            .into_iter()
+            .partition(|m| m.disposition == Disposition::Archive);
+        for group in [to_archive, to_error] {
+            let Some(first) = group.first() else {
+                continue;
+            };
+            let (path, folder) = self
+                .source
+                .destination(&self.link.folders, &first.disposition);
+            let (path, folder) = (path.to_owned(), folder.to_owned());
+            let uids: Vec<u32> = group.iter().map(|m| m.entry.uid).collect();
+            match move_uids(&mut self.link.conn, &uids, &folder).await {
+                Ok(result) => {
+                    for m in &group {
+                        match result.moved.get(&m.entry.uid) {
+                            Some(reference) => disposed.placed.push((
+                                m.item_id,
+                                Place {
+                                    at: path.clone(),
+                                    reference: reference.clone(),
+                                },
+                            )),
+                            None => disposed.failed.push((
+                                m.item_id,
+                                format!("still in the inbox after the move to {path}"),
+                            )),
+                        }
+                    }
+                }
+                // The server refused (the folder deleted, over quota): these stay.
+                Err(e @ Error::Server { .. }) => {
+                    let why = format!("move to {path}: {e}");
+                    disposed
+                        .failed
+                        .extend(group.iter().map(|m| (m.item_id, why.clone())));
+                }
+                Err(e) => {
+                    disposed.broken = Some(e.into());
+                    break;
+                }
+            }
+        }
+        disposed
+    }
+
+    /// Decided and still in the inbox: moved by UID without being downloaded again
+    /// (UIDVALIDITY and UID name one immutable message, RFC 3501 §2.3.1.1). Decided and gone:
+    /// moved before the crash; looked for in its folder. Still there but flagged `\Deleted`:
+    /// our COPY + STORE ran, the EXPUNGE did not; finished now. Never decided: the pass tries
+    /// it again, or it vanished.
+    async fn locate(&mut self, wanted: Vec<Wanted>) -> Result<Vec<Seen<Entry>>, SourceError> {
+        let slots = self.slots(&wanted).await?;
+        let uids: Vec<u32> = slots
+            .iter()
+            .filter_map(|s| match s {
+                Slot::Uid(u) => Some(*u),
+                _ => None,
+            })
+            .collect();
+        let conn = &mut self.link.conn;
+        let (present, flagged): (HashSet<u32>, HashSet<u32>) = if uids.is_empty() {
+            (HashSet::new(), HashSet::new())
+        } else {
+            let set = names::uid_set(&uids);
+            (
+                conn.search(&format!("UID {set}"))
+                    .await?
+                    .into_iter()
+                    .collect(),
+                conn.search(&format!("UID {set} DELETED"))
+                    .await?
+                    .into_iter()
+                    .collect(),
+            )
+        };
+        let here = |slot: &Slot| match slot {
+            Slot::Uid(u) if present.contains(u) => Some(*u),
+            _ => None,
+        };
+        let to_expunge: Vec<u32> = slots
+            .iter()
+            .zip(&wanted)
+            .filter_map(|(slot, w)| {
+                here(slot).filter(|u| flagged.contains(u) && w.look_in.is_some())
+            })
+            .collect();
+        if !to_expunge.is_empty() && conn.caps.has_uidplus {
+            let command = format!("UID EXPUNGE {}", names::uid_set(&to_expunge));
+            conn.run("UID EXPUNGE", &command, COMMAND_TIMEOUT, |_| {})
+                .await?;
+        }
+        let gone: Vec<(&Unfinished, bool)> = slots
+            .iter()
+            .zip(&wanted)
+            .filter(|(slot, w)| {
+                **slot != Slot::Elsewhere && here(slot).is_none() && w.look_in.is_some()
+            })
+            .map(|(_, w)| (&w.item, w.look_in == Some(Disposition::Archive)))
+            .collect();
+        let found = self.find_moved(&gone).await?;
+        let mut seen = Vec::with_capacity(wanted.len());
+        for (slot, w) in slots.iter().zip(&wanted) {
+            let folder = w
+                .look_in
+                .as_ref()
+                .map(|d| self.source.destination(&self.link.folders, d).0.to_owned());
+            seen.push(match (slot, here(slot), folder) {
+                (Slot::Elsewhere, _, _) => Seen::Elsewhere,
+                (_, Some(_), None) => Seen::Listed,
+                (_, Some(uid), Some(folder)) if flagged.contains(&uid) => {
+                    Seen::Found(Place::at(folder))
+                }
+                (_, Some(uid), Some(_)) => Seen::InInbox(Entry {
+                    uid,
+                    size: w.item.size,
+                }),
+                (_, None, None) => Seen::Gone,
+                (_, None, Some(folder)) => match found.get(&w.item.item_id) {
+                    Some(reference) => Seen::Found(Place {
+                        at: folder,
+                        reference: Some(reference.clone()),
+                    }),
+                    None => Seen::NotFound { looked_in: folder },
+                },
+            });
+        }
+        Ok(seen)
+    }
+}
+
 /// In the selected folder, the UID of each wanted item's message: found by its Message-ID
 /// and confirmed by its size and sha256 (the Message-ID is the sender's and may repeat).
 async fn find_by_bytes(
     conn: &mut Connection,
-    wanted: &[(i64, String)],
-    envelopes: &HashMap<i64, (Option<String>, u64)>,
+    wanted: &[&Unfinished],
 ) -> Result<HashMap<i64, u32>, Error> {
     let mut found = HashMap::new();
-    for (item_id, sha256) in wanted {
-        let Some((Some(message_id), size)) = envelopes.get(item_id) else {
+    for item in wanted {
+        let Some(message_id) = &item.message_id else {
             continue;
         };
         let criteria = format!(
@@ -834,9 +740,9 @@ async fn find_by_bytes(
                     AttributeValue::Uid(u) => Some(*u),
                     _ => None,
                 });
-                let matches = attributes
-                    .iter()
-                    .any(|a| matches!(a, AttributeValue::Rfc822Size(s) if u64::from(*s) == *size));
+                let matches = attributes.iter().any(
+                    |a| matches!(a, AttributeValue::Rfc822Size(s) if u64::from(*s) == item.size),
+                );
                 if let (Some(uid), true) = (uid, matches) {
                     same_size.push(uid);
                 }
@@ -846,54 +752,21 @@ async fn find_by_bytes(
         let bodies = fetch_bodies(conn, &same_size).await?;
         if let Some(uid) = bodies
             .iter()
-            .find(|(_, bytes)| ItemKey::of(bytes).as_str() == sha256)
+            .find(|(_, bytes)| ItemKey::of(bytes).as_str() == item.sha256)
             .map(|(uid, _)| *uid)
         {
-            found.insert(*item_id, uid);
+            found.insert(item.item_id, uid);
         }
     }
     Ok(found)
 }
 
-/// Runs a store call on the blocking pool.
-async fn blocking<T: Send + 'static>(
-    cx: &Arc<Context>,
-    call: impl FnOnce(&Store) -> Result<T, store::Error> + Send + 'static,
-) -> Result<T, SourceError> {
-    let cx = cx.clone();
-    tokio::task::spawn_blocking(move || call(&cx.store))
-        .await
-        .map_err(|e| SourceError::Stopped(e.to_string()))?
-        .map_err(SourceError::from)
-}
-
-/// Splits the listing into batches of at most `BATCH_ITEMS` messages and `BATCH_BYTES` to
-/// download (an oversized message is not downloaded, so it weighs nothing).
-fn batches(sizes: &[(u32, u64)], max_item_bytes: u64) -> Vec<Vec<(u32, u64)>> {
-    let mut out: Vec<Vec<(u32, u64)>> = Vec::new();
-    let mut current = Vec::new();
-    let mut bytes = 0u64;
-    for &(uid, size) in sizes {
-        let weight = if size > max_item_bytes { 0 } else { size };
-        if !current.is_empty() && (current.len() >= BATCH_ITEMS || bytes + weight > BATCH_BYTES) {
-            out.push(std::mem::take(&mut current));
-            bytes = 0;
-        }
-        current.push((uid, size));
-        bytes += weight;
-    }
-    if !current.is_empty() {
-        out.push(current);
-    }
-    out
-}
-
 /// The UIDs of a batch whose bodies are downloaded: all but the oversized ones.
-fn downloads(batch: &[(u32, u64)], max_item_bytes: u64) -> Vec<u32> {
+fn downloads(batch: &[Entry], max_item_bytes: u64) -> Vec<u32> {
     batch
         .iter()
-        .filter(|(_, size)| *size <= max_item_bytes)
-        .map(|(uid, _)| *uid)
+        .filter(|e| e.size <= max_item_bytes)
+        .map(|e| e.uid)
         .collect()
 }
 
@@ -1067,18 +940,37 @@ async fn move_uids(conn: &mut Connection, uids: &[u32], dest: &str) -> Result<Mo
             }
         }
     }
-    let unconfirmed: Vec<u32> = expected
-        .iter()
-        .copied()
-        .filter(|u| !copied.contains_key(u) || !gone_criterion.is_empty())
-        .collect();
+    let flag_only = !gone_criterion.is_empty();
+    let unconfirmed = unconfirmed(&expected, &copied, flag_only);
     let still: HashSet<u32> = if unconfirmed.is_empty() {
         HashSet::new()
     } else {
         let criteria = format!("UID {}{gone_criterion}", names::uid_set(&unconfirmed));
         conn.search(&criteria).await?.into_iter().collect()
     };
-    let expected: HashSet<u32> = expected.into_iter().collect();
+    Ok(confirm(uids, &expected, &copied, &still))
+}
+
+/// The expected UIDs a move cannot count as done without a search: those without a COPYUID,
+/// and all of them when the originals stay flagged (no UIDPLUS), where only the search for
+/// them `UNDELETED` tells.
+fn unconfirmed(expected: &[u32], copied: &HashMap<u32, String>, flag_only: bool) -> Vec<u32> {
+    expected
+        .iter()
+        .copied()
+        .filter(|u| flag_only || !copied.contains_key(u))
+        .collect()
+}
+
+/// Which UIDs a move moved: expected to go, and not found by the search after it (`still`).
+/// A tagged OK is no proof (a repeated `UID MOVE` answers OK too, RFC 6851 §3.3).
+fn confirm(
+    uids: &[u32],
+    expected: &[u32],
+    copied: &HashMap<u32, String>,
+    still: &HashSet<u32>,
+) -> MoveResult {
+    let expected: HashSet<u32> = expected.iter().copied().collect();
     let mut result = MoveResult::default();
     for &uid in uids {
         if expected.contains(&uid) && !still.contains(&uid) {
@@ -1087,7 +979,7 @@ async fn move_uids(conn: &mut Connection, uids: &[u32], dest: &str) -> Result<Mo
             result.left.push(uid);
         }
     }
-    Ok(result)
+    result
 }
 
 #[cfg(test)]
@@ -1095,20 +987,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn batches_are_bounded_by_count_and_bytes() {
-        let many: Vec<(u32, u64)> = (1..=1200).map(|u| (u, 1000)).collect();
-        let b = batches(&many, 50 << 20);
-        assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), [500, 500, 200]);
-        let big = [(1, 5 << 20), (2, 5 << 20), (3, 100 << 20), (4, 1)];
-        let b = batches(&big, 50 << 20);
-        // 5 + 5 MiB exceeds 8 MiB; the oversized one is not downloaded and weighs nothing.
+    fn a_move_counts_once_copyuid_or_the_search_after_it_says_so() {
+        let copied: HashMap<u32, String> = [(1, "9:1".to_owned())].into();
+        // MOVE with COPYUID for 1 only: 2 and 3 need the search; 3 is still there.
+        assert_eq!(unconfirmed(&[1, 2, 3], &copied, false), [2, 3]);
+        let result = confirm(&[1, 2, 3], &[1, 2, 3], &copied, &[3].into());
         assert_eq!(
-            b,
-            vec![
-                vec![(1, 5 << 20)],
-                vec![(2, 5 << 20), (3, 100 << 20), (4, 1)]
-            ]
+            result,
+            MoveResult {
+                moved: [(1, Some("9:1".to_owned())), (2, None)].into(),
+                left: vec![3],
+            }
         );
+        // Without UIDPLUS every original is searched for, even one with COPYUID.
+        assert_eq!(unconfirmed(&[1, 2], &copied, true), [1, 2]);
+        // A UID the fallback never flagged (its COPY gave no COPYUID) is left.
+        let result = confirm(&[1, 2], &[1], &copied, &HashSet::new());
+        assert_eq!(result.left, [2]);
+        assert!(result.moved.contains_key(&1));
     }
 
     #[test]

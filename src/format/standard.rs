@@ -1,6 +1,7 @@
-//! Which standard an attachment is, decided from its content alone: the root element's
-//! namespace and local name (for cXML, the element inside Request/Message/Response). File
-//! names and MIME types play no part, so a `bestellung.txt` holding cXML is still read.
+//! The built-in standards: which one an attachment is, decided from its content alone (the
+//! root element's namespace and local name; for cXML, the element inside
+//! Request/Message/Response), and its documents from the module of that standard. File names
+//! and MIME types play no part, so a `bestellung.txt` holding cXML is still read.
 
 use super::{Attachment, Limits, Parsed, cxml, opentrans, ubl, xml};
 use crate::error::Reject;
@@ -44,7 +45,7 @@ impl Kind {
 /// `Some(Ok(Parsed::Ignored))`: well-formed XML of a kind eingang does not read (or HTML).
 /// `Some(Err)`: broken XML, a refused DTD, a limit, or a malformed value in a document
 /// eingang reads. The documents are not validated for completeness here.
-pub fn parse_standard(attachment: &Attachment, limits: &Limits) -> Option<Result<Parsed, Reject>> {
+pub fn parse(attachment: &Attachment, limits: &Limits) -> Option<Result<Parsed, Reject>> {
     let file = attachment.name.as_str();
     let text = match xml::decode(&attachment.bytes, file)? {
         Ok(text) => text,
@@ -87,7 +88,7 @@ mod tests {
             content_type: None,
             bytes: text.as_bytes().to_vec(),
         };
-        parse_standard(&attachment, &Limits::with_defaults(Default::default()))
+        parse(&attachment, &Limits::with_defaults(Default::default()))
     }
 
     fn ignored(text: &str) -> String {
