@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 
 use crate::config::{Config, SourceKind};
+use crate::escape;
 use crate::format::Registry;
 use crate::intake::Intake;
 use crate::item::{Item, ItemKind, Origin};
@@ -185,12 +186,13 @@ fn item_from_path(path: &Path, source: &str) -> Result<Item> {
 /// `error: <what>: <why>`, naming the item and the supplier; the item's own name is not
 /// repeated when the reason starts with it.
 pub fn rejection_line(item: &str, supplier: Option<&str>, reason: &str) -> String {
+    let (item, reason) = (escape::text(item), escape::text(reason));
     let why = reason
-        .strip_prefix(item)
+        .strip_prefix(&*item)
         .and_then(|r| r.strip_prefix(": "))
-        .unwrap_or(reason);
+        .unwrap_or(&reason);
     match supplier {
-        Some(s) => format!("error: {item} (supplier {s}): {why}"),
+        Some(s) => format!("error: {item} (supplier {}): {why}", escape::text(s)),
         None => format!("error: {item}: {why}"),
     }
 }
@@ -339,10 +341,11 @@ fn status(config: &Config, as_json: bool) -> Result<i32> {
             });
             let pending = c.in_flight + kind.map_or(0, |_| waiting_in(&c.name));
             let note = store.source_note(&c.name).ok().flatten();
+            let left_alone = store.strays(&c.name).unwrap_or_default();
             json!({
                 "name": c.name, "kind": kind, "received": c.received, "archived": c.archived,
                 "failed": c.failed, "pending": pending, "last_ok": c.last_ok, "last_error": c.last_error,
-                "note": note,
+                "note": note, "left_alone": left_alone,
             })
         })
         .collect();
@@ -353,17 +356,24 @@ fn status(config: &Config, as_json: bool) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         for s in &sources {
+            let name = escape::text(s["name"].as_str().unwrap_or_default());
             println!(
-                "{}: received {}, archived {}, failed {}, pending {}, last error: {}",
-                s["name"].as_str().unwrap_or_default(),
+                "{name}: received {}, archived {}, failed {}, pending {}, last error: {}",
                 s["received"],
                 s["archived"],
                 s["failed"],
                 s["pending"],
-                s["last_error"].as_str().unwrap_or("none")
+                escape::text(s["last_error"].as_str().unwrap_or("none"))
             );
             if let Some(note) = s["note"].as_str() {
-                println!("{}: note: {note}", s["name"].as_str().unwrap_or_default());
+                println!("{name}: note: {}", escape::text(note));
+            }
+            for stray in s["left_alone"].as_array().into_iter().flatten() {
+                println!(
+                    "{name}: left alone in the inbox: {} ({})",
+                    escape::text(stray["name"].as_str().unwrap_or_default()),
+                    escape::text(stray["why"].as_str().unwrap_or_default())
+                );
             }
         }
         println!("documents: {documents}");
@@ -396,7 +406,7 @@ fn sync(config: &Config, only: Option<&str>, embedded: bool) -> Result<i32> {
             );
         }
         if let Some(e) = error {
-            eprintln!("error: source {}: {e}", source.name());
+            eprintln!("error: source {}: {}", source.name(), escape::text(&e));
             code = 1;
         }
     }
@@ -421,10 +431,10 @@ fn sync(config: &Config, only: Option<&str>, embedded: bool) -> Result<i32> {
 fn check(config: &Config, create_folders: bool) -> Result<i32> {
     let mut failed = false;
     let mut line = |what: &str, result: Result<(), String>| match result {
-        Ok(()) => println!("{what}: ok"),
+        Ok(()) => println!("{}: ok", escape::text(what)),
         Err(e) => {
             failed = true;
-            println!("{what}: FAILED: {e}");
+            println!("{}: FAILED: {}", escape::text(what), escape::text(&e));
         }
     };
     line(
@@ -461,9 +471,9 @@ fn reprocess(config: &Config, ids: &[i64]) -> Result<i32> {
     let mut code = 0;
     for &id in ids {
         match runtime.block_on(crate::source::reprocess(&sources, &intake, id)) {
-            Ok(place) => println!("item {id}: put back into {place}"),
+            Ok(place) => println!("item {id}: put back into {}", escape::text(&place)),
             Err(e) => {
-                eprintln!("error: item {id}: {e}");
+                eprintln!("error: item {id}: {}", escape::text(&e.to_string()));
                 code = 1;
             }
         }

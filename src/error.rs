@@ -100,6 +100,14 @@ pub enum Reject {
         /// The earlier item's id.
         existing: i64,
     },
+    /// The message is eingang's own notice that came back through a watched mailbox (its
+    /// `X-Eingang-Notice` header and a Message-ID of this store say so); no notice about it,
+    /// so that no loop forms.
+    #[error("eingang's own notice {message_id}, come back through a watched mailbox")]
+    OwnNotice {
+        /// Its Message-ID.
+        message_id: String,
+    },
     /// Parsing this item crashed eingang repeatedly.
     #[error(
         "parsing this item stopped eingang {attempts} times; it is set aside so that others go on"
@@ -141,6 +149,7 @@ impl Reject {
             Reject::Duplicate { .. } => "duplicate",
             Reject::AlreadyImported { .. } => "already imported",
             Reject::Poison { .. } => "crashed the parser",
+            Reject::OwnNotice { .. } => "own notice",
         }
     }
 

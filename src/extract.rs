@@ -28,6 +28,8 @@ pub struct Envelope {
     pub message_id: Option<String>,
     /// The Date header, as RFC 3339.
     pub date: Option<String>,
+    /// Whether it carries `X-Eingang-Notice`, the header of eingang's own notices.
+    pub notice_marker: bool,
 }
 
 /// A message taken apart.
@@ -85,6 +87,7 @@ fn envelope_of(message: &Message<'_>) -> Envelope {
         subject: message.subject().map(str::to_owned),
         message_id: message.message_id().map(str::to_owned),
         date: message.date().map(|d| d.to_rfc3339()),
+        notice_marker: message.header("X-Eingang-Notice").is_some(),
     }
 }
 

@@ -5,6 +5,8 @@
 //! took a notice, the outbox does not know yet). `EINGANG_FAULT=panic:<point>:<n>` panics at a
 //! `panic_point` the first n times it is reached in the process (`mid_pass`: a source task
 //! between a batch's commit and its move), for the daemon's supervisor.
+//! `EINGANG_FAULT=wait:<point>:<ms>` sleeps at a `wait_point` (`before_read`: a drop folder
+//! between its listing and the read of each file), for tests that swap files in that gap.
 
 /// Kills the process here when `EINGANG_FAULT` names this point.
 #[cfg(feature = "fault-points")]
@@ -42,6 +44,22 @@ pub fn panic_point(name: &str) {
     }
 }
 
+/// Sleeps here when `EINGANG_FAULT` is `wait:<name>:<milliseconds>`.
+#[cfg(feature = "fault-points")]
+pub fn wait_point(name: &str) {
+    let Ok(value) = std::env::var("EINGANG_FAULT") else {
+        return;
+    };
+    if let Some((point, ms)) = value
+        .strip_prefix("wait:")
+        .and_then(|rest| rest.rsplit_once(':'))
+        && point == name
+    {
+        let ms = ms.parse().unwrap_or(0);
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
 #[cfg(feature = "fault-points")]
 fn kill() {
     // SAFETY: kill(2) on our own pid has no memory-safety preconditions.
@@ -61,3 +79,7 @@ pub fn parsing(_item_name: &str) {}
 /// No-op without the `fault-points` feature.
 #[cfg(not(feature = "fault-points"))]
 pub fn panic_point(_name: &str) {}
+
+/// No-op without the `fault-points` feature.
+#[cfg(not(feature = "fault-points"))]
+pub fn wait_point(_name: &str) {}

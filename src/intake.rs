@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crate::format::{Limits, Registry};
 use crate::item::Item;
 use crate::pipeline::{self, Context};
+use crate::source::Stray;
 use crate::store::{self, FailedItem, Outcome, Place, Store, Unfinished};
 
 /// The way items reach the store. Cheap to clone: every clone shares one store.
@@ -114,5 +115,20 @@ impl Intake {
             .store
             .call(move |store| store.mark_reprocessed(id))
             .await
+    }
+
+    /// Records what else lies in a source's inbox, as the listing just saw it: one notice for
+    /// each entry seen for the first time; entries gone are forgotten.
+    pub async fn strays(&self, source: &str, strays: Vec<Stray>) -> Result<(), store::Error> {
+        let source = source.to_owned();
+        let new = self
+            .cx
+            .store
+            .call(move |store| store.record_strays(&source, &strays))
+            .await?;
+        for stray in new {
+            tracing::warn!(entry = %stray.name, why = %stray.why, "left alone in the inbox");
+        }
+        Ok(())
     }
 }

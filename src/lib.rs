@@ -44,6 +44,7 @@ pub mod config;
 pub mod daemon;
 pub mod disposition;
 pub mod error;
+pub mod escape;
 pub mod extract;
 pub mod fault;
 pub mod format;

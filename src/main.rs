@@ -6,6 +6,8 @@ use std::io::IsTerminal;
 
 use clap::Parser;
 use eingang::cli::{self, BadConfig, Cli};
+use eingang::escape;
+use tracing_subscriber::field::MakeExt;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -24,12 +26,13 @@ fn main() {
         Ok(code) => code,
         Err(e) if e.is::<BadConfig>() => {
             for line in e.to_string().lines() {
-                eprintln!("error: {line}");
+                eprintln!("error: {}", escape::text(line));
             }
             2
         }
         Err(e) => {
-            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            let text = format!("{e:#}").replace('\n', " ");
+            eprintln!("error: {}", escape::text(&text));
             1
         }
     };
@@ -40,7 +43,18 @@ fn init_logging(quiet: bool) {
     let default = if quiet { "warn" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("EINGANG_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Every field and message is written with its control characters escaped: a file name
+    // or subject with an LF or ESC cannot forge a log line or drive the terminal.
+    let fields = tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+        let text = format!("{value:?}");
+        match field.name() {
+            "message" => write!(writer, "{}", escape::text(&text)),
+            name => write!(writer, "{name}={}", escape::text(&text)),
+        }
+    })
+    .delimited(" ");
     tracing_subscriber::fmt()
+        .fmt_fields(fields)
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)

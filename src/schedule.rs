@@ -38,21 +38,26 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{text:?} needs a unit: s, m or h"))?;
+        .ok_or_else(|| format!("{text:?} needs a unit: ms, s, m or h"))?;
     let (number, unit) = text.split_at(split);
     let n: u64 = number
         .parse()
         .map_err(|_| format!("{text:?} is not a number with a unit"))?;
-    let secs = match unit.trim() {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        other => return Err(format!("unknown unit {other:?} in {text:?}: use s, m or h")),
+    let d = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}: use ms, s, m or h"
+            ));
+        }
     };
-    if secs == 0 {
+    if d.is_zero() {
         return Err(format!("{text:?} must be longer than zero"));
     }
-    Ok(Duration::from_secs(secs))
+    Ok(d)
 }
 
 impl Schedule {
@@ -232,6 +237,17 @@ mod tests {
             s.next_after(at(2026, 11, 20, 12, 0), None),
             Some(at(2026, 11, 20, 12, 0))
         );
+    }
+
+    #[test]
+    fn durations_take_milliseconds_to_hours() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        for bad in ["0ms", "5", "5 days", "ms"] {
+            assert!(parse_duration(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

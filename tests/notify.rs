@@ -180,7 +180,7 @@ fn without_a_source_group_the_admins_get_it_in_english_if_configured() {
     assert_eq!(mails[0].rcpt_tos, ["it@example.com"]);
     let subject = mails[0].subject();
     assert!(
-        subject.contains("unknown supplier: unreadable file – kaputt.xml"),
+        subject.contains("unknown supplier: unreadable file – »kaputt.xml«"),
         "{subject}"
     );
     assert!(
@@ -218,7 +218,7 @@ fn smtp_down_items_rejected_server_back_every_notice_arrives_once() {
     let subjects: HashSet<String> = mails.iter().map(Received::subject).collect();
     for name in ["a.xml", "b.xml", "c.xml"] {
         assert!(
-            subjects.iter().any(|s| s.ends_with(name)),
+            subjects.iter().any(|s| s.ends_with(&format!("»{name}«"))),
             "{name}: {subjects:?}"
         );
     }
@@ -429,7 +429,11 @@ fn a_source_task_that_panics_mid_pass_is_restarted_with_one_down_and_one_up_mail
     let alive = daemon.try_wait().unwrap().is_none();
     let shown_up = stdout(&ws.run(&["status"]));
     stop(&mut daemon);
-    assert!(alive, "the daemon died with its task");
+    assert!(
+        alive,
+        "the daemon died with its task:\n{}",
+        std::fs::read_to_string(ws.path("run.log")).unwrap_or_default()
+    );
     assert!(shown_down, "status never showed the failed task");
     assert!(
         log_has(&ws, "task stopped; restarting it"),
@@ -676,6 +680,39 @@ fn a_notice_that_comes_back_as_an_item_is_not_mailed_about() {
 }
 
 #[test]
+fn a_mail_forged_from_the_notice_address_is_not_taken_for_our_own_notice() {
+    let smtp = SmtpServer::start();
+    let ws = workspace(&smtp, "", "");
+    // From eingang's own address, even with the header, but with a Message-ID this store
+    // never gave: an ordinary item, told about like any other.
+    let forged = support::message(
+        "eingang@example.com",
+        "eingang.0000000000000000.1@example.com",
+        "bestellung.csv",
+        "text/csv",
+        b"Artikel;Menge\r\nA-1;2\r\n",
+    );
+    let forged = String::from_utf8(forged).unwrap().replacen(
+        "MIME-Version",
+        "X-Eingang-Notice: rejected 1\r\nMIME-Version",
+        1,
+    );
+    ws.drop_file("in", "gefaelscht.eml", forged.as_bytes());
+    let out = ws.run(&["sync"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mails = smtp.wait_for(1, Duration::from_secs(15));
+    assert_eq!(
+        mails.len(),
+        1,
+        "the forged mail was taken for our own notice"
+    );
+    assert_eq!(
+        ws.query_i64("SELECT COUNT(*) FROM outbox WHERE state = 'suppressed'"),
+        0
+    );
+}
+
+#[test]
 fn a_notice_the_server_refuses_stays_and_does_not_hold_up_the_others() {
     let smtp = SmtpServer::start_with(Options {
         refuse: Some("niemand"),
@@ -706,7 +743,7 @@ fn a_notice_the_server_refuses_stays_and_does_not_hold_up_the_others() {
     assert_eq!(mails.len(), 1);
     assert_eq!(mails[0].rcpt_tos, ["it@example.com"]);
     assert!(
-        mails[0].subject().ends_with("zwei.xml"),
+        mails[0].subject().ends_with("»zwei.xml«"),
         "{}",
         mails[0].subject()
     );

@@ -113,6 +113,8 @@ struct Smtp {
 pub struct Notifier {
     store: Arc<Store>,
     sources: Vec<String>,
+    /// The mailbox sources, whose items come from senders who may be forged.
+    mailboxes: HashSet<String>,
     groups: HashMap<String, Vec<Address>>,
     language: Language,
     down_after: Duration,
@@ -182,6 +184,7 @@ fn kind_name(kind: &NoticeKind) -> &'static str {
         NoticeKind::Summary(_) => "summary",
         NoticeKind::Down { .. } => "down",
         NoticeKind::Up { .. } => "up",
+        NoticeKind::Stray(_) => "stray",
     }
 }
 
@@ -200,6 +203,12 @@ impl Notifier {
         Ok(Notifier {
             store,
             sources: config.sources.iter().map(|s| s.name.clone()).collect(),
+            mailboxes: config
+                .sources
+                .iter()
+                .filter(|s| matches!(s.kind, crate::config::SourceKind::Imap(_)))
+                .map(|s| s.name.clone())
+                .collect(),
             groups,
             language: notify.map_or(Language::De, |n| Language::of(&n.language)),
             down_after: notify.map_or(DEFAULT_DOWN_AFTER, |n| n.down_after),
@@ -408,19 +417,6 @@ impl Notifier {
                 .store(move |s| s.finish_notice(id, Finished::Logged))
                 .await;
         };
-        if let NoticeKind::Rejected(item) = &notice.kind
-            && item
-                .sender
-                .as_deref()
-                .is_some_and(|s| s.eq_ignore_ascii_case(smtp.from.email.as_ref()))
-        {
-            // Our own notice came back through a watched mailbox: a notice about it would
-            // come back too (RELIABILITY.md scenario 33 C).
-            tracing::warn!(source = %notice.source, notice = id, item = item.item_id, "not mailing a notice about eingang's own notice");
-            return self
-                .store(move |s| s.finish_notice(id, Finished::Suppressed))
-                .await;
-        }
         let to = self.recipients(&notice.source).to_vec();
         let message_id = match &notice.message_id {
             Some(fixed) => fixed.clone(),
@@ -479,8 +475,13 @@ impl Notifier {
                 let original = self.store(move |s| s.original(item_id)).await?;
                 let details = details_of(item, original.as_deref());
                 let name = attachment_name(item);
+                // A message from a mailbox is passed on only from an authenticated sender
+                // (DESIGN.md promise 7); a file someone put in a folder or on the server is.
+                let trusted = !self.mailboxes.contains(&notice.source);
+                let original = original.filter(|_| trusted);
                 let attached = match &original {
                     Some(_) => Attached::Yes(name.clone()),
+                    None if !trusted => Attached::Untrusted,
                     None if item.size > MAX_ATTACHMENT_BYTES => {
                         Attached::TooLarge(MAX_ATTACHMENT_BYTES)
                     }
@@ -501,6 +502,7 @@ impl Notifier {
                 text::up(lang, &notice.source, since, &notice.created_at),
                 None,
             ),
+            NoticeKind::Stray(stray) => (text::stray(lang, &notice.source, stray), None),
         })
     }
 }

@@ -50,6 +50,10 @@ pub enum Attached {
     TooLarge(u64),
     /// Not kept for another reason (e.g. written by an older eingang).
     No,
+    /// Kept back: the message's sender is not authenticated, and eingang does not relay what
+    /// an unauthenticated sender wrote as if it said it (a phishing mail would reach the
+    /// staff from eingang's own address).
+    Untrusted,
 }
 
 /// The facts of one rejected item beyond its ledger row: what was read from its kept bytes.
@@ -63,6 +67,14 @@ pub struct Details {
 
 /// The longest piece of outside text put into a subject, in characters.
 const SUBJECT_PART_CHARS: usize = 60;
+/// The longest piece of outside text (a sender's subject or address) quoted in a body line.
+const QUOTED_CHARS: usize = 120;
+
+/// Text taken from the item, as the sender wrote it: on one line, shortened, in quotes, so
+/// that it never reads as eingang's own words.
+fn quoted(value: &str) -> String {
+    format!("»{}«", short(value, QUOTED_CHARS))
+}
 
 /// Makes outside text safe for a header or a body line: control characters (CR, LF, TAB,
 /// ESC, ...) and the bidirectional overrides that can disguise a file name become spaces,
@@ -175,14 +187,14 @@ pub fn rejected(
     let supplier = item.supplier.as_deref().map(one_line);
     let subject = match lang {
         Language::De => format!(
-            "eingang: {} – {}: {} – {}",
+            "eingang: {} – {}: {} – »{}«",
             one_line(source),
             supplier.as_deref().unwrap_or("Lieferant unbekannt"),
             label(lang, item.label.as_deref()),
             short(&what(item), SUBJECT_PART_CHARS)
         ),
         Language::En => format!(
-            "eingang: {} – {}: {} – {}",
+            "eingang: {} – {}: {} – »{}«",
             one_line(source),
             supplier.as_deref().unwrap_or("unknown supplier"),
             label(lang, item.label.as_deref()),
@@ -191,6 +203,11 @@ pub fn rejected(
     };
     let none = "—".to_owned();
     let value = |v: Option<&str>| v.map(one_line).unwrap_or_else(|| none.clone());
+    let words = |v: Option<&str>| v.map(quoted).unwrap_or_else(|| none.clone());
+    let theirs = match lang {
+        Language::De => "(Wortlaut des Absenders)",
+        Language::En => "(the sender's words)",
+    };
     let mut files = details.files.clone();
     if files.is_empty()
         && let Some(name) = &item.file_name
@@ -258,8 +275,11 @@ pub fn rejected(
     };
     let values = [
         one_line(&item.reason),
-        value(item.sender.as_deref()),
-        value(item.subject.as_deref()),
+        words(item.sender.as_deref()),
+        item.subject
+            .as_deref()
+            .map(|s| format!("{} {theirs}", quoted(s)))
+            .unwrap_or_else(|| none.clone()),
         value(item.message_id.as_deref()),
         date,
         time(lang, &item.received_at),
@@ -307,6 +327,12 @@ pub fn rejected(
         }
         (Attached::No, Language::En) => {
             "The item is not attached; it lies where shown above.\n".to_owned()
+        }
+        (Attached::Untrusted, Language::De) => {
+            "Die Lieferung hängt nicht an: ihr Absender ist nicht bestätigt, und eingang leitet nicht weiter, was ein Unbekannter geschrieben hat. Sie liegt wie oben angegeben.\n".to_owned()
+        }
+        (Attached::Untrusted, Language::En) => {
+            "The item is not attached: its sender is not authenticated, and eingang does not pass on what an unknown sender wrote. It lies where shown above.\n".to_owned()
         }
     });
     body.push_str(signature(lang));
@@ -497,6 +523,36 @@ pub fn down(lang: Language, source: &str, since: &str, error: &str, down_after: 
     }
 }
 
+/// The one mail about an entry of an inbox that eingang leaves alone (a link, a FIFO, a
+/// folder). The name is the uploader's: quoted and shortened.
+pub fn stray(lang: Language, source: &str, stray: &crate::store::Stray) -> Mail {
+    let (source, name) = (one_line(source), short(&stray.name, SUBJECT_PART_CHARS));
+    match lang {
+        Language::De => Mail {
+            subject: format!(
+                "eingang: {source} – im Eingang liegt etwas, das kein Lieferschein ist: »{name}«"
+            ),
+            body: format!(
+                "Im Eingang der Quelle \"{source}\" liegt ein Eintrag, den eingang nicht liest und liegen lässt:\n\n  Name (vom Absender): »{}«\n  Was es ist:          {}\n\nDiese Nachricht kommt einmal; solange der Eintrag liegt, keine weitere. Andere Lieferungen gehen weiter.\n\n{}",
+                one_line(&stray.name),
+                one_line(&stray.why),
+                signature(lang)
+            ),
+        },
+        Language::En => Mail {
+            subject: format!(
+                "eingang: {source} – something in the inbox is not a delivery note: »{name}«"
+            ),
+            body: format!(
+                "The inbox of the source \"{source}\" holds an entry that eingang does not read and leaves alone:\n\n  Name (the sender's): »{}«\n  What it is:          {}\n\nThis message comes once; no other while the entry stays. Other items go on.\n\n{}",
+                one_line(&stray.name),
+                one_line(&stray.why),
+                signature(lang)
+            ),
+        },
+    }
+}
+
 /// The one mail for a source that works again after a down notice.
 pub fn up(lang: Language, source: &str, since: &str, now: &str) -> Mail {
     let (source, since_text, now_text) = (one_line(source), time(lang, since), time(lang, now));
@@ -570,13 +626,14 @@ mod tests {
         assert!(!mail.subject.contains(['\r', '\n']), "{}", mail.subject);
         assert!(
             mail.subject.starts_with(
-                "eingang: drop – Lieferant unbekannt: unbekannter Absender – Lieferschein 4711 Bcc:"
+                "eingang: drop – Lieferant unbekannt: unbekannter Absender – »Lieferschein 4711 Bcc:"
             ),
             "{}",
             mail.subject
         );
         for needle in [
-            "Absender:    versand@acme-neu.de",
+            "Absender:    »versand@acme-neu.de«",
+            "Betreff:     »Lieferschein 4711 Bcc: attacker@example.invalid« (Wortlaut des Absenders)",
             "Datei(en):   export.csv",
             "Liegt jetzt: /srv/drop/fehler/mail.eml",
             "unter `senders` in formats/acme.toml",

@@ -1,21 +1,27 @@
 //! The local drop folder: files are listed (file-system events are only hints, the listing is
-//! the truth), taken once their size and mtime have been stable for the settle time, handled in
-//! batches, and moved to the archive or error folder without ever overwriting; a failed file
-//! gets `<name>.error.txt` beside it. A dropped `.eml` is a message, any other file an
-//! attachment of its own.
+//! the truth), taken once they have been unchanged for the settle time, handled in batches,
+//! and moved to the archive or error folder without ever overwriting; a failed file gets
+//! `<name>.error.txt` beside it. A dropped `.eml` is a message, any other file an attachment
+//! of its own.
+//!
+//! People and programs eingang does not control write the inbox, so every file-system call
+//! goes through `folder`: relative to the three folders' handles, by the raw bytes of each
+//! name, never through a link; a file is read only from a descriptor that is the listed
+//! regular file. Anything else in the inbox (a link, a FIFO, a folder, a file with several
+//! hard links) is reported once and left alone.
 
 use std::collections::HashSet;
-use std::fs::{self, File};
-use std::io::{ErrorKind, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use super::folder::{self, Folder, Kind, Listed, NAME_MAX};
 use super::reconcile::{Seen, Wanted};
 use super::settle::Settling;
-use super::{BatchLimits, Disposed, Error, Fetched, Inbox, Listing, Move};
+use super::{BatchLimits, Disposed, Error, Fetched, Inbox, Listing, Move, Stray};
 use crate::config::DirConfig;
 use crate::disposition::Disposition;
+use crate::escape;
 use crate::item::{Item, ItemKey, ItemKind, Origin};
 use crate::store::Place;
 
@@ -24,6 +30,10 @@ const BATCH: BatchLimits = BatchLimits {
     items: 256,
     bytes: u64::MAX,
 };
+/// The suffix of the note beside a failed file.
+const NOTE: &[u8] = b".error.txt";
+/// How many numbered names (`ls-2.xml`, …) a move tries before it gives up.
+const MAX_NAME_TRIES: u32 = 10_000;
 
 /// One drop folder with its archive and error folders.
 #[derive(Debug)]
@@ -33,7 +43,7 @@ pub struct DirSource {
     /// Folders and timings.
     pub config: DirConfig,
     /// Size and mtime of each file, and since when they are unchanged.
-    settling: Settling<PathBuf>,
+    settling: Settling<Vec<u8>>,
     /// The inotify watcher and its event channel, made on the first wait.
     events:
         tokio::sync::Mutex<Option<(notify::RecommendedWatcher, tokio::sync::mpsc::Receiver<()>)>>,
@@ -42,21 +52,62 @@ pub struct DirSource {
 /// A file in the inbox as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    path: PathBuf,
-    name: String,
-    size: u64,
-    modified: SystemTime,
+    listed: Listed,
+    /// The name as people see it: printable, and naming the file exactly (`escape::bytes`).
+    shown: String,
 }
 
 impl super::Entry for Entry {
     fn key(&self) -> String {
-        self.path.display().to_string()
+        self.shown.clone()
     }
     fn size(&self) -> u64 {
-        self.size
+        self.listed.size
     }
     fn name(&self) -> String {
-        self.name.clone()
+        self.shown.clone()
+    }
+}
+
+/// The three folders, opened for one pass.
+#[derive(Debug)]
+struct Folders {
+    inbox: Folder,
+    archive: Folder,
+    error: Folder,
+}
+
+impl Folders {
+    fn open(config: &DirConfig) -> Result<Folders, Error> {
+        let open = |path: &Path| Folder::open(path).map_err(|e| Error::io(path, e));
+        Ok(Folders {
+            inbox: open(&config.inbox)?,
+            archive: open(&config.archive)?,
+            error: open(&config.error)?,
+        })
+    }
+
+    /// Fails when a folder was swapped (for a link or another folder) since it was opened:
+    /// the pass stops rather than work in a folder the config does not name.
+    fn check(&self) -> Result<(), Error> {
+        for folder in [&self.inbox, &self.archive, &self.error] {
+            if !folder.is_still_there() {
+                return Err(Error::io(
+                    folder.path(),
+                    std::io::Error::other(
+                        "the folder was replaced while eingang worked in it (renamed, or swapped for a link); eingang does not follow it: check the folder",
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn of(&self, to: &Disposition) -> &Folder {
+        match to {
+            Disposition::Archive => &self.archive,
+            Disposition::Error { .. } => &self.error,
+        }
     }
 }
 
@@ -64,6 +115,7 @@ impl super::Entry for Entry {
 #[derive(Debug)]
 pub struct DirInbox {
     source: Arc<DirSource>,
+    folders: Arc<Folders>,
 }
 
 impl DirSource {
@@ -77,22 +129,24 @@ impl DirSource {
         }
     }
 
-    /// Opens the folder for a pass.
-    pub fn open(self: &Arc<Self>) -> DirInbox {
-        DirInbox {
+    /// Opens the three folders for a pass.
+    pub fn open(self: &Arc<Self>) -> Result<DirInbox, Error> {
+        Ok(DirInbox {
             source: self.clone(),
-        }
+            folders: Arc::new(Folders::open(&self.config)?),
+        })
     }
 
     /// Creates the three folders if they are missing.
     pub fn create_folders(&self) -> Result<(), Error> {
         for dir in [&self.config.inbox, &self.config.archive, &self.config.error] {
-            fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
         Ok(())
     }
 
-    /// One line per folder for `eingang check`: whether it exists and is a folder.
+    /// One line per folder for `eingang check`: whether it exists and is a folder eingang can
+    /// hold (not a link).
     pub fn check_folders(&self) -> Vec<(String, Result<(), String>)> {
         [
             ("inbox", &self.config.inbox),
@@ -101,13 +155,13 @@ impl DirSource {
         ]
         .into_iter()
         .map(|(role, dir)| {
-            let what = format!("{role} folder {}", dir.display());
-            let result = match fs::metadata(dir) {
-                Ok(m) if m.is_dir() => Ok(()),
-                Ok(_) => Err("not a folder".to_owned()),
-                Err(e) if e.kind() == ErrorKind::NotFound => {
+            let what = format!("{role} folder {}", escape::text(&dir.display().to_string()));
+            let result = match Folder::open(dir) {
+                Ok(_) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     Err("missing (eingang check --create-folders creates it)".to_owned())
                 }
+                Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => Err("not a folder".to_owned()),
                 Err(e) => Err(e.to_string()),
             };
             (what, result)
@@ -117,7 +171,15 @@ impl DirSource {
 
     /// How many files wait in the inbox.
     pub fn pending_count(&self) -> usize {
-        self.list().map(|l| l.len()).unwrap_or(0)
+        Folder::open(&self.config.inbox)
+            .and_then(|inbox| inbox.list())
+            .map(|listed| {
+                listed
+                    .iter()
+                    .filter(|l| l.kind == Kind::File && !is_temporary(&l.name))
+                    .count()
+            })
+            .unwrap_or(0)
     }
 
     /// Waits at most `limit` (less while a file is settling) for a file-system event in the
@@ -144,113 +206,155 @@ impl DirSource {
         }
     }
 
-    fn list(&self) -> Result<Vec<Entry>, Error> {
-        let dir = &self.config.inbox;
-        let mut entries = Vec::new();
-        for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-            let entry = entry.map_err(|e| Error::io(dir, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if is_temporary(&name) {
+    /// The files of the inbox (oldest first) and what else lies there.
+    fn list(&self, folders: &Folders) -> Result<(Vec<Entry>, Vec<Stray>), Error> {
+        let listed = folders
+            .inbox
+            .list()
+            .map_err(|e| Error::io(&self.config.inbox, e))?;
+        let mut files = Vec::new();
+        let mut strays = Vec::new();
+        for l in listed {
+            if is_temporary(&l.name) {
                 continue;
             }
-            let Ok(meta) = entry.metadata() else {
-                continue; // vanished between listing and stat
-            };
-            if !meta.is_file() {
-                continue;
+            let shown = escape::bytes(&l.name);
+            match l.kind.why_not_taken() {
+                None => files.push(Entry { listed: l, shown }),
+                Some(why) => strays.push(Stray { name: shown, why }),
             }
-            entries.push(Entry {
-                path: entry.path(),
-                name,
-                size: meta.len(),
-                modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-            });
         }
-        entries.sort_by(|a, b| {
-            a.modified
-                .cmp(&b.modified)
-                .then_with(|| a.name.cmp(&b.name))
+        files.sort_by(|a, b| {
+            (a.listed.modified, &a.listed.name).cmp(&(b.listed.modified, &b.listed.name))
         });
-        Ok(entries)
+        Ok((files, strays))
     }
 
-    /// Reads a settled file. `None` when it changed or vanished since it was listed: it is
-    /// still being written, or someone took it.
-    fn fetch(&self, entry: &Entry, max_bytes: u64) -> Result<Option<Item>, Error> {
+    /// Reads a settled file from the descriptor that is the listed file. `None` when it
+    /// changed, was swapped or vanished since it was listed: it waits for a later round.
+    fn fetch(
+        &self,
+        folders: &Folders,
+        entry: &Entry,
+        max_bytes: u64,
+    ) -> Result<Option<Item>, Error> {
+        let fail = |e| Error::io(&self.config.inbox, e);
+        crate::fault::wait_point("before_read");
+        let Some(file) = folders.inbox.open_listed(&entry.listed).map_err(fail)? else {
+            return Ok(None);
+        };
         let origin = Origin {
             source: self.name.clone(),
-            location: entry.path.display().to_string(),
-            file_name: Some(entry.name.clone()),
+            location: folders.inbox.shown(&entry.listed.name),
+            file_name: Some(entry.shown.clone()),
         };
-        let kind = ItemKind::of_file_name(&entry.name);
-        let read = if entry.size > max_bytes {
-            File::open(&entry.path)
-                .and_then(ItemKey::of_reader)
-                .map(|key| Item::oversized(key, entry.size, kind, origin))
+        let kind = ItemKind::of_file_name(&entry.shown);
+        let size = entry.listed.size;
+        let item = if size > max_bytes {
+            let key = ItemKey::of_reader(file).map_err(fail)?;
+            Item::oversized(key, size, kind, origin)
         } else {
-            fs::read(&entry.path).map(|bytes| Item::new(bytes, kind, origin))
+            let bytes = Folder::read_all(file, size).map_err(fail)?;
+            if bytes.len() as u64 != size {
+                return Ok(None); // written to since it was listed
+            }
+            Item::new(bytes, kind, origin)
         };
-        let item = match read {
-            Ok(item) => item,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(&entry.path, e)),
-        };
-        let unchanged = fs::metadata(&entry.path)
-            .is_ok_and(|m| m.len() == entry.size && m.modified().ok() == Some(entry.modified));
-        Ok((unchanged && item.size() == entry.size).then_some(item))
+        let unchanged = folders
+            .inbox
+            .look(&entry.listed.name)
+            .ok()
+            .flatten()
+            .is_some_and(|now| now.id == entry.listed.id && now.modified == entry.listed.modified);
+        Ok(unchanged.then_some(item))
     }
 
     /// Moves a handled file to the archive or error folder under a free name, and writes the
     /// reason beside a failed one. Returns where it lies now.
-    fn dispose(&self, entry: &Entry, disposition: &Disposition) -> Result<PathBuf, Error> {
-        let dir = match disposition {
-            Disposition::Archive => &self.config.archive,
-            Disposition::Error { .. } => &self.config.error,
-        };
-        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let target = move_without_overwrite(&entry.path, dir, &entry.name)?;
-        if let Disposition::Error { item_id, reason } = disposition {
-            let note = error_note_path(&target);
-            let text = error_note(&entry.name, *item_id, reason);
-            write_synced(&note, text.as_bytes()).map_err(|e| Error::io(&note, e))?;
+    fn dispose(
+        &self,
+        folders: &Folders,
+        entry: &Entry,
+        disposition: &Disposition,
+    ) -> Result<String, Error> {
+        let to = folders.of(disposition);
+        let name = &entry.listed.name;
+        // The name must still be the file that was decided: a swap after the read is not
+        // moved under this outcome.
+        let still = folders.inbox.look(name).ok().flatten();
+        if still.is_none_or(|now| now.id != entry.listed.id) {
+            return Err(Error::io(
+                &self.config.inbox,
+                std::io::Error::other(format!(
+                    "{}: replaced by another file after it was read; left for the next pass",
+                    entry.shown
+                )),
+            ));
         }
-        Ok(target)
+        let target = move_without_overwrite(&folders.inbox, name, to)
+            .map_err(|e| Error::io(to.path(), e))?;
+        if let Disposition::Error { item_id, reason } = disposition {
+            let note = note_name(&target);
+            let text = error_note(&entry.shown, *item_id, reason);
+            if let Err(e) = to.write_new(&note, text.as_bytes()) {
+                // The file is moved and its reason stored; only the note beside it is missing.
+                tracing::error!(source = %self.name, file = %entry.shown, error = %e, "cannot write the note beside the failed file");
+            }
+        }
+        Ok(to.shown(&target))
     }
 
     /// Where an unfinished item is: still in the inbox (the pass meets it again and the
     /// ledger, by its bytes, knows it), or in the folder its outcome sent it to.
-    fn locate(&self, wanted: &Wanted) -> Seen<Entry> {
-        if Path::new(&wanted.item.location).exists() {
+    fn locate(&self, folders: &Folders, wanted: &Wanted) -> Seen<Entry> {
+        let Some(name) = wanted.item.file_name.as_deref().and_then(escape::unescape) else {
+            return Seen::Elsewhere;
+        };
+        if !wanted
+            .item
+            .location
+            .starts_with(&escape::text(&self.config.inbox.display().to_string()).into_owned())
+        {
+            return Seen::Elsewhere;
+        }
+        if folders.inbox.has(&name) {
             return Seen::Listed;
         }
-        let folder = match &wanted.look_in {
-            Some(Disposition::Archive) => &self.config.archive,
-            Some(Disposition::Error { .. }) => &self.config.error,
-            None => return Seen::Gone,
+        let Some(look_in) = &wanted.look_in else {
+            return Seen::Gone;
         };
-        let name = wanted.item.file_name.as_deref().unwrap_or_default();
-        match find_by_hash(folder, name, &wanted.item.sha256) {
-            Some(path) => Seen::Found(Place::at(path.display().to_string())),
+        let folder = folders.of(look_in);
+        match folder.find_by_hash(&name, &wanted.item.sha256) {
+            Some(found) => Seen::Found(Place::at(folder.shown(&found))),
             None => Seen::NotFound {
-                looked_in: folder.display().to_string(),
+                looked_in: escape::text(&folder.path().display().to_string()).into_owned(),
             },
         }
     }
 
     /// Puts a failed file back into the inbox (for `eingang reprocess`) and removes its
-    /// `.error.txt`. Returns the new path.
-    pub fn put_back(&self, failed: &Path) -> Result<PathBuf, Error> {
-        let name = failed
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let target = move_without_overwrite(failed, &self.config.inbox, &name)?;
-        match fs::remove_file(error_note_path(failed)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(failed, e)),
-        }
-        Ok(target)
+    /// `.error.txt`. `place` is where the ledger says it lies, `<error folder>/<name>`.
+    /// Returns where it lies now.
+    pub fn put_back(&self, place: &str) -> Result<String, Error> {
+        let folders = Folders::open(&self.config)?;
+        let error = escape::text(&self.config.error.display().to_string()).into_owned();
+        let name = place
+            .strip_prefix(&error)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .and_then(escape::unescape)
+            .ok_or_else(|| {
+                Error::io(
+                    &self.config.error,
+                    std::io::Error::other(format!("{place} is not a file of this error folder")),
+                )
+            })?;
+        let target = move_without_overwrite(&folders.error, &name, &folders.inbox)
+            .map_err(|e| Error::io(&self.config.inbox, e))?;
+        folders
+            .error
+            .remove(&note_name(&name))
+            .map_err(|e| Error::io(&self.config.error, e))?;
+        Ok(folders.inbox.shown(&target))
     }
 }
 
@@ -258,10 +362,10 @@ impl DirInbox {
     /// Runs file-system work on the blocking pool.
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&DirSource) -> T + Send + 'static,
+        f: impl FnOnce(&DirSource, &Folders) -> T + Send + 'static,
     ) -> Result<T, Error> {
-        let source = self.source.clone();
-        tokio::task::spawn_blocking(move || f(&source))
+        let (source, folders) = (self.source.clone(), self.folders.clone());
+        tokio::task::spawn_blocking(move || f(&source, &folders))
             .await
             .map_err(|e| Error::Stopped(e.to_string()))
     }
@@ -276,19 +380,31 @@ impl Inbox for DirInbox {
 
     async fn list(&mut self, tried: &HashSet<String>) -> Result<Listing<Entry>, Error> {
         let tried = tried.clone();
-        self.blocking(move |source| {
-            let listed: Vec<Entry> = source
-                .list()?
+        self.blocking(move |source, folders| {
+            folders.check()?;
+            let (files, strays) = source.list(folders)?;
+            let files: Vec<Entry> = files
                 .into_iter()
-                .filter(|e| !tried.contains(&super::Entry::key(e)))
+                .filter(|e| !tried.contains(&e.shown))
                 .collect();
-            let (ready, waiting) = source
-                .settling
-                .split(listed, |e| (e.path.clone(), e.size, e.modified));
+            // A file unchanged for the settle time by its own status-change time is complete
+            // even at first sight (after a restart): no writer has touched it since.
+            let now = SystemTime::now();
+            let settle = source.config.settle;
+            let quiet = |e: &Entry| {
+                now.duration_since(e.listed.changed)
+                    .is_ok_and(|age| age >= settle)
+            };
+            let (ready, waiting) = source.settling.split(
+                files,
+                |e| (e.listed.name.clone(), e.listed.size, e.listed.modified),
+                quiet,
+            );
             Ok(Listing {
                 ready,
                 waiting,
                 settle_in: source.settling.time_to_settle(),
+                strays: Some(strays),
             })
         })
         .await?
@@ -299,11 +415,11 @@ impl Inbox for DirInbox {
         batch: Vec<Entry>,
         max_item_bytes: u64,
     ) -> Result<Vec<Fetched<Entry>>, Error> {
-        self.blocking(move |source| {
+        self.blocking(move |source, folders| {
             batch
                 .into_iter()
                 .map(|entry| {
-                    let item = source.fetch(&entry, max_item_bytes)?;
+                    let item = source.fetch(folders, &entry, max_item_bytes)?;
                     Ok(Fetched { entry, item })
                 })
                 .collect()
@@ -313,19 +429,20 @@ impl Inbox for DirInbox {
 
     async fn dispose(&mut self, moves: Vec<Move<Entry>>) -> Disposed {
         let done = self
-            .blocking(move |source| {
+            .blocking(move |source, folders| {
                 let mut disposed = Disposed::default();
+                if let Err(e) = folders.check() {
+                    disposed.broken = Some(e);
+                    return disposed;
+                }
                 for m in &moves {
-                    match source.dispose(&m.entry, &m.disposition) {
-                        Ok(path) => disposed
-                            .placed
-                            .push((m.item_id, Place::at(path.display().to_string()))),
+                    match source.dispose(folders, &m.entry, &m.disposition) {
+                        Ok(place) => disposed.placed.push((m.item_id, Place::at(place))),
                         Err(e) => disposed.failed.push((m.item_id, e.to_string())),
                     }
                 }
-                for dir in [&source.config.archive, &source.config.error] {
-                    sync_dir(dir);
-                }
+                folders.archive.sync();
+                folders.error.sync();
                 disposed
             })
             .await;
@@ -336,8 +453,10 @@ impl Inbox for DirInbox {
     }
 
     async fn locate(&mut self, wanted: Vec<Wanted>) -> Result<Vec<Seen<Entry>>, Error> {
-        self.blocking(move |source| wanted.iter().map(|w| source.locate(w)).collect())
-            .await
+        self.blocking(move |source, folders| {
+            wanted.iter().map(|w| source.locate(folders, w)).collect()
+        })
+        .await
     }
 }
 
@@ -379,137 +498,64 @@ fn watch_inbox(
     }
 }
 
-/// The file in `folder` named `name` or `stem-N.ext` whose bytes hash to `sha256`.
-fn find_by_hash(folder: &Path, name: &str, sha256: &str) -> Option<PathBuf> {
-    let stem = name.rsplit_once('.').map_or(name, |(stem, _)| stem);
-    fs::read_dir(folder)
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name().is_some_and(|n| {
-                n.to_string_lossy().starts_with(stem)
-                    && !n.to_string_lossy().ends_with(".error.txt")
-            })
-        })
-        .find(|p| {
-            File::open(p)
-                .and_then(ItemKey::of_reader)
-                .is_ok_and(|key| key.as_str() == sha256)
-        })
-}
-
 /// Names that are still being written or are not ours: hidden files, `*.tmp`, `*.part`,
 /// browser partial downloads and editor backups.
-pub(super) fn is_temporary(name: &str) -> bool {
+pub(super) fn is_temporary(name: &[u8]) -> bool {
     let lower = name.to_ascii_lowercase();
-    name.starts_with('.')
-        || name.ends_with('~')
-        || [".tmp", ".part", ".partial", ".crdownload", ".filepart"]
-            .iter()
-            .any(|ext| lower.ends_with(ext))
+    name.starts_with(b".")
+        || name.ends_with(b"~")
+        || [
+            &b".tmp"[..],
+            b".part",
+            b".partial",
+            b".crdownload",
+            b".filepart",
+        ]
+        .iter()
+        .any(|ext| lower.ends_with(ext))
 }
 
 /// The text of `<name>.error.txt` beside a failed file: the reason, and how to try again.
+/// Both come in escaped (no control character reaches the note).
 pub(super) fn error_note(name: &str, item_id: i64, reason: &str) -> String {
+    let reason = escape::text(reason);
     // Most reasons start with the file name already; say it once.
     let reason = match reason.strip_prefix(name).and_then(|r| r.strip_prefix(": ")) {
         Some(rest) => rest,
-        None => reason,
+        None => &reason,
     };
     format!(
         "{name}: {reason}\n\nitem {item_id} in the eingang store; after fixing the cause run:\n  eingang reprocess {item_id}\n"
     )
 }
 
-/// The `n`-th name tried for `name` in a folder: `name` itself, then `stem-2.ext`,
-/// `stem-3.ext`, …
-pub(super) fn numbered_name(name: &str, n: u32) -> String {
-    if n <= 1 {
-        return name.to_owned();
-    }
-    match name.rsplit_once('.') {
-        Some((stem, ext)) if !stem.is_empty() => format!("{stem}-{n}.{ext}"),
-        _ => format!("{name}-{n}"),
-    }
+/// The note's name beside a file.
+fn note_name(name: &[u8]) -> Vec<u8> {
+    let mut note = name.to_vec();
+    note.extend_from_slice(NOTE);
+    note
 }
 
-fn error_note_path(target: &Path) -> PathBuf {
-    let mut name = target.file_name().unwrap_or_default().to_os_string();
-    name.push(".error.txt");
-    target.with_file_name(name)
-}
-
-/// Renames `from` into `dir` as `name`, or `name-2`, `name-3`, … when taken; never replaces an
-/// existing file (`RENAME_NOREPLACE`), and the file is never in two places at once.
-fn move_without_overwrite(from: &Path, dir: &Path, name: &str) -> Result<PathBuf, Error> {
-    for n in 1..=10_000u32 {
-        let candidate = dir.join(numbered_name(name, n));
-        if error_note_path(&candidate).exists() {
-            continue; // keep each file's reason unambiguous
+/// Moves `name` from `from` into `to` under its own name, or `stem-2.ext`, `stem-3.ext`, …
+/// when taken (a name is also taken while a note of that name lies there, so each note stays
+/// with its file); a name too long for a suffix and its note is shortened, its extension kept.
+/// Never replaces anything. Returns the name it got.
+fn move_without_overwrite(from: &Folder, name: &[u8], to: &Folder) -> std::io::Result<Vec<u8>> {
+    let max_len = NAME_MAX - NOTE.len();
+    for n in 1..=MAX_NAME_TRIES {
+        let candidate = folder::numbered(name, n, max_len);
+        if to.has(&note_name(&candidate)) {
+            continue;
         }
-        match rename_noreplace(from, &candidate) {
+        match from.move_into(name, to, &candidate) {
             Ok(()) => return Ok(candidate),
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Error::io(from, e)),
+            Err(e) if folder::is_taken(&e) => continue,
+            Err(e) => return Err(e),
         }
     }
-    Err(Error::io(
-        dir,
-        std::io::Error::other("no free name after 10000 tries"),
-    ))
-}
-
-fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
-    let (src, dst) = (c(from)?, c(to)?);
-    // SAFETY: both arguments are valid NUL-terminated paths that outlive the call.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            src.as_ptr(),
-            libc::AT_FDCWD,
-            dst.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = std::io::Error::last_os_error();
-    match err.raw_os_error() {
-        // File systems without RENAME_NOREPLACE (some network mounts): a hard link claims
-        // the name atomically, then the source name goes.
-        Some(libc::EINVAL | libc::ENOSYS) => {
-            fs::hard_link(from, to)?;
-            fs::remove_file(from)
-        }
-        // Another file system: copy under the claimed name, make it durable, then remove.
-        Some(libc::EXDEV) => {
-            let mut out = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(to)?;
-            std::io::copy(&mut File::open(from)?, &mut out)?;
-            out.sync_all()?;
-            fs::remove_file(from)
-        }
-        _ => Err(err),
-    }
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut file = File::create(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
-}
-
-/// Makes the renames into `dir` durable. Best effort: not every file system can sync a folder.
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
+    Err(std::io::Error::other(format!(
+        "no free name after {MAX_NAME_TRIES} tries"
+    )))
 }
 
 #[cfg(test)]
@@ -519,29 +565,47 @@ mod tests {
     #[test]
     fn temporary_names_are_ignored() {
         for name in [
-            ".hidden.csv",
-            "ls.csv.part",
-            "LS.TMP",
-            "x.crdownload",
-            "ls.csv~",
+            &b".hidden.csv"[..],
+            b"ls.csv.part",
+            b"LS.TMP",
+            b"x.crdownload",
+            b"ls.csv~",
         ] {
-            assert!(is_temporary(name), "{name}");
+            assert!(is_temporary(name), "{name:?}");
         }
-        assert!(!is_temporary("ls.csv"));
+        assert!(!is_temporary(b"ls.csv"));
     }
 
     #[test]
-    fn moves_never_overwrite() {
+    fn moves_never_overwrite_and_keep_each_note_with_its_file() {
         let tmp = tempfile::tempdir().unwrap();
-        let dest = tmp.path().join("archiv");
-        fs::create_dir(&dest).unwrap();
-        fs::write(dest.join("ls.csv"), b"old").unwrap();
-        let src = tmp.path().join("ls.csv");
-        fs::write(&src, b"new").unwrap();
-        let target = move_without_overwrite(&src, &dest, "ls.csv").unwrap();
-        assert_eq!(target, dest.join("ls-2.csv"));
-        assert_eq!(fs::read(dest.join("ls.csv")).unwrap(), b"old");
-        assert_eq!(fs::read(&target).unwrap(), b"new");
-        assert!(!src.exists());
+        for d in ["in", "fehler"] {
+            std::fs::create_dir(tmp.path().join(d)).unwrap();
+        }
+        std::fs::write(tmp.path().join("fehler/ls.csv"), b"old").unwrap();
+        std::fs::write(tmp.path().join("fehler/ls-2.csv.error.txt"), b"note").unwrap();
+        std::fs::write(tmp.path().join("in/ls.csv"), b"new").unwrap();
+        let inbox = Folder::open(&tmp.path().join("in")).unwrap();
+        let error = Folder::open(&tmp.path().join("fehler")).unwrap();
+        let target = move_without_overwrite(&inbox, b"ls.csv", &error).unwrap();
+        assert_eq!(target, b"ls-3.csv");
+        assert_eq!(
+            std::fs::read(tmp.path().join("fehler/ls.csv")).unwrap(),
+            b"old"
+        );
+        assert_eq!(
+            std::fs::read(tmp.path().join("fehler/ls-3.csv")).unwrap(),
+            b"new"
+        );
+    }
+
+    #[test]
+    fn a_note_shows_no_control_character_of_the_reason() {
+        let note = error_note("a.csv", 3, "a.csv: row 2: bad \u{1b}[2J\nvalue");
+        assert!(
+            note.starts_with("a.csv: row 2: bad \\x1b[2J\\x0avalue\n"),
+            "{note}"
+        );
+        assert!(note.contains("eingang reprocess 3"));
     }
 }

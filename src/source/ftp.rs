@@ -23,12 +23,14 @@ use suppaftp::{FtpError, Mode, Status};
 use tokio::io::AsyncReadExt;
 use tokio_rustls::TlsConnector;
 
-use super::dir::{error_note, is_temporary, numbered_name};
+use super::dir::{error_note, is_temporary};
+use super::folder;
 use super::reconcile::{Seen, Wanted};
 use super::settle::Settling;
-use super::{BatchLimits, CheckLine, Disposed, Fetched, Inbox, Listing, Move};
+use super::{BatchLimits, CheckLine, Disposed, Fetched, Inbox, Listing, Move, Stray};
 use crate::config::{FtpConfig, TlsMode};
 use crate::disposition::Disposition;
+use crate::escape;
 use crate::item::{Item, ItemKey, ItemKind, KeyHasher, Origin};
 use crate::store::{FailedItem, Place};
 
@@ -261,7 +263,7 @@ impl FtpSource {
             session
                 .upload(
                     &join(folder, &note),
-                    error_note(name, *item_id, reason).as_bytes(),
+                    error_note(&escape::text(name), *item_id, reason).as_bytes(),
                 )
                 .await?;
             taken.add(folder, note);
@@ -467,19 +469,34 @@ impl Inbox for FtpInbox<'_> {
 
     async fn list(&mut self, tried: &HashSet<String>) -> Result<Listing<Entry>, super::Error> {
         let listing = self.session.list(&self.source.config.remote.inbox).await?;
-        let mut files: Vec<Entry> = listing
+        let (listed, others): (Vec<Entry>, Vec<Entry>) = listing
             .into_iter()
-            .filter(|e| e.is_file && !is_temporary(&e.name) && !tried.contains(&e.name))
+            .filter(|e| !is_temporary(e.name.as_bytes()) && e.name != "." && e.name != "..")
+            .partition(|e| e.is_file);
+        let strays = others
+            .into_iter()
+            .map(|e| Stray {
+                name: escape::text(&e.name).into_owned(),
+                why: "not a file (a folder or a link); eingang takes only files directly in the inbox: move it away".to_owned(),
+            })
+            .collect();
+        let mut files: Vec<Entry> = listed
+            .into_iter()
+            .filter(|e| !tried.contains(&e.name))
             .collect();
         // Oldest first, as they arrived (servers list in directory order).
         files.sort_by(|a, b| a.modified.cmp(&b.modified).then(a.name.cmp(&b.name)));
         let settling = &self.source.settling;
-        let (ready, waiting) =
-            settling.split(files, |e: &Entry| (e.name.clone(), e.size, e.modified));
+        let (ready, waiting) = settling.split(
+            files,
+            |e: &Entry| (e.name.clone(), e.size, e.modified),
+            |_| false,
+        );
         Ok(Listing {
             ready,
             waiting,
             settle_in: settling.time_to_settle(),
+            strays: Some(strays),
         })
     }
 
@@ -820,6 +837,12 @@ fn entry(listed: Listed) -> Entry {
         modified: listed.modified(),
         is_file: listed.is_file(),
     }
+}
+
+/// The `n`-th name tried for `name` in a folder: `name`, then `stem-2.ext`, `stem-3.ext`, …
+/// (FTP names come as text; the server sets no length limit eingang could know).
+fn numbered_name(name: &str, n: u32) -> String {
+    String::from_utf8_lossy(&folder::numbered(name.as_bytes(), n, usize::MAX)).into_owned()
 }
 
 /// A path in a folder, `/`-separated as FTP paths are (RFC 959 leaves the syntax to the

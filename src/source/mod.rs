@@ -6,6 +6,7 @@
 //! on. Only sources move, rename or delete anything.
 
 pub mod dir;
+mod folder;
 pub mod ftp;
 pub mod imap;
 pub mod pass;
@@ -23,6 +24,7 @@ use crate::intake::Intake;
 use crate::item::Item;
 use crate::schedule::Schedule;
 use crate::stop::Stop;
+pub use crate::store::Stray;
 use crate::store::{FailedItem, Place};
 pub use pass::{Mode, Pass, PassReport};
 pub use reconcile::Seen;
@@ -46,6 +48,9 @@ pub struct Listing<E> {
     pub waiting: usize,
     /// How long until the next waiting entry may have settled.
     pub settle_in: Option<Duration>,
+    /// Everything else in the inbox that eingang leaves alone (a link, a FIFO, a folder), for
+    /// a source whose listing can tell; `None` for one that cannot (a mailbox).
+    pub strays: Option<Vec<Stray>>,
 }
 
 impl<E> Listing<E> {
@@ -55,6 +60,7 @@ impl<E> Listing<E> {
             ready,
             waiting: 0,
             settle_in: None,
+            strays: None,
         }
     }
 }
@@ -203,7 +209,10 @@ impl Source {
             mode,
         };
         match &self.kind {
-            Kind::Dir(d) => run.over(&mut d.open()).await,
+            Kind::Dir(d) => match d.open() {
+                Ok(mut inbox) => run.over(&mut inbox).await,
+                Err(e) => Pass::failed(e),
+            },
             Kind::Ftp(f) => match f.open().await {
                 Ok(mut inbox) => {
                     let pass = run.over(&mut inbox).await;
@@ -271,11 +280,7 @@ impl Source {
     /// Puts a failed item back into the inbox; returns where it lies now.
     pub async fn put_back(&self, failed: &FailedItem) -> Result<String, Error> {
         match &self.kind {
-            Kind::Dir(d) => {
-                let place = failed.archived.as_deref().unwrap_or(&failed.location);
-                d.put_back(std::path::Path::new(place))
-                    .map(|p| p.display().to_string())
-            }
+            Kind::Dir(d) => d.put_back(failed.archived.as_deref().unwrap_or(&failed.location)),
             Kind::Ftp(f) => f.put_back(failed).await,
             Kind::Imap(i) => i.put_back(failed).await,
         }

@@ -130,6 +130,9 @@ impl Run<'_> {
         while !self.stop.is_set() {
             let listing = inbox.list(&state.tried).await?;
             state.report.waiting = listing.waiting;
+            if let Some(strays) = listing.strays {
+                self.intake.strays(self.source, strays).await?;
+            }
             if listing.ready.is_empty() {
                 // Items still being written get one more look after their settle time (the
                 // daemon leaves those that keep changing to its next pass; `sync` waits).
@@ -256,18 +259,24 @@ impl Run<'_> {
             .collect();
         let disposed = inbox.dispose(moves).await;
         fault::point("after_move");
+        let (mut archived, mut rejected) = (0, 0);
         for (item_id, place) in &disposed.placed {
             match names.get(item_id) {
                 Some((name, Disposition::Archive)) => {
-                    state.report.imported += 1;
-                    tracing::info!(source = %self.source, item = %name, to = %place.at, "item archived");
+                    archived += 1;
+                    tracing::debug!(source = %self.source, item = %name, to = %place.at, "item archived");
                 }
                 Some((name, Disposition::Error { reason, .. })) => {
-                    state.report.rejected += 1;
+                    rejected += 1;
                     tracing::warn!(source = %self.source, item = %name, %reason, "item rejected");
                 }
                 None => {}
             }
+        }
+        state.report.imported += archived;
+        state.report.rejected += rejected;
+        if archived + rejected > 0 {
+            tracing::info!(source = %self.source, archived, rejected, "batch moved");
         }
         for (item_id, why) in &disposed.failed {
             let name = names.get(item_id).map_or("", |(n, _)| n.as_str());

@@ -23,6 +23,7 @@ use crate::error::Reject;
 use crate::extract::Envelope;
 use crate::item::Item;
 use crate::model::{Document, Operation};
+pub use source_state::Stray;
 
 /// An item whose parse was started this many times without an outcome is set aside.
 pub const MAX_ATTEMPTS: u32 = 3;
@@ -208,6 +209,8 @@ pub struct FailedItem {
 /// The SQLite store. One connection; `&self` methods lock it for one call.
 pub struct Store {
     conn: Mutex<Connection>,
+    /// The start of every Message-ID this store gives its notices (`eingang.<store id>.`).
+    notice_ids: String,
     /// Items whose parse began in this process and is not committed yet: a row without an
     /// outcome that is not in here was left by a process that died.
     started: Mutex<HashSet<i64>>,
@@ -224,6 +227,12 @@ impl Store {
                 )
             })?;
         }
+        keep_private(path).map_err(|e| {
+            rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some(format!("{}: {e}", path.display())),
+            )
+        })?;
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -238,8 +247,10 @@ impl Store {
             });
         }
         schema::migrate(&mut conn)?;
+        let id: String = conn.query_row("SELECT id FROM store_identity", [], |r| r.get(0))?;
         Ok(Store {
             conn: Mutex::new(conn),
+            notice_ids: format!("eingang.{id}."),
             started: Mutex::new(HashSet::new()),
         })
     }
@@ -375,7 +386,18 @@ impl Store {
         let now = now();
         let mut outcomes = Vec::with_capacity(verdicts.len());
         for verdict in verdicts {
+            // Our own notice, come back: recognized by its header and a Message-ID of this
+            // store, never by its From (anyone can write that).
+            let own_notice = verdict.envelope.notice_marker
+                && verdict
+                    .envelope
+                    .message_id
+                    .as_deref()
+                    .is_some_and(|id| id.starts_with(&self.notice_ids));
             let result = match verdict.result {
+                _ if own_notice => Err(Reject::OwnNotice {
+                    message_id: verdict.envelope.message_id.clone().unwrap_or_default(),
+                }),
                 Ok(documents) => {
                     let sp = tx.savepoint()?;
                     match insert_documents(&sp, verdict.item_id, &documents, &now)? {
@@ -431,12 +453,17 @@ impl Store {
                 now
             ])?;
             if state == "rejected" {
-                // Promise 4: the notice is written in the same transaction as the rejection.
+                // Promise 4: the notice is written in the same transaction as the rejection;
+                // about our own notice, it is written as not to be mailed.
                 tx.prepare_cached(
-                    "INSERT INTO outbox (item_id, source, kind, created_at)
-                     SELECT id, source, 'rejected', ?2 FROM items WHERE id = ?1",
+                    "INSERT INTO outbox (item_id, source, kind, created_at, state)
+                     SELECT id, source, 'rejected', ?2, ?3 FROM items WHERE id = ?1",
                 )?
-                .execute(params![verdict.item_id, now])?;
+                .execute(params![
+                    verdict.item_id,
+                    now,
+                    if own_notice { "suppressed" } else { "pending" }
+                ])?;
             }
             outcomes.push(outcome);
         }
@@ -625,6 +652,29 @@ impl Store {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// The store keeps the bytes of rejected items and who sent what: readable by its owner only.
+/// A new file is made with mode 0600 (SQLite gives its `-wal` and `-shm` files the same mode);
+/// an existing one readable by others is narrowed, with a warning.
+fn keep_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let mode = std::fs::metadata(path)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(store = %path.display(), mode = format!("{:o}", mode & 0o777), "the store was readable by others; narrowing it to 0600");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
 }
 
 fn now() -> String {

@@ -32,6 +32,8 @@ pub enum NoticeKind {
         /// When the outage began.
         since: String,
     },
+    /// Something lies in the source's inbox that eingang leaves alone.
+    Stray(super::Stray),
 }
 
 /// An outbox row that is due to be mailed.
@@ -91,8 +93,6 @@ pub enum Finished {
     Sent,
     /// No `[notify]` section: the notice went to the log.
     Logged,
-    /// About eingang's own notice coming back as an item: not mailed, so that no loop forms.
-    Suppressed,
 }
 
 impl Finished {
@@ -100,7 +100,6 @@ impl Finished {
         match self {
             Finished::Sent => "sent",
             Finished::Logged => "logged",
-            Finished::Suppressed => "suppressed",
         }
     }
 }
@@ -191,8 +190,9 @@ impl Store {
             notices.push(row?);
         }
         let mut others = conn.prepare(
-            "SELECT id, source, created_at, attempts, message_id, kind, outage_since, last_error
-             FROM outbox WHERE state = 'pending' AND kind IN ('summary', 'down', 'up')",
+            "SELECT id, source, created_at, attempts, message_id, kind, outage_since, last_error,
+                    detail
+             FROM outbox WHERE state = 'pending' AND kind IN ('summary', 'down', 'up', 'stray')",
         )?;
         let rows = others.query_map([], |r| {
             Ok((
@@ -208,10 +208,11 @@ impl Store {
                 },
                 r.get::<_, String>(5)?,
                 r.get::<_, Option<String>>(7)?,
+                r.get::<_, Option<String>>(8)?,
             ))
         })?;
         for row in rows {
-            let (mut notice, kind, error) = row?;
+            let (mut notice, kind, error, detail) = row?;
             let since = match &notice.kind {
                 NoticeKind::Up { since } => since.clone(),
                 _ => String::new(),
@@ -222,6 +223,14 @@ impl Store {
                     since,
                     error: error.unwrap_or_default(),
                 },
+                "stray" => NoticeKind::Stray(
+                    detail
+                        .and_then(|d| serde_json::from_str(&d).ok())
+                        .unwrap_or_else(|| super::Stray {
+                            name: String::new(),
+                            why: String::new(),
+                        }),
+                ),
                 _ => NoticeKind::Up { since },
             };
             notices.push(notice);

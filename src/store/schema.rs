@@ -102,6 +102,16 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO store_identity (id) SELECT lower(hex(randomblob(8)));",
     // 3: a standing note per source for `status` (an IMAP server without UIDPLUS).
     "ALTER TABLE source_state ADD COLUMN note TEXT;",
+    // 4: what lies in an inbox that eingang leaves alone (a link, a FIFO, a folder), told once;
+    // a notice's own text (`detail`) for notices about something other than an item.
+    "CREATE TABLE strays (
+        source TEXT NOT NULL,
+        name TEXT NOT NULL,
+        why TEXT NOT NULL,
+        seen_at TEXT NOT NULL,
+        PRIMARY KEY (source, name)
+    );
+    ALTER TABLE outbox ADD COLUMN detail TEXT;",
 ];
 
 /// Brings the schema to the newest version, one transaction per step.

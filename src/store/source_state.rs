@@ -1,10 +1,21 @@
 //! The health of each source as `status` shows it: when its last pass succeeded, its last
 //! error and since when it fails (for the one "source down" notice), and a standing note about
-//! its server (an IMAP server that cannot expunge selectively).
+//! its server (an IMAP server that cannot expunge selectively), and what else lies in its
+//! inbox that eingang leaves alone.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::{Error, Store, now};
+
+/// An entry of an inbox that is not an item eingang takes (a link, a FIFO, a folder): left
+/// alone and told once.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Stray {
+    /// Its name, printable (escaped).
+    pub name: String,
+    /// What it is and what to do about it.
+    pub why: String,
+}
 
 impl Store {
     /// Records a pass of a source: `Ok` clears its error, `Err` keeps the text.
@@ -39,6 +50,66 @@ impl Store {
         Ok(())
     }
 
+    /// Records what a listing saw besides items: an entry seen for the first time gets a row
+    /// and, in the same transaction, one notice; an entry no longer there is forgotten (it is
+    /// told again should it come back). Returns the new ones.
+    pub fn record_strays(&self, source: &str, strays: &[Stray]) -> Result<Vec<Stray>, Error> {
+        let mut conn = self.lock();
+        let known: Vec<String> = {
+            let mut stmt = conn.prepare_cached("SELECT name FROM strays WHERE source = ?1")?;
+            let rows = stmt.query_map([source], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let new: Vec<Stray> = strays
+            .iter()
+            .filter(|s| !known.contains(&s.name))
+            .cloned()
+            .collect();
+        let gone: Vec<&String> = known
+            .iter()
+            .filter(|k| !strays.iter().any(|s| &s.name == *k))
+            .collect();
+        if new.is_empty() && gone.is_empty() {
+            return Ok(new);
+        }
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let at = now();
+        for stray in &new {
+            tx.execute(
+                "INSERT INTO strays (source, name, why, seen_at) VALUES (?1, ?2, ?3, ?4)",
+                params![source, stray.name, stray.why, at],
+            )?;
+            let detail = serde_json::to_string(stray).expect("a stray serializes");
+            tx.execute(
+                "INSERT INTO outbox (source, kind, created_at, detail) VALUES (?1, 'stray', ?2, ?3)",
+                params![source, at, detail],
+            )?;
+        }
+        for name in gone {
+            tx.execute(
+                "DELETE FROM strays WHERE source = ?1 AND name = ?2",
+                params![source, name],
+            )?;
+        }
+        tx.commit()?;
+        Ok(new)
+    }
+
+    /// What lies in a source's inbox that eingang leaves alone, oldest first.
+    pub fn strays(&self, source: &str) -> Result<Vec<Stray>, Error> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT name, why FROM strays WHERE source = ?1 ORDER BY seen_at, name",
+        )?;
+        let rows = stmt.query_map([source], |r| {
+            Ok(Stray {
+                name: r.get(0)?,
+                why: r.get(1)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The standing note of a source, if any.
     pub fn source_note(&self, source: &str) -> Result<Option<String>, Error> {
         Ok(self
@@ -70,5 +141,31 @@ mod tests {
         );
         store.set_source_note("mail", None).unwrap();
         assert_eq!(store.source_note("mail").unwrap(), None);
+    }
+
+    #[test]
+    fn a_stray_is_told_once_while_it_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let link = Stray {
+            name: "link.csv".into(),
+            why: "a symbolic link".into(),
+        };
+        let one = std::slice::from_ref(&link);
+        assert_eq!(store.record_strays("drop", one).unwrap(), one);
+        assert!(store.record_strays("drop", one).unwrap().is_empty());
+        assert_eq!(store.strays("drop").unwrap(), one);
+        assert!(store.record_strays("drop", &[]).unwrap().is_empty());
+        assert!(store.strays("drop").unwrap().is_empty());
+        assert_eq!(store.record_strays("drop", one).unwrap(), one);
+        let notices: i64 = store
+            .lock()
+            .query_row(
+                "SELECT COUNT(*) FROM outbox WHERE kind = 'stray'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(notices, 2);
     }
 }
