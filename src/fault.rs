@@ -2,7 +2,8 @@
 //! process with SIGKILL when it reaches that point; `EINGANG_FAULT=parse:<name>` when it starts
 //! to parse the item of that name. Without the feature every call is a no-op. Points:
 //! `after_commit`, `after_move` (sources), `after_send_before_mark` (notify: the SMTP server
-//! took a notice, the outbox does not know yet).
+//! took a notice, the outbox does not know yet), `oauth_after_refresh_saved` (a rotated refresh
+//! token is committed, its access token not yet used).
 
 /// Kills the process here when `EINGANG_FAULT` names this point.
 #[cfg(feature = "fault-points")]

@@ -22,6 +22,9 @@
 //! - `source`: where items come from and go back to: `dir` (drop folders), `ftp` (FTP/FTPS
 //!   servers), `imap` (mailboxes: IDLE, batched fetch and moves); `settle` decides when a
 //!   listed file is complete, `tls` verifies servers.
+//! - `oauth`: OAuth2 logins for IMAP sources and `[notify]`: access tokens (memory only,
+//!   shared per account, renewed before expiry), refresh tokens rotated into the store, the
+//!   device-code sign-in of `eingang oauth login`, XOAUTH2/OAUTHBEARER, provider presets.
 //! - `daemon`, `schedule`: sources watched on their schedules until a signal.
 //! - `config`, `cli`, `error`, `fault`: the edges.
 
@@ -36,6 +39,7 @@ pub mod format;
 pub mod item;
 pub mod model;
 pub mod notify;
+pub mod oauth;
 pub mod pipeline;
 pub mod route;
 pub mod schedule;

@@ -8,6 +8,7 @@
 //! Blocking by design: callers on the async runtime use `spawn_blocking`.
 
 mod imap;
+mod oauth;
 pub mod outbox;
 mod schema;
 
@@ -25,6 +26,7 @@ use crate::item::Item;
 use crate::model::{Document, Operation};
 
 pub use imap::Moved;
+pub use oauth::OAuthGrant;
 
 /// An item whose parse was started this many times without an outcome is set aside.
 pub const MAX_ATTEMPTS: u32 = 3;
