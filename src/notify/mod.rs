@@ -186,6 +186,7 @@ fn kind_name(kind: &NoticeKind) -> &'static str {
         NoticeKind::Summary(_) => "summary",
         NoticeKind::Down { .. } => "down",
         NoticeKind::Up { .. } => "up",
+        NoticeKind::Reauthorize { .. } => "reauth",
     }
 }
 
@@ -433,7 +434,11 @@ impl Notifier {
                 .store(move |s| s.finish_notice(id, Finished::Suppressed))
                 .await;
         }
-        let to = self.recipients(&notice.source).to_vec();
+        // A sign-in is the admins' to do, whichever group a source's notices go to.
+        let to = match &notice.kind {
+            NoticeKind::Reauthorize { .. } => smtp.admins.clone(),
+            _ => self.recipients(&notice.source).to_vec(),
+        };
         let message_id = match &notice.message_id {
             Some(fixed) => fixed.clone(),
             None => {
@@ -511,6 +516,10 @@ impl Notifier {
             ),
             NoticeKind::Up { since } => (
                 text::up(lang, &notice.source, since, &notice.created_at),
+                None,
+            ),
+            NoticeKind::Reauthorize { error } => (
+                text::reauthorize(lang, &notice.source, error, &notice.created_at),
                 None,
             ),
         })
@@ -685,6 +694,12 @@ pub async fn check(config: &Config) -> Vec<CheckLine> {
             return lines;
         }
     };
+    if let Some(oauth) = &notify.oauth {
+        lines.push((
+            format!("notify {}", crate::oauth::describe(oauth)),
+            crate::oauth::check(oauth).await,
+        ));
+    }
     if let Some(user) = target.mailer.user() {
         let result = target.mailer.login(&mut session).await;
         let failed = result.is_err();
