@@ -107,7 +107,7 @@ pub(super) async fn fetch(config: &OAuth2Config) -> Result<AccessToken, Error> {
                         Failure::Other(e) => e,
                         Failure::InvalidGrant(words) => {
                             let why = format!(
-                                "the identity provider refused the stored refresh token, which expired or was revoked ({words})"
+                                "the identity provider refused the refresh token: it expired, was revoked or was used before ({words})"
                             );
                             let (login, text) = (config.login.clone(), why.clone());
                             let told = with_store(&config.store, move |store| {
