@@ -674,21 +674,18 @@ fn a_bye_saying_the_token_expired_means_refresh_and_reconnect_not_an_outage() {
     );
 }
 
-/// Spawns `eingang oauth login mail` and reads its instructions: (child, URL, user code).
-fn start_login(
-    c: &Case,
-) -> (
-    std::process::Child,
-    String,
-    String,
-    BufReader<std::process::ChildStdout>,
-) {
-    let mut child =
-        c.ws.command(&["oauth", "login", "mail"], &[])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn eingang oauth login");
+/// Output of a running `eingang oauth login` after its instructions.
+type LoginOutput = BufReader<std::process::ChildStdout>;
+
+/// Spawns `eingang oauth login <name>` and reads its instructions: (child, URL, user code,
+/// the rest of its output).
+fn start_login(ws: &Workspace, name: &str) -> (std::process::Child, String, String, LoginOutput) {
+    let mut child = ws
+        .command(&["oauth", "login", name], &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn eingang oauth login");
     let mut out = BufReader::new(child.stdout.take().expect("stdout"));
     let (mut url, mut code) = (String::new(), String::new());
     let mut line = String::new();
@@ -735,7 +732,7 @@ fn device_code_login_end_to_end_honours_slow_down_and_stores_the_refresh_token()
         "{}",
         stderr(&out)
     );
-    let (mut child, url, code, mut out) = start_login(&c);
+    let (mut child, url, code, mut out) = start_login(&c.ws, "mail");
     assert_eq!(url, Idp::shared().url("/activate"));
     activate(Idp::shared(), &code, &c.user, true);
     let status = wait_exit(&mut child, Duration::from_secs(30));
@@ -783,7 +780,7 @@ fn a_declined_or_expired_device_code_is_told_in_plain_words() {
         "",
         "",
     );
-    let (mut child, _, code, _out) = start_login(&c);
+    let (mut child, _, code, _out) = start_login(&c.ws, "mail");
     activate(Idp::shared(), &code, &c.user, false);
     let status = wait_exit(&mut child, Duration::from_secs(20));
     let err =
@@ -793,7 +790,7 @@ fn a_declined_or_expired_device_code_is_told_in_plain_words() {
         err.contains("the sign-in was declined") && err.contains("access_denied"),
         "{err}"
     );
-    let (mut child, _, _, _out) = start_login(&c);
+    let (mut child, _, _, _out) = start_login(&c.ws, "mail");
     let status = wait_exit(&mut child, Duration::from_secs(20));
     let err =
         String::from_utf8_lossy(&child.wait_with_output().expect("output").stderr).into_owned();
@@ -1017,4 +1014,38 @@ fn no_secret_reaches_logs_status_export_or_the_store_but_the_refresh_token() {
     }
     assert!(!in_store(&secret), "the client secret is in the store");
     assert_eq!(c.stored_refresh_token(), c.client.newest_refresh_token());
+}
+
+#[test]
+fn oauth_login_notify_signs_in_the_notifier_and_its_notices_go_out() {
+    let idp = Idp::shared();
+    let smtp = SmtpServer::start_with(Options {
+        oauth_introspect: Some(idp.url("/introspect")),
+        ..Options::default()
+    });
+    let user = new_user("notify-login");
+    let client = idp.client(&format!("app-{user}"), json!({"user": user, "interval": 1}));
+    let ws = Workspace::new(&smtp.notify_section(&format!(
+        "user = \"{user}\"\nauth = \"oauth2\"\noauth_token_url = \"{}\"\noauth_device_url = \"{}\"\n\
+         oauth_client_id = \"{}\"\noauth_scope = \"{SCOPE}\"\n",
+        idp.url("/token"),
+        idp.url("/device"),
+        client.id
+    )));
+    let (mut child, _, code, mut out) = start_login(&ws, "notify");
+    activate(idp, &code, &user, true);
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).expect("stdout");
+    assert!(status.success(), "{rest}");
+    assert!(
+        rest.contains("the refresh token for notify is stored"),
+        "{rest}"
+    );
+    ws.drop_file("in", "kaputt.xml", b"<not-a-document/>");
+    let out = ws.run(&["sync"]);
+    let mails = smtp.wait_for(1, Duration::from_secs(10));
+    assert_eq!(mails.len(), 1, "{}", stderr(&out));
+    assert_eq!(smtp.auth_log(), [format!("XOAUTH2 ok {user}")]);
+    assert_eq!(client.count("refresh"), 1);
 }

@@ -33,9 +33,9 @@ fn account(config: &OAuth2Config) -> Arc<Account> {
 /// A valid access token for the login: the one in memory until it is due for renewal, else a
 /// new one from the identity provider (one request at a time per account).
 ///
-/// The future is boxed as `Send`: oauth2's request futures borrow the HTTP client through a
-/// higher-ranked closure, which the compiler cannot prove `Send` from a caller's own future
-/// (rust-lang/rust#64552) once they are inlined into it.
+/// The future is boxed and `Send`, checked here once: the token requests run inside oauth2's
+/// higher-ranked closures, whose `Send`-ness the compiler may fail to prove from deep inside
+/// a caller's spawned future (rust-lang/rust#64552); a box stops that at this edge.
 pub fn access_token(
     config: &OAuth2Config,
 ) -> Pin<Box<dyn Future<Output = Result<AccessToken, Error>> + Send + '_>> {
