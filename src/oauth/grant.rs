@@ -368,3 +368,62 @@ pub(super) async fn lock(store: &Path) -> Result<std::fs::File, Error> {
     .await
     .map_err(|e| Error::Failed(format!("the lock task stopped: {e}")))?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> OAuth2Config {
+        OAuth2Config {
+            login: "mail".into(),
+            user: "u@example.com".into(),
+            token_url: "https://login.example/token".into(),
+            device_url: None,
+            client_id: "app".into(),
+            client_secret: None,
+            scope: "https://outlook.office365.com/.default".into(),
+            grant: Grant::ClientCredentials,
+            refresh_token: None,
+            mechanism: None,
+            ca_file: None,
+            store: PathBuf::from("eingang.db"),
+        }
+    }
+
+    #[test]
+    fn microsoft_reasons_are_told_in_words_with_the_providers_text() {
+        let c = config();
+        let tenant = explain(
+            "invalid_request",
+            Some("AADSTS90002: Tenant 'contoso.example' not found.\r\nTrace ID: 1"),
+            &c,
+        );
+        assert!(
+            tenant.starts_with("the tenant is unknown: check oauth_tenant"),
+            "{tenant}"
+        );
+        assert!(tenant.contains("AADSTS90002: Tenant 'contoso.example' not found. Trace ID: 1"));
+        let consent = explain(
+            "invalid_grant",
+            Some(
+                "AADSTS65001: The user or administrator has not consented to use the application.",
+            ),
+            &c,
+        );
+        assert!(consent.starts_with("consent is missing"), "{consent}");
+        let scope = explain("invalid_scope", None, &c);
+        assert_eq!(
+            scope,
+            "the scope \"https://outlook.office365.com/.default\" was refused: check oauth_scope (invalid_scope)"
+        );
+        assert_eq!(explain("weird", Some("text"), &c), "weird: text");
+    }
+
+    #[test]
+    fn the_lock_file_lies_beside_the_store() {
+        assert_eq!(
+            lock_path(Path::new("/srv/eingang/eingang.db")),
+            Path::new("/srv/eingang/eingang.db.oauth-lock")
+        );
+    }
+}
