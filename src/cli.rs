@@ -1,4 +1,5 @@
-//! The commands of CONTRACT.md: run, sync, check, parse, import, status, export, reprocess.
+//! The commands of CONTRACT.md: run, sync, check, parse, import, status, export, reprocess,
+//! oauth login.
 //! Each returns its exit code; errors become the contract's stderr line `error: <what>: <why>`.
 
 use std::io::{IsTerminal, Write};
@@ -90,6 +91,23 @@ pub enum Command {
         #[arg(required = true)]
         ids: Vec<i64>,
     },
+    /// OAuth2 sign-in for a mailbox (`auth = "oauth2"`).
+    Oauth {
+        /// What to do.
+        #[command(subcommand)]
+        command: OauthCommand,
+    },
+}
+
+/// `eingang oauth …`.
+#[derive(Debug, Subcommand)]
+pub enum OauthCommand {
+    /// First consent (device-code flow): prints a URL and a code, waits for the sign-in and
+    /// stores the refresh token.
+    Login {
+        /// The source's name, or `notify` for the [notify] section.
+        source: String,
+    },
 }
 
 /// A configuration problem: exit 2.
@@ -162,6 +180,9 @@ pub fn execute(cli: Cli) -> Result<i32> {
         Command::Sync { source } => sync(&config, source.as_deref(), embedded),
         Command::Check { create_folders } => check(&config, create_folders),
         Command::Reprocess { ids } => reprocess(&config, &ids),
+        Command::Oauth {
+            command: OauthCommand::Login { source },
+        } => oauth_login(&config, &source),
         Command::Run => run(&config, embedded),
     }
 }
@@ -451,6 +472,19 @@ fn check(config: &Config, create_folders: bool) -> Result<i32> {
     );
     let runtime = runtime()?;
     for source in sources(config, None)? {
+        // The token round first, on a line of its own; the login below uses its token.
+        if let SourceKind::Imap(remote) = &source.config.kind
+            && let Some(oauth) = &remote.oauth
+        {
+            line(
+                &format!(
+                    "source {}: {}",
+                    source.name(),
+                    crate::oauth::describe(oauth)
+                ),
+                runtime.block_on(crate::oauth::check(oauth)),
+            );
+        }
         for (what, result) in runtime.block_on(source.check(create_folders)) {
             line(&format!("source {}: {what}", source.name()), result);
         }
@@ -479,6 +513,32 @@ fn reprocess(config: &Config, ids: &[i64]) -> Result<i32> {
         }
     }
     Ok(code)
+}
+
+fn oauth_login(config: &Config, name: &str) -> Result<i32> {
+    let from_source = config.source(name).map(|s| match &s.kind {
+        SourceKind::Imap(remote) => remote.oauth.clone(),
+        _ => None,
+    });
+    let oauth = match from_source {
+        Some(Some(oauth)) => oauth,
+        Some(None) => bail!("source {name:?} does not use auth = \"oauth2\""),
+        None if name == crate::config::NOTIFY_LOGIN => {
+            match config.notify.as_ref().and_then(|n| n.oauth.clone()) {
+                Some(oauth) => oauth,
+                None => bail!("[notify] does not use auth = \"oauth2\""),
+            }
+        }
+        None => bail!("no source named {name:?} in the config (`notify` names [notify])"),
+    };
+    let mut out = std::io::stdout();
+    match runtime()?.block_on(crate::oauth::device::login(&oauth, &mut out)) {
+        Ok(()) => Ok(0),
+        Err(e) => {
+            eprintln!("error: oauth login {name}: {e}");
+            Ok(1)
+        }
+    }
 }
 
 fn run(config: &Config, embedded: bool) -> Result<i32> {

@@ -4,11 +4,13 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::format::Limits;
+use crate::oauth::preset::{self, Protocol, Provider};
 use crate::schedule::{Schedule, parse_duration};
 
 /// The folder of the embedded default (no config file).
@@ -71,6 +73,19 @@ pub struct RawSource {
     supplier: Option<String>,
     settle: Option<String>,
     rescan: Option<String>,
+    auth: Option<String>,
+    provider: Option<String>,
+    oauth_tenant: Option<String>,
+    oauth_token_url: Option<String>,
+    oauth_device_url: Option<String>,
+    oauth_client_id: Option<String>,
+    oauth_client_secret_env: Option<String>,
+    oauth_client_secret_file: Option<String>,
+    oauth_scope: Option<String>,
+    oauth_grant: Option<String>,
+    oauth_refresh_token_env: Option<String>,
+    oauth_refresh_token_file: Option<String>,
+    oauth_mechanism: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -90,6 +105,19 @@ struct RawNotify {
     ca_file: Option<String>,
     down_after: Option<String>,
     burst: Option<u32>,
+    auth: Option<String>,
+    provider: Option<String>,
+    oauth_tenant: Option<String>,
+    oauth_token_url: Option<String>,
+    oauth_device_url: Option<String>,
+    oauth_client_id: Option<String>,
+    oauth_client_secret_env: Option<String>,
+    oauth_client_secret_file: Option<String>,
+    oauth_scope: Option<String>,
+    oauth_grant: Option<String>,
+    oauth_refresh_token_env: Option<String>,
+    oauth_refresh_token_file: Option<String>,
+    oauth_mechanism: Option<String>,
 }
 
 /// A password; its `Debug` never shows it.
@@ -97,6 +125,11 @@ struct RawNotify {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret value (a password, a client secret, a token).
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
     /// The password itself, for the login call only.
     pub fn expose(&self) -> &str {
         &self.0
@@ -218,8 +251,10 @@ pub struct RemoteConfig {
     pub ca_file: Option<PathBuf>,
     /// The login name.
     pub user: String,
-    /// The password.
+    /// The password (empty with `oauth`, which logs in instead).
     pub password: Secret,
+    /// `auth = "oauth2"` (IMAP only): log in with an access token instead of the password.
+    pub oauth: Option<Arc<OAuth2Config>>,
     /// The folder that is the queue (`/`-separated for IMAP; a path for FTP).
     pub inbox: String,
     /// Where imported items go.
@@ -241,8 +276,10 @@ pub struct NotifyConfig {
     pub ca_file: Option<PathBuf>,
     /// The AUTH login, if the server wants one.
     pub user: Option<String>,
-    /// Its password.
+    /// Its password (`None` with `oauth`).
     pub password: Option<Secret>,
+    /// `auth = "oauth2"`: AUTH with an access token instead of the password.
+    pub oauth: Option<Arc<OAuth2Config>>,
     /// The sender address.
     pub from: String,
     /// The admin group.
@@ -253,6 +290,75 @@ pub struct NotifyConfig {
     pub down_after: Duration,
     /// More rejections than this within 5 minutes become one summary (default 10).
     pub burst: u32,
+}
+
+/// An OAuth2 login (`auth = "oauth2"`) of an IMAP source or `[notify]`, checked: the token
+/// endpoint, the client, the grant and where refresh tokens are kept. `Debug` shows no secret.
+#[derive(Debug, Clone)]
+pub struct OAuth2Config {
+    /// The name `eingang oauth login` takes: the source's name, or `notify`.
+    pub login: String,
+    /// The mailbox user named in the SASL exchange (and part of the account's key).
+    pub user: String,
+    /// The token endpoint (https, or http to a loopback host).
+    pub token_url: String,
+    /// The device authorization endpoint (RFC 8628), for `eingang oauth login`.
+    pub device_url: Option<String>,
+    /// The client (application) id.
+    pub client_id: String,
+    /// The client secret; `None` for a public client.
+    pub client_secret: Option<Secret>,
+    /// The scope asked for, space-separated; may be empty.
+    pub scope: String,
+    /// How tokens are got.
+    pub grant: Grant,
+    /// A refresh token given in the config (`oauth_refresh_token_env` / `_file`); the store's
+    /// rotated one takes over from it.
+    pub refresh_token: Option<Secret>,
+    /// The SASL mechanism; `None`: XOAUTH2, or OAUTHBEARER where an IMAP server offers only that.
+    pub mechanism: Option<SaslMechanism>,
+    /// An extra trust anchor (the login's `ca_file`), also for the token endpoint.
+    pub ca_file: Option<PathBuf>,
+    /// The store, where refresh tokens are kept.
+    pub store: PathBuf,
+}
+
+/// `oauth_grant`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// App-only access with the client's own credentials (RFC 6749 §4.4).
+    ClientCredentials,
+    /// Delegated access with a refresh token from `eingang oauth login` (RFC 6749 §6).
+    RefreshToken,
+}
+
+impl Grant {
+    /// The grant as the config writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Grant::ClientCredentials => "client_credentials",
+            Grant::RefreshToken => "refresh_token",
+        }
+    }
+}
+
+/// `oauth_mechanism`: how the access token is presented to the mail server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaslMechanism {
+    /// Google's and Microsoft's XOAUTH2.
+    XOAuth2,
+    /// RFC 7628 OAUTHBEARER.
+    OAuthBearer,
+}
+
+impl SaslMechanism {
+    /// The SASL name (`XOAUTH2`, `OAUTHBEARER`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SaslMechanism::XOAuth2 => "XOAUTH2",
+            SaslMechanism::OAuthBearer => "OAUTHBEARER",
+        }
+    }
 }
 
 impl Config {
@@ -297,6 +403,7 @@ impl Config {
     pub fn from_raw(raw: RawConfig, base: &Path) -> Result<Config, Vec<String>> {
         let mut problems = Vec::new();
         let resolve = |p: &str| base.join(p);
+        let store = resolve(raw.store.path.as_deref().unwrap_or("eingang.db"));
         let mut names = HashSet::new();
         let mut sources = Vec::new();
         for (i, source) in raw.source.into_iter().enumerate() {
@@ -304,7 +411,7 @@ impl Config {
                 "config: source[{i}] {:?}",
                 source.name.as_deref().unwrap_or("")
             );
-            match check_source(source, &resolve) {
+            match check_source(source, &resolve, &store) {
                 Ok(s) => {
                     if !names.insert(s.name.clone()) {
                         problems.push(format!("{label}: the name is used twice"));
@@ -314,7 +421,11 @@ impl Config {
                 Err(errs) => problems.extend(errs.into_iter().map(|e| format!("{label}: {e}"))),
             }
         }
-        let notify = match raw.notify.map(|n| check_notify(n, &resolve)).transpose() {
+        let notify = match raw
+            .notify
+            .map(|n| check_notify(n, &resolve, &store))
+            .transpose()
+        {
             Ok(n) => n,
             Err(errs) => {
                 problems.extend(errs.into_iter().map(|e| format!("config: notify: {e}")));
@@ -332,6 +443,13 @@ impl Config {
                 problems.push(format!("config: limits: {key} must be greater than zero"));
             }
         }
+        if notify.as_ref().is_some_and(|n| n.oauth.is_some())
+            && sources.iter().any(|s| s.name == NOTIFY_LOGIN)
+        {
+            problems.push(format!(
+                "config: a source is named {NOTIFY_LOGIN:?}, the name `eingang oauth login` takes for [notify]: rename the source"
+            ));
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -339,7 +457,7 @@ impl Config {
         let mib = |v: Option<u64>, d: u64| v.map_or(d, |m| m.saturating_mul(1024 * 1024));
         Ok(Config {
             formats: resolve(raw.formats.as_deref().unwrap_or("formats")),
-            store: resolve(raw.store.path.as_deref().unwrap_or("eingang.db")),
+            store,
             max_item_bytes: mib(limits.max_item_mib, defaults.max_item_bytes),
             max_inflated_bytes: mib(limits.max_inflated_mib, defaults.max_inflated_bytes),
             max_xml_depth: limits.max_xml_depth.unwrap_or(defaults.max_xml_depth),
@@ -373,6 +491,7 @@ fn one_line(text: &str) -> String {
 fn check_source(
     raw: RawSource,
     resolve: &dyn Fn(&str) -> PathBuf,
+    store: &Path,
 ) -> Result<SourceConfig, Vec<String>> {
     let mut problems = Vec::new();
     let name = raw.name.clone().filter(|n| !n.trim().is_empty());
@@ -397,8 +516,10 @@ fn check_source(
     };
     let kind = match raw.kind.as_deref() {
         Some("dir") => check_dir(&raw, resolve, &mut problems),
-        Some("ftp") => check_ftp(&raw, resolve, &mut problems),
-        Some("imap") => check_remote("imap", &raw, resolve, &mut problems).map(SourceKind::Imap),
+        Some("ftp") => check_ftp(&raw, resolve, store, &mut problems),
+        Some("imap") => {
+            check_remote("imap", &raw, resolve, store, &mut problems).map(SourceKind::Imap)
+        }
         Some(other) => {
             problems.push(format!("unknown kind {other:?}: use imap, ftp or dir"));
             None
@@ -457,6 +578,9 @@ fn check_dir(
     for (key, _) in remote_keys.iter().filter(|(_, set)| *set) {
         problems.push(format!("`{key}` does not apply to a dir source"));
     }
+    if let Some(key) = raw.oauth().first_key() {
+        problems.push(format!("`{key}` does not apply to a dir source"));
+    }
     let duration =
         |key: &str, value: &Option<String>, default: &str, problems: &mut Vec<String>| {
             parse_duration(value.as_deref().unwrap_or(default)).unwrap_or_else(|e| {
@@ -478,12 +602,13 @@ fn check_dir(
 fn check_ftp(
     raw: &RawSource,
     resolve: &dyn Fn(&str) -> PathBuf,
+    store: &Path,
     problems: &mut Vec<String>,
 ) -> Option<SourceKind> {
     let settle = parse_duration(raw.settle.as_deref().unwrap_or(DEFAULT_FTP_SETTLE))
         .map_err(|e| problems.push(format!("settle: {e}")))
         .ok();
-    let remote = check_remote("ftp", raw, resolve, problems)?;
+    let remote = check_remote("ftp", raw, resolve, store, problems)?;
     Some(SourceKind::Ftp(FtpConfig {
         remote,
         settle: settle?,
@@ -491,19 +616,47 @@ fn check_ftp(
 }
 
 /// Checks an IMAP or FTP source: host, folders, TLS mode and port, the loopback rule for
-/// plaintext, the `ca_file`, and exactly one password source.
+/// plaintext, the `ca_file`, and exactly one password source, or (IMAP) an OAuth2 login with
+/// its provider's defaults.
 pub fn check_remote(
     raw_kind: &str,
     raw: &RawSource,
     resolve: &dyn Fn(&str) -> PathBuf,
+    store: &Path,
     problems: &mut Vec<String>,
 ) -> Option<RemoteConfig> {
     let before = problems.len();
+    let keys = raw.oauth();
+    let ca_file = raw.ca_file.as_deref().map(resolve);
+    let login = if raw_kind == "imap" {
+        check_login(
+            &keys,
+            Protocol::Imap,
+            raw.name.as_deref().unwrap_or_default(),
+            raw.user.as_deref().unwrap_or_default(),
+            &ca_file,
+            store,
+            resolve,
+            problems,
+        )
+    } else {
+        if let Some(key) = keys.first_key() {
+            problems.push(format!(
+                "`{key}` does not apply to an {raw_kind} source (OAuth2 is for imap sources and [notify])"
+            ));
+        }
+        CheckedLogin::default()
+    };
+    let preset = login.preset.as_ref();
     let (default_tls, allowed): (&str, &[&str]) = match raw_kind {
         "imap" => ("implicit", &["implicit", "starttls", "none"]),
         _ => ("explicit", &["explicit", "implicit", "none"]),
     };
-    let tls_text = raw.tls.as_deref().unwrap_or(default_tls);
+    let tls_text = raw
+        .tls
+        .as_deref()
+        .or(preset.map(|p| p.tls))
+        .unwrap_or(default_tls);
     let tls = match tls_text {
         t if !allowed.contains(&t) => {
             problems.push(format!(
@@ -517,9 +670,15 @@ pub fn check_remote(
         "explicit" => TlsMode::Explicit,
         _ => TlsMode::None,
     };
-    let host = raw.host.clone().unwrap_or_default();
+    let host = raw
+        .host
+        .clone()
+        .or(preset.map(|p| p.host.to_owned()))
+        .unwrap_or_default();
     if host.is_empty() {
-        problems.push("`host` is required".to_owned());
+        if !login.has_provider {
+            problems.push("`host` is required".to_owned());
+        }
     } else if tls == TlsMode::None && !is_loopback(&host) {
         problems.push("tls = \"none\" is allowed only for loopback hosts".to_owned());
     }
@@ -542,7 +701,6 @@ pub fn check_remote(
     if raw.port == Some(0) {
         problems.push("`port` must not be 0".to_owned());
     }
-    let ca_file = raw.ca_file.as_deref().map(resolve);
     if let Some(ca) = ca_file.as_ref().filter(|ca| !ca.is_file()) {
         problems.push(format!("ca_file {}: no such file", ca.display()));
     }
@@ -555,15 +713,28 @@ pub fn check_remote(
             problems.push(format!("`{key}` does not apply to an {raw_kind} source"));
         }
     }
-    let password = read_secret(
-        &raw.password_env,
-        &raw.password_file,
-        &raw.password,
-        resolve,
-    )
-    .map_err(|e| problems.push(e))
-    .ok();
-    let port = raw.port.unwrap_or(match (raw_kind, tls) {
+    let password = if login.is_oauth {
+        refuse_password_keys(
+            &raw.password_env,
+            &raw.password_file,
+            &raw.password,
+            problems,
+        );
+        Some(Secret(String::new()))
+    } else {
+        read_secret(
+            "password",
+            &raw.password_env,
+            &raw.password_file,
+            &raw.password,
+            resolve,
+        )
+        .map_err(|e| problems.push(e))
+        .ok()
+    };
+    // A provider's port goes with its TLS mode: an explicit `tls` picks the usual port for it.
+    let preset_port = preset.filter(|_| raw.tls.is_none()).map(|p| p.port);
+    let port = raw.port.or(preset_port).unwrap_or(match (raw_kind, tls) {
         ("imap", TlsMode::Implicit) => 993,
         ("imap", _) => 143,
         (_, TlsMode::Implicit) => 990,
@@ -579,6 +750,7 @@ pub fn check_remote(
         ca_file,
         user,
         password: password?,
+        oauth: login.oauth.map(Arc::new),
         inbox: raw.inbox.clone().unwrap_or_default(),
         archive: raw.archive.clone().unwrap_or_default(),
         error: raw.error.clone().unwrap_or_default(),
@@ -588,9 +760,30 @@ pub fn check_remote(
 fn check_notify(
     raw: RawNotify,
     resolve: &dyn Fn(&str) -> PathBuf,
+    store: &Path,
 ) -> Result<NotifyConfig, Vec<String>> {
     let mut problems = Vec::new();
-    let tls = match raw.tls.as_deref().unwrap_or("starttls") {
+    let ca_file = raw.ca_file.as_deref().map(resolve);
+    let login = check_login(
+        &raw.oauth(),
+        Protocol::Smtp,
+        NOTIFY_LOGIN,
+        raw.user.as_deref().unwrap_or_default(),
+        &ca_file,
+        store,
+        resolve,
+        &mut problems,
+    );
+    if login.is_oauth && raw.user.as_deref().is_none_or(str::is_empty) {
+        problems.push("`user` is required with auth = \"oauth2\"".to_owned());
+    }
+    let preset = login.preset.as_ref();
+    let tls = match raw
+        .tls
+        .as_deref()
+        .or(preset.map(|p| p.tls))
+        .unwrap_or("starttls")
+    {
         "starttls" => TlsMode::StartTls,
         "implicit" => TlsMode::Implicit,
         "none" => TlsMode::None,
@@ -601,9 +794,15 @@ fn check_notify(
             TlsMode::None
         }
     };
-    let host = raw.smtp_host.clone().unwrap_or_default();
+    let host = raw
+        .smtp_host
+        .clone()
+        .or(preset.map(|p| p.host.to_owned()))
+        .unwrap_or_default();
     if host.is_empty() {
-        problems.push("`smtp_host` is required".to_owned());
+        if !login.has_provider {
+            problems.push("`smtp_host` is required".to_owned());
+        }
     } else if tls == TlsMode::None && !is_loopback(&host) {
         problems.push("tls = \"none\" is allowed only for loopback hosts".to_owned());
     }
@@ -622,7 +821,6 @@ fn check_notify(
     if !matches!(language.as_str(), "de" | "en") {
         problems.push(format!("unknown language {language:?}: use de or en"));
     }
-    let ca_file = raw.ca_file.as_deref().map(resolve);
     if let Some(ca) = ca_file.as_ref().filter(|ca| !ca.is_file()) {
         problems.push(format!("ca_file {}: no such file", ca.display()));
     }
@@ -633,7 +831,17 @@ fn check_notify(
         problems.push("`burst` must be at least 1".to_owned());
     }
     let password = match &raw.user {
+        _ if login.is_oauth => {
+            refuse_password_keys(
+                &raw.password_env,
+                &raw.password_file,
+                &raw.password,
+                &mut problems,
+            );
+            None
+        }
         Some(_) => read_secret(
+            "password",
             &raw.password_env,
             &raw.password_file,
             &raw.password,
@@ -643,6 +851,7 @@ fn check_notify(
         .ok(),
         None => None,
     };
+    let preset_port = preset.filter(|_| raw.tls.is_none()).map(|p| p.port);
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -650,17 +859,313 @@ fn check_notify(
         smtp_host: host,
         smtp_port: raw
             .smtp_port
+            .or(preset_port)
             .unwrap_or(if tls == TlsMode::Implicit { 465 } else { 587 }),
         tls,
         ca_file,
         user: raw.user,
         password,
+        oauth: login.oauth.map(Arc::new),
         from: raw.from.unwrap_or_default(),
         admins: raw.admins,
         language,
         down_after,
         burst: raw.burst.unwrap_or(10),
     })
+}
+
+/// The name `eingang oauth login` takes for the `[notify]` login.
+pub const NOTIFY_LOGIN: &str = "notify";
+
+/// The OAuth2 keys of an IMAP source or `[notify]`, as written.
+struct RawOAuth<'a> {
+    auth: Option<&'a str>,
+    provider: Option<&'a str>,
+    tenant: Option<&'a str>,
+    token_url: Option<&'a str>,
+    device_url: Option<&'a str>,
+    client_id: Option<&'a str>,
+    client_secret_env: &'a Option<String>,
+    client_secret_file: &'a Option<String>,
+    scope: Option<&'a str>,
+    grant: Option<&'a str>,
+    refresh_token_env: &'a Option<String>,
+    refresh_token_file: &'a Option<String>,
+    mechanism: Option<&'a str>,
+}
+
+macro_rules! raw_oauth {
+    ($raw:expr) => {
+        RawOAuth {
+            auth: $raw.auth.as_deref(),
+            provider: $raw.provider.as_deref(),
+            tenant: $raw.oauth_tenant.as_deref(),
+            token_url: $raw.oauth_token_url.as_deref(),
+            device_url: $raw.oauth_device_url.as_deref(),
+            client_id: $raw.oauth_client_id.as_deref(),
+            client_secret_env: &$raw.oauth_client_secret_env,
+            client_secret_file: &$raw.oauth_client_secret_file,
+            scope: $raw.oauth_scope.as_deref(),
+            grant: $raw.oauth_grant.as_deref(),
+            refresh_token_env: &$raw.oauth_refresh_token_env,
+            refresh_token_file: &$raw.oauth_refresh_token_file,
+            mechanism: $raw.oauth_mechanism.as_deref(),
+        }
+    };
+}
+
+impl RawSource {
+    fn oauth(&self) -> RawOAuth<'_> {
+        raw_oauth!(self)
+    }
+}
+
+impl RawNotify {
+    fn oauth(&self) -> RawOAuth<'_> {
+        raw_oauth!(self)
+    }
+}
+
+impl RawOAuth<'_> {
+    /// The OAuth2 keys that are set, by name.
+    fn set_keys(&self) -> Vec<&'static str> {
+        [
+            ("provider", self.provider.is_some()),
+            ("oauth_tenant", self.tenant.is_some()),
+            ("oauth_token_url", self.token_url.is_some()),
+            ("oauth_device_url", self.device_url.is_some()),
+            ("oauth_client_id", self.client_id.is_some()),
+            ("oauth_client_secret_env", self.client_secret_env.is_some()),
+            (
+                "oauth_client_secret_file",
+                self.client_secret_file.is_some(),
+            ),
+            ("oauth_scope", self.scope.is_some()),
+            ("oauth_grant", self.grant.is_some()),
+            ("oauth_refresh_token_env", self.refresh_token_env.is_some()),
+            (
+                "oauth_refresh_token_file",
+                self.refresh_token_file.is_some(),
+            ),
+            ("oauth_mechanism", self.mechanism.is_some()),
+        ]
+        .into_iter()
+        .filter(|(_, set)| *set)
+        .map(|(key, _)| key)
+        .collect()
+    }
+
+    /// The first key that only a mailbox login takes (`auth` included), if any is set.
+    fn first_key(&self) -> Option<&'static str> {
+        if self.auth.is_some() {
+            return Some("auth");
+        }
+        self.set_keys().first().copied()
+    }
+}
+
+/// What the login keys of an IMAP source or `[notify]` came to.
+#[derive(Default)]
+struct CheckedLogin {
+    /// `auth = "oauth2"` (or a provider) was asked for, whatever its keys came to: no password.
+    is_oauth: bool,
+    /// A provider was named; when its defaults could not be made, that was the problem
+    /// reported, not each key it would have filled.
+    has_provider: bool,
+    /// `auth = "oauth2"`, checked.
+    oauth: Option<OAuth2Config>,
+    /// The provider's server, filling in host, port and tls where the config leaves them out.
+    preset: Option<crate::oauth::preset::Server>,
+}
+
+/// Checks `auth`, `provider` and the `oauth_*` keys of one login. `login` is the name
+/// `eingang oauth login` takes for it, `user` its login name.
+#[allow(clippy::too_many_arguments)]
+fn check_login(
+    keys: &RawOAuth<'_>,
+    protocol: Protocol,
+    login: &str,
+    user: &str,
+    ca_file: &Option<PathBuf>,
+    store: &Path,
+    resolve: &dyn Fn(&str) -> PathBuf,
+    problems: &mut Vec<String>,
+) -> CheckedLogin {
+    let provider = match keys.provider {
+        None => None,
+        Some(name) => match Provider::parse(name) {
+            Some(p) => Some(p),
+            None => {
+                problems.push(format!(
+                    "unknown provider {name:?}: use microsoft365 or gmail"
+                ));
+                return CheckedLogin::default();
+            }
+        },
+    };
+    // Both providers refuse passwords for IMAP and SMTP, so a provider means OAuth2.
+    let is_oauth = match keys.auth {
+        None => provider.is_some(),
+        Some("oauth2") => true,
+        Some("password") if provider.is_some() => {
+            problems.push(format!(
+                "provider {:?} needs auth = \"oauth2\": it refuses password logins",
+                keys.provider.unwrap_or_default()
+            ));
+            return CheckedLogin::default();
+        }
+        Some("password") => false,
+        Some(other) => {
+            problems.push(format!("unknown auth {other:?}: use password or oauth2"));
+            return CheckedLogin::default();
+        }
+    };
+    if !is_oauth {
+        for key in keys.set_keys() {
+            problems.push(format!("`{key}` needs auth = \"oauth2\""));
+        }
+        return CheckedLogin::default();
+    }
+    let before = problems.len();
+    let failed = |preset| CheckedLogin {
+        is_oauth: true,
+        has_provider: provider.is_some(),
+        oauth: None,
+        preset,
+    };
+    let grant = match keys.grant.unwrap_or("refresh_token") {
+        "refresh_token" => Grant::RefreshToken,
+        "client_credentials" => Grant::ClientCredentials,
+        other => {
+            problems.push(format!(
+                "unknown oauth_grant {other:?}: use refresh_token or client_credentials"
+            ));
+            Grant::RefreshToken
+        }
+    };
+    let defaults = match provider {
+        Some(p) => match preset::defaults(p, protocol, grant, keys.tenant) {
+            Ok(d) => Some(d),
+            Err(why) => {
+                problems.push(why);
+                return failed(None);
+            }
+        },
+        None => {
+            if keys.tenant.is_some() {
+                problems.push("`oauth_tenant` needs provider = \"microsoft365\"".to_owned());
+            }
+            None
+        }
+    };
+    let url = |key: &str, value: Option<String>, problems: &mut Vec<String>| {
+        let value = value?;
+        match check_url(&value) {
+            Ok(()) => Some(value),
+            Err(why) => {
+                problems.push(format!("{key} {value:?}: {why}"));
+                None
+            }
+        }
+    };
+    let token_url = url(
+        "oauth_token_url",
+        keys.token_url
+            .map(str::to_owned)
+            .or(defaults.as_ref().map(|d| d.token_url.clone())),
+        problems,
+    );
+    if token_url.is_none() && keys.token_url.is_none() && defaults.is_none() {
+        problems.push("`oauth_token_url` is required (or a provider)".to_owned());
+    }
+    let device_url = url(
+        "oauth_device_url",
+        keys.device_url
+            .map(str::to_owned)
+            .or(defaults.as_ref().and_then(|d| d.device_url.clone())),
+        problems,
+    );
+    let client_id = keys.client_id.unwrap_or_default().trim().to_owned();
+    if client_id.is_empty() {
+        problems.push("`oauth_client_id` is required with auth = \"oauth2\"".to_owned());
+    }
+    let client_secret = match (keys.client_secret_env, keys.client_secret_file) {
+        (None, None) => None,
+        (env, file) => read_secret("oauth_client_secret", env, file, &None, resolve)
+            .map_err(|e| problems.push(e))
+            .ok(),
+    };
+    if grant == Grant::ClientCredentials && client_secret.is_none() && problems.len() == before {
+        problems.push(
+            "oauth_grant = \"client_credentials\" needs oauth_client_secret_env or oauth_client_secret_file"
+                .to_owned(),
+        );
+    }
+    let refresh_token = match (keys.refresh_token_env, keys.refresh_token_file) {
+        (None, None) => None,
+        _ if grant == Grant::ClientCredentials => {
+            problems.push(
+                "`oauth_refresh_token_env`/`_file` does not apply to oauth_grant = \"client_credentials\""
+                    .to_owned(),
+            );
+            None
+        }
+        (env, file) => read_secret("oauth_refresh_token", env, file, &None, resolve)
+            .map_err(|e| problems.push(e))
+            .ok(),
+    };
+    let mechanism = match keys.mechanism {
+        None => None,
+        Some("xoauth2") => Some(SaslMechanism::XOAuth2),
+        Some("oauthbearer") => Some(SaslMechanism::OAuthBearer),
+        Some(other) => {
+            problems.push(format!(
+                "unknown oauth_mechanism {other:?}: use xoauth2 or oauthbearer"
+            ));
+            None
+        }
+    };
+    let scope = keys
+        .scope
+        .map(str::to_owned)
+        .or(defaults.as_ref().map(|d| d.scope.to_owned()))
+        .unwrap_or_default();
+    let server = defaults.as_ref().map(|d| d.server.clone());
+    if problems.len() > before {
+        return failed(server);
+    }
+    CheckedLogin {
+        is_oauth: true,
+        has_provider: provider.is_some(),
+        oauth: Some(OAuth2Config {
+            login: login.to_owned(),
+            user: user.to_owned(),
+            token_url: token_url.unwrap_or_default(),
+            device_url,
+            client_id,
+            client_secret,
+            scope,
+            grant,
+            refresh_token,
+            mechanism,
+            ca_file: ca_file.clone(),
+            store: store.to_path_buf(),
+        }),
+        preset: server,
+    }
+}
+
+/// An endpoint of the identity provider: https, or plain http to a loopback host only (the
+/// rule `tls = "none"` follows), since secrets and tokens travel in its bodies.
+fn check_url(value: &str) -> Result<(), String> {
+    let url = oauth2::url::Url::parse(value).map_err(|e| e.to_string())?;
+    let host = url.host_str().unwrap_or_default();
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback(host) => Ok(()),
+        "http" => Err("plain http is allowed only to loopback hosts: use https".to_owned()),
+        other => Err(format!("unsupported scheme {other:?}: use https")),
+    }
 }
 
 /// Every entry of an address list must be a plain address (the SMTP envelope needs one).
@@ -672,7 +1177,9 @@ fn check_addresses(key: &str, list: &[String], problems: &mut Vec<String>) {
     }
 }
 
+/// Reads a secret given as `<key>_env`, `<key>_file` or (`inline`) `<key>`; exactly one.
 fn read_secret(
+    key: &str,
     env: &Option<String>,
     file: &Option<String>,
     inline: &Option<String>,
@@ -681,15 +1188,39 @@ fn read_secret(
     match (env, file, inline) {
         (Some(var), None, None) => std::env::var(var)
             .map(Secret)
-            .map_err(|_| format!("password_env {var} is not set")),
+            .map_err(|_| format!("{key}_env {var} is not set")),
         (None, Some(path), None) => std::fs::read_to_string(resolve(path))
             .map(|s| Secret(s.trim_end_matches(['\r', '\n']).to_owned()))
-            .map_err(|e| format!("password_file {path}: {e}")),
+            .map_err(|e| format!("{key}_file {path}: {e}")),
         (None, None, Some(p)) => Ok(Secret(p.clone())),
-        (None, None, None) => {
+        (None, None, None) if key == "password" => {
             Err("a password is required: password_env, password_file or password".to_owned())
         }
-        _ => Err("give only one of password_env, password_file and password".to_owned()),
+        (None, None, None) => Err(format!("{key}_env or {key}_file is required")),
+        _ if key == "password" => {
+            Err("give only one of password_env, password_file and password".to_owned())
+        }
+        _ => Err(format!("give only one of {key}_env and {key}_file")),
+    }
+}
+
+/// With `auth = "oauth2"` a password has no use; saying one is a mistake worth a word.
+fn refuse_password_keys(
+    env: &Option<String>,
+    file: &Option<String>,
+    inline: &Option<String>,
+    problems: &mut Vec<String>,
+) {
+    for (key, set) in [
+        ("password_env", env.is_some()),
+        ("password_file", file.is_some()),
+        ("password", inline.is_some()),
+    ] {
+        if set {
+            problems.push(format!(
+                "`{key}` does not apply with auth = \"oauth2\" (the login uses an access token)"
+            ));
+        }
     }
 }
 
@@ -787,6 +1318,137 @@ mod tests {
     #[test]
     fn secrets_do_not_print() {
         assert_eq!(format!("{:?}", Secret("hunter2".into())), "***");
+    }
+
+    const M365: &str = "[[source]]\nname = \"mail\"\nkind = \"imap\"\nprovider = \"microsoft365\"\n\
+                        user = \"lager@contoso.example\"\noauth_client_id = \"app-1\"\n\
+                        inbox = \"Eingang\"\narchive = \"Archiv\"\nerror = \"Fehler\"\n";
+
+    fn oauth_of(c: &Config) -> (&RemoteConfig, &OAuth2Config) {
+        let SourceKind::Imap(remote) = &c.sources[0].kind else {
+            panic!("an imap source");
+        };
+        (remote, remote.oauth.as_deref().expect("oauth2"))
+    }
+
+    #[test]
+    fn a_microsoft365_preset_fills_server_endpoints_and_scope() {
+        let c = load(M365).unwrap();
+        let (remote, oauth) = oauth_of(&c);
+        assert_eq!(
+            (remote.host.as_str(), remote.port, remote.tls),
+            ("outlook.office365.com", 993, TlsMode::Implicit)
+        );
+        assert_eq!(
+            oauth.token_url,
+            "https://login.microsoftonline.com/organizations/oauth2/v2.0/token"
+        );
+        assert_eq!(
+            oauth.device_url.as_deref(),
+            Some("https://login.microsoftonline.com/organizations/oauth2/v2.0/devicecode")
+        );
+        assert_eq!(
+            oauth.scope,
+            "https://outlook.office365.com/IMAP.AccessAsUser.All offline_access"
+        );
+        assert_eq!(oauth.grant, Grant::RefreshToken);
+        assert_eq!(oauth.login, "mail");
+        assert_eq!(oauth.store, Path::new("/etc/eingang/eingang.db"));
+        assert!(remote.password.expose().is_empty());
+    }
+
+    #[test]
+    fn explicit_keys_win_over_the_preset() {
+        // SAFETY: a variable only this test reads.
+        unsafe { std::env::set_var("EINGANG_TEST_CONFIG_CLIENT_SECRET", "s3cret") };
+        let c = load(&format!(
+            "{M365}oauth_grant = \"client_credentials\"\noauth_tenant = \"contoso.example\"\n\
+             oauth_client_secret_env = \"EINGANG_TEST_CONFIG_CLIENT_SECRET\"\nhost = \"imap.contoso.example\"\n\
+             tls = \"starttls\"\noauth_scope = \"custom\"\noauth_mechanism = \"oauthbearer\"\n"
+        ))
+        .unwrap();
+        let (remote, oauth) = oauth_of(&c);
+        assert_eq!(
+            (remote.host.as_str(), remote.port, remote.tls),
+            ("imap.contoso.example", 143, TlsMode::StartTls)
+        );
+        assert_eq!(oauth.scope, "custom");
+        assert!(oauth.token_url.contains("/contoso.example/"));
+        assert_eq!(oauth.grant, Grant::ClientCredentials);
+        assert_eq!(oauth.mechanism, Some(SaslMechanism::OAuthBearer));
+        assert_eq!(
+            oauth.client_secret.as_ref().map(Secret::expose),
+            Some("s3cret")
+        );
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "Debug shows no secret"
+        );
+    }
+
+    #[test]
+    fn gmail_preset_for_notify_and_imap() {
+        let c = load(
+            "[[source]]\nname = \"mail\"\nkind = \"imap\"\nprovider = \"gmail\"\nuser = \"a@example.com\"\n\
+             oauth_client_id = \"g\"\ninbox = \"E\"\narchive = \"A\"\nerror = \"F\"\n\
+             [notify]\nprovider = \"gmail\"\nuser = \"a@example.com\"\noauth_client_id = \"g\"\n\
+             from = \"a@example.com\"\nadmins = [\"it@example.com\"]\n",
+        )
+        .unwrap();
+        let (remote, oauth) = oauth_of(&c);
+        assert_eq!(remote.host, "imap.gmail.com");
+        assert_eq!(oauth.scope, "https://mail.google.com/");
+        let notify = c.notify.as_ref().unwrap();
+        assert_eq!(
+            (notify.smtp_host.as_str(), notify.smtp_port),
+            ("smtp.gmail.com", 587)
+        );
+        let n = notify.oauth.as_deref().unwrap();
+        assert_eq!(
+            (n.login.as_str(), n.user.as_str()),
+            ("notify", "a@example.com")
+        );
+        assert_eq!(n.token_url, "https://oauth2.googleapis.com/token");
+        assert!(notify.password.is_none());
+    }
+
+    #[test]
+    fn oauth_mistakes_are_all_reported() {
+        let errs = load(
+            "[[source]]\nname = \"a\"\nkind = \"imap\"\nauth = \"oauth2\"\nhost = \"imap.example.com\"\nuser = \"u\"\n\
+             password = \"x\"\noauth_token_url = \"http://idp.example.com/token\"\noauth_grant = \"client_credentials\"\n\
+             inbox = \"E\"\narchive = \"A\"\nerror = \"F\"\n\
+             [[source]]\nname = \"b\"\nkind = \"ftp\"\nauth = \"oauth2\"\nhost = \"ftp.example.com\"\nuser = \"u\"\n\
+             password = \"x\"\ninbox = \"/o\"\narchive = \"/a\"\nerror = \"/f\"\n\
+             [[source]]\nname = \"c\"\nkind = \"imap\"\nhost = \"imap.example.com\"\nuser = \"u\"\npassword = \"x\"\n\
+             oauth_scope = \"mail\"\ninbox = \"E\"\narchive = \"A\"\nerror = \"F\"\n\
+             [[source]]\nname = \"d\"\nkind = \"imap\"\nprovider = \"gmail\"\nuser = \"u\"\noauth_client_id = \"g\"\n\
+             oauth_grant = \"client_credentials\"\ninbox = \"E\"\narchive = \"A\"\nerror = \"F\"\n",
+        )
+        .unwrap_err()
+        .join("\n");
+        for expected in [
+            "source[0] \"a\": oauth_token_url \"http://idp.example.com/token\": plain http is allowed only to loopback hosts",
+            "source[0] \"a\": `oauth_client_id` is required",
+            "source[0] \"a\": `password` does not apply with auth = \"oauth2\"",
+            "source[1] \"b\": `auth` does not apply to an ftp source",
+            "source[2] \"c\": `oauth_scope` needs auth = \"oauth2\"",
+            "source[3] \"d\": provider \"gmail\" has no client-credentials grant",
+        ] {
+            assert!(errs.contains(expected), "missing {expected:?} in\n{errs}");
+        }
+    }
+
+    #[test]
+    fn a_source_cannot_take_the_name_of_the_notify_login() {
+        let errs = load(&format!(
+            "{}[notify]\nprovider = \"gmail\"\nuser = \"a@example.com\"\noauth_client_id = \"g\"\n\
+             from = \"a@example.com\"\nadmins = [\"it@example.com\"]\n",
+            M365.replace("name = \"mail\"", "name = \"notify\"")
+        ))
+        .unwrap_err()
+        .join("\n");
+        assert!(errs.contains("a source is named \"notify\""), "{errs}");
     }
 
     #[test]

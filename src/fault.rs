@@ -2,9 +2,10 @@
 //! process with SIGKILL when it reaches that point; `EINGANG_FAULT=parse:<name>` when it starts
 //! to parse the item of that name. Without the feature every call is a no-op. Points:
 //! `after_commit`, `after_move` (sources), `after_send_before_mark` (notify: the SMTP server
-//! took a notice, the outbox does not know yet). `EINGANG_FAULT=panic:<point>:<n>` panics at a
-//! `panic_point` the first n times it is reached in the process (`mid_pass`: a source task
-//! between a batch's commit and its move), for the daemon's supervisor.
+//! took a notice, the outbox does not know yet), `oauth_after_refresh_saved` (a rotated refresh
+//! token is committed, its access token not yet used). `EINGANG_FAULT=panic:<point>:<n>`
+//! panics at a `panic_point` the first n times it is reached in the process (`mid_pass`: a
+//! source task between a batch's commit and its move), for the daemon's supervisor.
 //! `EINGANG_FAULT=wait:<point>:<ms>` sleeps at a `wait_point` (`before_read`: a drop folder
 //! between its listing and the read of each file), for tests that swap files in that gap.
 

@@ -35,6 +35,9 @@
 //! - `disposition` (6): outcome → archive or error, decided in one place.
 //! - `notify` (7): the outbox worker: notices by SMTP to the source's group or the admins,
 //!   source down and up alerts, bursts as one summary; `text` holds every wording.
+//! - `oauth`: OAuth2 logins for IMAP sources and `[notify]`: access tokens (memory only,
+//!   shared per account, renewed before expiry), refresh tokens rotated into the store, the
+//!   device-code sign-in of `eingang oauth login`, XOAUTH2/OAUTHBEARER, provider presets.
 //! - `daemon`, `schedule`, `stop`: sources watched on their schedules under a supervisor that
 //!   restarts a task that died, until the one stop signal.
 //! - `config`, `cli`, `error`, `fault`: the edges.
@@ -52,6 +55,7 @@ pub mod intake;
 pub mod item;
 pub mod model;
 pub mod notify;
+pub mod oauth;
 pub mod pipeline;
 pub mod route;
 pub mod schedule;

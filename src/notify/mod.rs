@@ -185,6 +185,7 @@ fn kind_name(kind: &NoticeKind) -> &'static str {
         NoticeKind::Down { .. } => "down",
         NoticeKind::Up { .. } => "up",
         NoticeKind::Stray(_) => "stray",
+        NoticeKind::Reauthorize { .. } => "reauth",
     }
 }
 
@@ -417,7 +418,11 @@ impl Notifier {
                 .store(move |s| s.finish_notice(id, Finished::Logged))
                 .await;
         };
-        let to = self.recipients(&notice.source).to_vec();
+        // A sign-in is the admins' to do, whichever group a source's notices go to.
+        let to = match &notice.kind {
+            NoticeKind::Reauthorize { .. } => smtp.admins.clone(),
+            _ => self.recipients(&notice.source).to_vec(),
+        };
         let message_id = match &notice.message_id {
             Some(fixed) => fixed.clone(),
             None => {
@@ -503,6 +508,10 @@ impl Notifier {
                 None,
             ),
             NoticeKind::Stray(stray) => (text::stray(lang, &notice.source, stray), None),
+            NoticeKind::Reauthorize { error } => (
+                text::reauthorize(lang, &notice.source, error, &notice.created_at),
+                None,
+            ),
         })
     }
 }
@@ -675,6 +684,12 @@ pub async fn check(config: &Config) -> Vec<CheckLine> {
             return lines;
         }
     };
+    if let Some(oauth) = &notify.oauth {
+        lines.push((
+            format!("notify {}", crate::oauth::describe(oauth)),
+            crate::oauth::check(oauth).await,
+        ));
+    }
     if let Some(user) = target.mailer.user() {
         let result = target.mailer.login(&mut session).await;
         let failed = result.is_err();

@@ -8,11 +8,18 @@
 //! Mozilla set where the system has none, as `source::tls` does) plus the optional `ca_file`;
 //! there is no switch to turn verification off. AUTH happens only on an encrypted
 //! connection, or in plaintext to a loopback host (the config allows `tls = "none"` only there).
-//! The password never appears in an error or a log line.
+//! With `auth = "oauth2"` the AUTH is XOAUTH2 or OAUTHBEARER with an access token from
+//! `crate::oauth`, driven here step by step: lettre cannot answer the server's error challenge
+//! and so hides why a token was refused; this says the 535 and the challenge.
+//!
+//! The password and the access token never appear in an error or a log line.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use lettre::Address;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{
@@ -24,7 +31,8 @@ use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter,
 use tokio_rustls::rustls::pki_types::CertificateDer;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 
-use crate::config::{NotifyConfig, Secret, TlsMode};
+use crate::config::{NotifyConfig, OAuth2Config, SaslMechanism, Secret, TlsMode};
+use crate::oauth::{self, sasl};
 
 /// TCP connect, TLS handshake and greeting.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -33,6 +41,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// The message and the reply to its final "." (RFC 5321 §4.5.3.2.6 suggests 10 minutes).
 const DATA_TIMEOUT: Duration = Duration::from_secs(120);
+/// The longest command line, CRLF included (RFC 5321 §4.5.3.1.4). An AUTH whose initial
+/// response would not fit (Microsoft's tokens run to kilobytes) sends it after the server's
+/// 334 instead (RFC 4954 §4): strict servers refuse longer lines.
+const MAX_COMMAND_LINE: usize = 512;
 
 /// An SMTP failure. None of them is about a notice's content being wrong for good: the
 /// notice stays in the outbox and is tried again later.
@@ -71,6 +83,23 @@ pub enum Error {
     /// The `ca_file` could not be used.
     #[error("smtp: {0}")]
     Setup(String),
+    /// No access token for the OAuth2 login.
+    #[error("smtp {endpoint}: {error}")]
+    Token {
+        /// `host:port`.
+        endpoint: String,
+        /// Why the identity provider gave none.
+        error: oauth::Error,
+    },
+}
+
+/// One raw command line for lettre (lettre writes what `Display` gives).
+struct Line(String);
+
+impl fmt::Display for Line {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// A failed send, and whether the server may have taken the mail all the same.
@@ -93,6 +122,7 @@ pub struct Mailer {
     tls: TlsMode,
     parameters: Option<TlsParameters>,
     login: Option<(String, Secret)>,
+    oauth: Option<Arc<OAuth2Config>>,
     hello: ClientId,
 }
 
@@ -101,7 +131,8 @@ impl fmt::Debug for Mailer {
         f.debug_struct("Mailer")
             .field("endpoint", &self.endpoint())
             .field("tls", &self.tls)
-            .field("user", &self.login.as_ref().map(|(user, _)| user))
+            .field("user", &self.user())
+            .field("oauth2", &self.oauth.is_some())
             .finish()
     }
 }
@@ -126,6 +157,7 @@ impl Mailer {
             tls: config.tls,
             parameters,
             login,
+            oauth: config.oauth.clone(),
             hello: ClientId::default(),
         })
     }
@@ -141,7 +173,10 @@ impl Mailer {
 
     /// The AUTH login name, if any.
     pub fn user(&self) -> Option<&str> {
-        self.login.as_ref().map(|(user, _)| user.as_str())
+        match &self.oauth {
+            Some(oauth) => Some(oauth.user.as_str()),
+            None => self.login.as_ref().map(|(user, _)| user.as_str()),
+        }
     }
 
     fn connect_error(&self, why: impl fmt::Display) -> Error {
@@ -210,12 +245,18 @@ impl Mailer {
 
     /// Logs in if a user is configured; a no-op otherwise.
     pub async fn login(&self, session: &mut Session) -> Result<(), Error> {
+        if (self.login.is_some() || self.oauth.is_some())
+            && !session.conn.is_encrypted()
+            && self.tls != TlsMode::None
+        {
+            return Err(self.connect_error("refusing AUTH on a connection without TLS"));
+        }
+        if let Some(oauth) = &self.oauth {
+            return self.login_with_token(session, oauth).await;
+        }
         let Some((user, password)) = &self.login else {
             return Ok(());
         };
-        if !session.conn.is_encrypted() && self.tls != TlsMode::None {
-            return Err(self.connect_error("refusing AUTH on a connection without TLS"));
-        }
         let credentials = Credentials::new(user.clone(), password.expose().to_owned());
         let step = format!("AUTH as {user}");
         // PLAIN first (RFC 4616), LOGIN for servers that only know that one.
@@ -225,6 +266,122 @@ impl Mailer {
         within(&session.endpoint, &step, COMMAND_TIMEOUT, auth)
             .await
             .map(drop)
+    }
+}
+
+impl Mailer {
+    /// AUTH XOAUTH2 (unless OAUTHBEARER is configured: lettre does not report that one) with
+    /// an access token (RFC 4954). A refusal comes as a 334 with the server's error challenge
+    /// (base64 JSON, RFC 7628 §3.2.2), which is answered so that the server sends its 535; both
+    /// go into the error, and the token is dropped from memory.
+    async fn login_with_token(
+        &self,
+        session: &mut Session,
+        oauth: &OAuth2Config,
+    ) -> Result<(), Error> {
+        let endpoint = self.endpoint();
+        let token = oauth::access_token(oauth)
+            .await
+            .map_err(|error| Error::Token {
+                endpoint: endpoint.clone(),
+                error,
+            })?;
+        let mechanism = oauth.mechanism.unwrap_or(SaslMechanism::XOAuth2);
+        let name = mechanism.name();
+        let step = format!("AUTH {name} as {}", oauth.user);
+        let first = BASE64.encode(sasl::initial_response(
+            mechanism,
+            &oauth.user,
+            &self.host,
+            self.port,
+            token.secret(),
+        ));
+        let with_initial = format!("AUTH {name} {first}\r\n");
+        let conn = &mut session.conn;
+        let reply = if with_initial.len() <= MAX_COMMAND_LINE {
+            within(
+                &endpoint,
+                &step,
+                COMMAND_TIMEOUT,
+                conn.command(Line(with_initial)),
+            )
+            .await
+        } else {
+            let go = within(
+                &endpoint,
+                &step,
+                COMMAND_TIMEOUT,
+                conn.command(Line(format!("AUTH {name}\r\n"))),
+            )
+            .await?;
+            if !go.has_code(334) {
+                return Err(Error::Refused {
+                    endpoint,
+                    step,
+                    why: format!("expected 334, the server said {}", go.code()),
+                    permanent: true,
+                });
+            }
+            within(
+                &endpoint,
+                &step,
+                COMMAND_TIMEOUT,
+                conn.command(Line(format!("{first}\r\n"))),
+            )
+            .await
+        };
+        let hint = format!(
+            "the mail server refused the access token: check oauth_scope ({:?}), the app's SMTP permission and that `user` is the token's mailbox",
+            oauth.scope
+        );
+        match reply {
+            Ok(answer) if answer.has_code(334) => {
+                let challenge = answer
+                    .first_line()
+                    .and_then(|l| BASE64.decode(l.trim()).ok())
+                    .map(|bytes| sasl::describe_challenge(&bytes))
+                    .unwrap_or_default();
+                let answer = BASE64.encode(sasl::error_answer(mechanism));
+                let end = within(
+                    &endpoint,
+                    &step,
+                    COMMAND_TIMEOUT,
+                    conn.command(Line(format!("{answer}\r\n"))),
+                )
+                .await;
+                oauth::forget(oauth, &token).await;
+                let why = match end {
+                    Err(Error::Refused { why, .. }) => why,
+                    Err(e) => e.to_string(),
+                    Ok(r) => format!(
+                        "the server answered {} to the end of the exchange",
+                        r.code()
+                    ),
+                };
+                Err(Error::Refused {
+                    endpoint,
+                    step,
+                    why: format!("{why} (its challenge: {challenge}); {hint}"),
+                    permanent: true,
+                })
+            }
+            Ok(_) => Ok(()),
+            Err(Error::Refused {
+                endpoint,
+                step,
+                why,
+                permanent,
+            }) => {
+                oauth::forget(oauth, &token).await;
+                Err(Error::Refused {
+                    endpoint,
+                    step,
+                    why: format!("{why}; {hint}"),
+                    permanent,
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 

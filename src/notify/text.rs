@@ -574,6 +574,40 @@ pub fn up(lang: Language, source: &str, since: &str, now: &str) -> Mail {
     }
 }
 
+/// The one mail for an OAuth2 login whose refresh token the identity provider refused
+/// (expired, revoked, reused): `login` is the source's name, or `notify` for `[notify]`.
+pub fn reauthorize(lang: Language, login: &str, error: &str, at: &str) -> Mail {
+    let (login, at_text) = (one_line(login), time(lang, at));
+    let what_de = if login == crate::config::NOTIFY_LOGIN {
+        "Der Mailversand von eingang ([notify])".to_owned()
+    } else {
+        format!("Die Quelle \"{login}\"")
+    };
+    let what_en = if login == crate::config::NOTIFY_LOGIN {
+        "eingang's mail submission ([notify])".to_owned()
+    } else {
+        format!("The source \"{login}\"")
+    };
+    match lang {
+        Language::De => Mail {
+            subject: format!("eingang: {login} muss neu angemeldet werden (OAuth2)"),
+            body: format!(
+                "{what_de} kann sich seit {at_text} nicht mehr anmelden: der Identitätsanbieter nimmt das gespeicherte Refresh-Token nicht mehr an.\n\nAntwort des Anbieters:\n  {}\n\nLieferungen bleiben, wo sie sind; keine geht verloren. Bis zur neuen Anmeldung kommt keine weitere Nachricht dazu.\n\nNeu anmelden (ein Code wird angezeigt, der im Browser eingegeben wird):\n    eingang oauth login {login}\n\n{}",
+                one_line(error),
+                signature(lang)
+            ),
+        },
+        Language::En => Mail {
+            subject: format!("eingang: {login} must sign in again (OAuth2)"),
+            body: format!(
+                "{what_en} cannot log in since {at_text}: the identity provider no longer takes the stored refresh token.\n\nThe provider said:\n  {}\n\nItems stay where they are; none is lost. You get no further message about this until someone signs in again.\n\nTo sign in again (it shows a code to enter in a browser):\n    eingang oauth login {login}\n\n{}",
+                one_line(error),
+                signature(lang)
+            ),
+        },
+    }
+}
+
 fn signature(lang: Language) -> &'static str {
     match lang {
         Language::De => "-- \neingang hat diese Nachricht automatisch geschrieben.\n",

@@ -7,6 +7,7 @@
 //!
 //! Blocking by design; `Store::call` runs one call on the blocking pool for async callers.
 
+mod oauth;
 pub mod outbox;
 mod schema;
 mod source_state;
@@ -23,6 +24,7 @@ use crate::error::Reject;
 use crate::extract::Envelope;
 use crate::item::Item;
 use crate::model::{Document, Operation};
+pub use oauth::OAuthGrant;
 pub use source_state::Stray;
 
 /// An item whose parse was started this many times without an outcome is set aside.

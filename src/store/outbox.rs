@@ -34,6 +34,12 @@ pub enum NoticeKind {
     },
     /// Something lies in the source's inbox that eingang leaves alone.
     Stray(super::Stray),
+    /// The identity provider refused an OAuth2 login's refresh token: a person must run
+    /// `eingang oauth login <source>` (`notify` for `[notify]`). Goes to the admins.
+    Reauthorize {
+        /// The provider's refusal, in words.
+        error: String,
+    },
 }
 
 /// An outbox row that is due to be mailed.
@@ -192,7 +198,8 @@ impl Store {
         let mut others = conn.prepare(
             "SELECT id, source, created_at, attempts, message_id, kind, outage_since, last_error,
                     detail
-             FROM outbox WHERE state = 'pending' AND kind IN ('summary', 'down', 'up', 'stray')",
+             FROM outbox WHERE state = 'pending'
+               AND kind IN ('summary', 'down', 'up', 'stray', 'reauth')",
         )?;
         let rows = others.query_map([], |r| {
             Ok((
@@ -231,6 +238,9 @@ impl Store {
                             why: String::new(),
                         }),
                 ),
+                "reauth" => NoticeKind::Reauthorize {
+                    error: error.unwrap_or_default(),
+                },
                 _ => NoticeKind::Up { since },
             };
             notices.push(notice);
@@ -376,7 +386,20 @@ impl Store {
         let announced = last
             .as_ref()
             .is_some_and(|(kind, since)| kind == "down" && *since == failing_since);
-        if long_enough && !announced {
+        // An outage whose cause is a refused OAuth2 sign-in was told already, by the notice
+        // that asks for `eingang oauth login` (store/oauth.rs): one notice, not two.
+        // (The refusal is recorded during the pass, before the pass's failure is: so "since
+        // the source last worked", not "since it began to fail".)
+        let reauth_told = long_enough
+            && !announced
+            && tx.query_row(
+                "SELECT COUNT(*) FROM outbox o WHERE o.source = ?1 AND o.kind = 'reauth'
+                   AND o.created_at >= COALESCE(
+                       (SELECT last_ok FROM source_state WHERE source = ?1), '')",
+                [source],
+                |r| r.get::<_, i64>(0),
+            )? > 0;
+        if long_enough && !announced && !reauth_told {
             insert("down", &failing_since, &last_error)?;
         }
         tx.commit()?;

@@ -112,6 +112,17 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (source, name)
     );
     ALTER TABLE outbox ADD COLUMN detail TEXT;",
+    // 5: OAuth2 logins (store/oauth.rs), one row per account (token URL, client id, user,
+    // scope): the newest refresh token, the fingerprint of the configured one it descends
+    // from, and why a person must sign in again. Access tokens are never stored.
+    "CREATE TABLE oauth_account (
+        account TEXT PRIMARY KEY,
+        login TEXT NOT NULL,
+        refresh_token TEXT,
+        seed TEXT,
+        updated_at TEXT NOT NULL,
+        needs_login TEXT
+    );",
 ];
 
 /// Brings the schema to the newest version, one transaction per step.

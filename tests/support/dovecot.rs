@@ -50,7 +50,7 @@ static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
 
 /// Spawns servers from one long-lived thread: they get `PR_SET_PDEATHSIG`, which fires when
 /// the spawning thread ends, so they die with the test binary and not with the first test.
-fn spawn(mut command: Command) -> Child {
+pub fn spawn(mut command: Command) -> Child {
     let spawner = SPAWNER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<SpawnRequest>();
         std::thread::spawn(move || {
@@ -149,6 +149,17 @@ impl Dovecot {
 
     /// A Dovecot of one's own (to stop and restart it).
     pub fn start(caps: Caps) -> Dovecot {
+        Dovecot::start_with(caps, |_| {
+            format!(
+                "auth_mechanisms = plain login\npassdb {{\n  driver = static\n  args = password={PASSWORD}\n}}\n"
+            )
+        })
+    }
+
+    /// A Dovecot whose authentication settings (`auth_mechanisms` and the passdbs) are what
+    /// `auth` writes, given the instance's folder (for files of its own, e.g. an oauth2
+    /// passdb's settings).
+    pub fn start_with(caps: Caps, auth: impl FnOnce(&Path) -> String) -> Dovecot {
         dovecot_binary(); // fails with the install hint when missing
         let dir = tempfile::tempdir().expect("temp dir");
         let base = dir.path();
@@ -174,6 +185,7 @@ impl Dovecot {
             Caps::WithoutMoveAndUidplus => "imap_capability = IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+\n".to_owned(),
             Caps::WithoutIdle => "imap_capability = IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE LITERAL+ UIDPLUS MOVE\n".to_owned(),
         };
+        let auth = auth(base);
         let d = base.display();
         let config = format!(
             "protocols = imap
@@ -187,12 +199,7 @@ ssl_cert = <{d}/cert.pem
 ssl_key = <{d}/key.pem
 ssl_min_protocol = TLSv1.2
 disable_plaintext_auth = no
-auth_mechanisms = plain login
-passdb {{
-  driver = static
-  args = password={PASSWORD}
-}}
-userdb {{
+{auth}userdb {{
   driver = static
   args = uid=nobody gid=nogroup home={d}/home/%u
 }}

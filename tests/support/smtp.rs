@@ -21,6 +21,8 @@ pub struct Options {
     pub login: Option<(&'static str, &'static str)>,
     /// Recipients containing this text are refused with 550.
     pub refuse: Option<&'static str>,
+    /// AUTH XOAUTH2 and OAUTHBEARER only, each token checked at this introspection URL.
+    pub oauth_introspect: Option<String>,
 }
 
 /// One message as the server received it.
@@ -200,6 +202,9 @@ impl SmtpServer {
         if let Some(refuse) = self.options.refuse {
             cmd.args(["--refuse", refuse]);
         }
+        if let Some(url) = &self.options.oauth_introspect {
+            cmd.args(["--oauth-introspect", url]);
+        }
         let mut child = cmd.spawn().expect("start python3 smtp_sink.py");
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = std::sync::mpsc::channel();
@@ -223,6 +228,15 @@ impl SmtpServer {
             std::thread::sleep(Duration::from_millis(50));
         }
         self.child = Some(child);
+    }
+
+    /// The OAuth2 authentications so far, one line each: `<mechanism> ok|refused <user>`.
+    pub fn auth_log(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("mail/auth.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 
     /// The CA that signed the server's certificate.

@@ -4,7 +4,13 @@
 //! session and the response parser; the commands are sent raw because its helpers drop what
 //! we must check (the tagged status of a FETCH, the COPYUID of a UID COPY, RFC 4315).
 //!
-//! Never logs or returns the password.
+//! OAuth2 (`auth = "oauth2"`): `AUTHENTICATE XOAUTH2` or `OAUTHBEARER` with an access token
+//! from `crate::oauth`; a refusal says the server's text and its error challenge. The
+//! connection knows when its token is due: it ends an IDLE round then and refuses to be
+//! reused (`noop`), so that the next pass logs in anew with a fresh token; a BYE saying the
+//! token expired drops that token from memory.
+//!
+//! Never logs or returns the password or an access token.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -24,7 +30,8 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::ClientConfig;
 
 use super::names;
-use crate::config::{RemoteConfig, TlsMode};
+use crate::config::{OAuth2Config, RemoteConfig, SaslMechanism, TlsMode};
+use crate::oauth::{self, AccessToken, sasl};
 use crate::source::tls;
 
 /// TCP connect, TLS handshake and greeting together.
@@ -111,6 +118,40 @@ pub enum Error {
     /// Moved items could not all be confirmed; they stay in the inbox for the next pass.
     #[error("{0}")]
     NotMoved(String),
+    /// No access token for an OAuth2 login.
+    #[error(transparent)]
+    OAuth(#[from] oauth::Error),
+    /// The connection's access token is due for renewal: it is not reused.
+    #[error("the access token is due for renewal; logging in again")]
+    Renew,
+}
+
+/// An error of a command, apart from the server's BYE (its error and its text).
+enum ByeOr {
+    Error(Error),
+    Bye(Error, String),
+}
+
+impl From<Error> for ByeOr {
+    fn from(e: Error) -> ByeOr {
+        ByeOr::Error(e)
+    }
+}
+
+impl Error {
+    fn with_bye(self, text: String) -> ByeOr {
+        ByeOr::Bye(self, text)
+    }
+}
+
+/// The server's BYE during `command`, with its text.
+fn bye(command: &str, text: Option<&str>) -> ByeOr {
+    let text = text.unwrap_or("BYE").to_owned();
+    Error::Io {
+        command: command.to_owned(),
+        why: short(format!("the server closed the connection: {text}")),
+    }
+    .with_bye(text)
 }
 
 /// One response, or the error `io` makes of a broken or closed connection.
@@ -283,6 +324,91 @@ pub struct Connection {
     pub caps: Caps,
     /// Set when the server announced a new message count (EXISTS) during a command.
     pub exists_seen: bool,
+    /// The OAuth2 login and its token; `None` for a password login.
+    oauth: Option<(std::sync::Arc<OAuth2Config>, AccessToken)>,
+}
+
+/// The SASL client of an OAuth2 login for async-imap: the token message on the first
+/// challenge, then, on the server's error challenge (RFC 7628 §3.2.2), that challenge kept and
+/// the answer that makes the server send its tagged NO.
+struct TokenAuth {
+    first: Vec<u8>,
+    after_error: Vec<u8>,
+    calls: u32,
+    challenge: Option<String>,
+}
+
+impl async_imap::Authenticator for &mut TokenAuth {
+    type Response = Vec<u8>;
+
+    fn process(&mut self, challenge: &[u8]) -> Vec<u8> {
+        self.calls += 1;
+        if self.calls == 1 {
+            // Empty for a client-first mechanism; some servers send a bare `+` with text
+            // (jonhoo/rust-imap#145): the token message goes first all the same.
+            return std::mem::take(&mut self.first);
+        }
+        self.challenge = Some(sasl::describe_challenge(challenge));
+        self.after_error.clone()
+    }
+}
+
+/// The mechanism for an OAuth2 login: as configured, else XOAUTH2 where offered, else
+/// OAUTHBEARER.
+fn mechanism(
+    configured: Option<SaslMechanism>,
+    caps: &HashSet<String>,
+) -> Result<SaslMechanism, String> {
+    if let Some(m) = configured {
+        return Ok(m);
+    }
+    let offers = |m: SaslMechanism| caps.contains(&format!("AUTH={}", m.name()));
+    [SaslMechanism::XOAuth2, SaslMechanism::OAuthBearer]
+        .into_iter()
+        .find(|m| offers(*m))
+        .ok_or_else(|| {
+            let mut offered: Vec<&str> = caps
+                .iter()
+                .filter(|c| c.starts_with("AUTH="))
+                .map(String::as_str)
+                .collect();
+            offered.sort_unstable();
+            format!(
+                "the server offers neither AUTH=XOAUTH2 nor AUTH=OAUTHBEARER (it offers {}); oauth_mechanism tries one anyway",
+                if offered.is_empty() {
+                    "no AUTH mechanism".to_owned()
+                } else {
+                    offered.join(" ")
+                }
+            )
+        })
+}
+
+/// The server's words in an async-imap NO or BAD (it writes `code: Some(C), info: Some("T")`)
+/// as `[C] T`.
+fn refusal(e: &async_imap::error::Error) -> String {
+    let text = match e {
+        async_imap::error::Error::No(t) | async_imap::error::Error::Bad(t) => t.as_str(),
+        other => return short(other),
+    };
+    let Some((code, info)) = text.split_once(", info: ") else {
+        return short(text);
+    };
+    let code = code
+        .trim_start_matches("code: ")
+        .strip_prefix("Some(")
+        .and_then(|c| c.strip_suffix(')'))
+        .map(str::to_ascii_uppercase);
+    let info = info
+        .strip_prefix("Some(\"")
+        .and_then(|i| i.strip_suffix("\")"))
+        .map(|i| i.replace("\\\"", "\""));
+    short(match (code, info) {
+        (Some(code), Some(info)) => format!("[{code}] {info}"),
+        (None, Some(info)) => info,
+        (Some(code), None) => format!("[{code}]"),
+        (None, None) => "refused".to_owned(),
+    })
 }
 
 impl std::fmt::Debug for Connection {
@@ -317,6 +443,18 @@ pub async fn connect(config: &RemoteConfig, tls: &Arc<ClientConfig>) -> Result<C
             command: "CAPABILITY".to_owned(),
             limit: COMMAND_TIMEOUT,
         })??;
+    if let Some(oauth) = &config.oauth {
+        let (session, token) = authenticate(client, config, oauth, &before_login).await?;
+        let mut conn = Connection {
+            session,
+            server,
+            caps: Caps::default(),
+            exists_seen: false,
+            oauth: Some((oauth.clone(), token)),
+        };
+        conn.caps = Caps::of(&conn.capabilities().await?);
+        return Ok(conn);
+    }
     if before_login.contains("LOGINDISABLED") {
         return Err(Error::Login {
             user: config.user.clone(),
@@ -344,11 +482,72 @@ pub async fn connect(config: &RemoteConfig, tls: &Arc<ClientConfig>) -> Result<C
         server,
         caps: Caps::default(),
         exists_seen: false,
+        oauth: None,
     };
     // Capabilities change at login (RFC 3501 §7.2.1; Dovecot adds MOVE and UIDPLUS only
     // then): read them now, never trust the plaintext ones.
     conn.caps = Caps::of(&conn.capabilities().await?);
     Ok(conn)
+}
+
+/// `AUTHENTICATE` with an access token (RFC 3501 §6.2.2). A refused token is dropped from
+/// memory, so that the next try gets a new one, and the refusal names the server's text and
+/// its error challenge.
+async fn authenticate(
+    client: async_imap::Client<Stream>,
+    config: &RemoteConfig,
+    oauth: &std::sync::Arc<OAuth2Config>,
+    before_login: &HashSet<String>,
+) -> Result<(Session, AccessToken), Error> {
+    let refused = |why: String| Error::Login {
+        user: config.user.clone(),
+        why,
+    };
+    let mechanism = mechanism(oauth.mechanism, before_login).map_err(refused)?;
+    let token = oauth::access_token(oauth).await?;
+    let mut auth = TokenAuth {
+        first: sasl::initial_response(
+            mechanism,
+            &config.user,
+            &config.host,
+            config.port,
+            token.secret(),
+        ),
+        after_error: sasl::error_answer(mechanism),
+        calls: 0,
+        challenge: None,
+    };
+    let command = format!("AUTHENTICATE {}", mechanism.name());
+    // async-imap writes what it sends to `log` at trace level, capped at debug at compile
+    // time (Cargo.toml): the token message never reaches a log.
+    let answer = timeout(
+        COMMAND_TIMEOUT,
+        client.authenticate(mechanism.name(), &mut auth),
+    )
+    .await
+    .map_err(|_| Error::Timeout {
+        command: command.clone(),
+        limit: COMMAND_TIMEOUT,
+    })?;
+    match answer {
+        Ok(session) => {
+            tracing::debug!(user = %config.user, mechanism = mechanism.name(), "logged in with an access token");
+            Ok((session, token))
+        }
+        Err((e, _)) => {
+            oauth::forget(oauth, &token).await;
+            let challenge = auth
+                .challenge
+                .map(|c| format!(" (its challenge: {c})"))
+                .unwrap_or_default();
+            Err(refused(format!(
+                "{}: {}{challenge}; the mail server refused the access token: check oauth_scope ({:?}), the app's IMAP permission (app-only: the mailbox access of its service principal) and that `user` is the token's mailbox",
+                mechanism.name(),
+                refusal(&e),
+                oauth.scope
+            )))
+        }
+    }
 }
 
 /// TCP, TLS as configured, and the greeting; returns a client ready for LOGIN.
@@ -547,35 +746,60 @@ impl Connection {
                         each(parsed);
                         return match status {
                             Status::Ok => Ok(()),
-                            _ => Err(Error::Server {
+                            _ => Err(ByeOr::Error(Error::Server {
                                 command: label.to_owned(),
                                 why: short(format!(
                                     "{status:?}: {}",
                                     outcome.information.as_deref().unwrap_or("")
                                 )),
-                            }),
+                            })),
                         };
                     }
                     Response::Data {
                         status: Status::Bye,
                         outcome,
                     } => {
+                        let text = outcome.information.as_deref().unwrap_or("BYE").to_owned();
                         return Err(Error::Server {
                             command: label.to_owned(),
-                            why: short(format!(
-                                "the server closed the connection: {}",
-                                outcome.information.as_deref().unwrap_or("BYE")
-                            )),
-                        });
+                            why: short(format!("the server closed the connection: {text}")),
+                        }
+                        .with_bye(text));
                     }
                     _ => each(parsed),
                 }
             }
         };
-        timeout(limit, work).await.map_err(|_| Error::Timeout {
+        let result = timeout(limit, work).await.map_err(|_| Error::Timeout {
             command: label.to_owned(),
             limit,
-        })?
+        })?;
+        self.after(result).await
+    }
+
+    /// When the server ended the session because the access token expired (Exchange Online:
+    /// `BYE Session invalidated - AccessTokenExpired`), or said BYE once it has expired, the
+    /// token is dropped from memory: the reconnect gets a new one, and this is no outage.
+    async fn after<T>(&mut self, result: Result<T, ByeOr>) -> Result<T, Error> {
+        match result {
+            Ok(value) => Ok(value),
+            Err(ByeOr::Error(e)) => Err(e),
+            Err(ByeOr::Bye(e, text)) => {
+                if let Some((config, token)) = &self.oauth
+                    && (text.to_ascii_lowercase().contains("expired")
+                        || Instant::now() >= token.expires_at)
+                {
+                    tracing::info!(server = %self.server, bye = %short(&text), "the server ended the session: the access token expired; the next login gets a new one");
+                    oauth::forget(config, token).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether the connection's access token is due for renewal.
+    fn renewal_due(&self) -> bool {
+        self.oauth.as_ref().is_some_and(|(_, token)| token.is_due())
     }
 
     /// `CAPABILITY`, as upper-case atoms.
@@ -688,8 +912,15 @@ impl Connection {
         Ok(uids)
     }
 
-    /// `NOOP`, to see that a resting connection still answers.
+    /// `NOOP`, to see that a resting connection still answers. A connection whose access
+    /// token is due for renewal logs out instead and answers `Error::Renew`: it is not to be
+    /// reused (the next login gets a fresh token).
     pub async fn noop(&mut self) -> Result<(), Error> {
+        if self.renewal_due() {
+            tracing::debug!(server = %self.server, "the access token is due: logging out to log in anew");
+            let _ = self.run("LOGOUT", "LOGOUT", PROBE_ANSWER, |_| {}).await;
+            return Err(Error::Renew);
+        }
         self.run("NOOP", "NOOP", PROBE_ANSWER, |_| {}).await
     }
 
@@ -698,10 +929,22 @@ impl Connection {
         let _ = self.run("LOGOUT", "LOGOUT", PROBE_ANSWER, |_| {}).await;
     }
 
-    /// One IDLE round (RFC 2177) of at most `limit`: returns `true` when the server reported
-    /// new messages (EXISTS). Ends early, with DONE, after `IDLE_PROBE` without a line from the
-    /// server; the answer to DONE shows the link is alive.
+    /// One IDLE round (RFC 2177) of at most `limit`: returns `true` when the inbox is to be
+    /// looked at now: the server reported new messages (EXISTS), or the connection's access
+    /// token is due for renewal (the round ends then, and the pass that follows logs in anew,
+    /// since `noop` refuses a due connection). Ends early, with DONE, after `IDLE_PROBE`
+    /// without a line from the server; the answer to DONE shows the link is alive.
     pub async fn idle(&mut self, limit: Duration) -> Result<bool, Error> {
+        let limit = match &self.oauth {
+            Some((_, token)) => limit.min(token.renew_at.saturating_duration_since(Instant::now())),
+            None => limit,
+        };
+        let result = self.idle_round(limit).await;
+        let news = self.after(result).await?;
+        Ok(news || self.renewal_due())
+    }
+
+    async fn idle_round(&mut self, limit: Duration) -> Result<bool, ByeOr> {
         let io = |e: String| Error::Io {
             command: "IDLE".to_owned(),
             why: short(e),
@@ -717,11 +960,15 @@ impl Connection {
                 match response.parsed() {
                     Response::Continue(_) => return Ok(tag),
                     Response::Done { outcome, .. } => {
-                        return Err(Error::Server {
+                        return Err(ByeOr::Error(Error::Server {
                             command: "IDLE".to_owned(),
                             why: short(outcome.information.as_deref().unwrap_or("refused")),
-                        });
+                        }));
                     }
+                    Response::Data {
+                        status: Status::Bye,
+                        outcome,
+                    } => return Err(bye("IDLE", outcome.information.as_deref())),
                     _ => {}
                 }
             }
@@ -747,8 +994,8 @@ impl Connection {
                 Response::MailboxData(MailboxDatum::Exists(_)) => news = true,
                 Response::Data {
                     status: Status::Bye,
-                    ..
-                } => return Err(io("the server closed the connection (BYE)".to_owned())),
+                    outcome,
+                } => return Err(bye("IDLE", outcome.information.as_deref())),
                 _ => {} // keep-alives, flag changes, expunges by others
             }
         }
@@ -768,12 +1015,16 @@ impl Connection {
                     Response::Done {
                         tag: done, outcome, ..
                     } if *done == tag => {
-                        return Err(Error::Server {
+                        return Err(ByeOr::Error(Error::Server {
                             command: "IDLE".to_owned(),
                             why: short(outcome.information.as_deref().unwrap_or("refused")),
-                        });
+                        }));
                     }
                     Response::MailboxData(MailboxDatum::Exists(_)) => news = true,
+                    Response::Data {
+                        status: Status::Bye,
+                        outcome,
+                    } => return Err(bye("DONE", outcome.information.as_deref())),
                     _ => {}
                 }
             }
