@@ -11,6 +11,9 @@
 //! - `item`: the raw bytes of a message or file, where it lies, its key (sha256).
 //! - `pipeline`: one batch of items from bytes to committed outcomes; reads like the flow.
 //! - `route` (1): which supplier: sender, file name, source binding.
+//! - `auth` (1): whether a message's sender is authentic: the trusted Authentication-Results
+//!   header or eingang's own DKIM/DMARC check (DNS through `auth::Resolver`), the verdict
+//!   stored with the item, and what the supplier's `authenticate` setting makes of it.
 //! - `extract` (2): MIME → attachments, nested `message/rfc822` too, raw bytes kept.
 //! - `format` (3): bytes → documents: `sniff`, `xml`, `cxml`, `opentrans`, `ubl` for the
 //!   built-in standards; `table`, `csv_table`, `xlsx_table` for supplier formats from TOML.
@@ -25,6 +28,7 @@
 //! - `daemon`, `schedule`: sources watched on their schedules until a signal.
 //! - `config`, `cli`, `error`, `fault`: the edges.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod daemon;
