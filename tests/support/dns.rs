@@ -1,0 +1,237 @@
+//! A real DNS server for the sender-authenticity tests: a private dnsmasq on a free loopback
+//! port, with no upstream (`--no-resolv --no-hosts`), authoritative for `example` so that every
+//! name it was not given is NXDOMAIN, serving the TXT records a test binary needs (DKIM keys,
+//! DMARC policies). It runs in the foreground (`-k`) as a child of a long-lived spawner thread
+//! with `PR_SET_PDEATHSIG`, so it dies with the test binary; an owned one also dies on drop.
+//! Also here: a "server" that takes every query and never answers.
+#![allow(dead_code)] // each test uses a different part
+
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock, mpsc};
+use std::time::{Duration, Instant};
+
+/// How long dnsmasq may take to start listening.
+const START_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A running dnsmasq.
+pub struct Dnsmasq {
+    dir: tempfile::TempDir,
+    /// Its UDP and TCP port on 127.0.0.1.
+    pub port: u16,
+    child: Mutex<Option<Child>>,
+}
+
+/// A command to start, and where to send the started child.
+type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
+
+/// Spawns from one long-lived thread: `PR_SET_PDEATHSIG` fires when the spawning thread ends,
+/// so the server dies with the test binary and not with the first test.
+fn spawn(mut command: Command) -> Child {
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnRequest>();
+        std::thread::spawn(move || {
+            for (mut command, reply) in rx {
+                use std::os::unix::process::CommandExt;
+                // SAFETY: prctl in the forked child before exec; async-signal-safe.
+                unsafe {
+                    command.pre_exec(|| {
+                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                        Ok(())
+                    });
+                }
+                let _ = reply.send(command.spawn());
+            }
+        });
+        Mutex::new(tx)
+    });
+    let (reply, answer) = mpsc::channel();
+    command.stdin(Stdio::null());
+    spawner
+        .lock()
+        .unwrap()
+        .send((command, reply))
+        .expect("spawner thread alive");
+    answer
+        .recv()
+        .expect("spawner answers")
+        .expect("start dnsmasq")
+}
+
+fn dnsmasq_binary() -> PathBuf {
+    for candidate in [
+        "/usr/sbin/dnsmasq",
+        "/usr/local/sbin/dnsmasq",
+        "/usr/bin/dnsmasq",
+    ] {
+        if Path::new(candidate).exists() {
+            return PathBuf::from(candidate);
+        }
+    }
+    panic!(
+        "dnsmasq not found: install it with `apt-get install -y --no-install-recommends dnsmasq-base` (.ci/run does)"
+    );
+}
+
+/// A port free for both TCP and UDP on 127.0.0.1 (dnsmasq binds both).
+fn free_port() -> u16 {
+    for _ in 0..50 {
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind a tcp port");
+        let port = tcp.local_addr().expect("local addr").port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for both tcp and udp");
+}
+
+/// A TXT record as dnsmasq takes it on its command line: `name,part,part`, each part at most
+/// 255 bytes (one DNS character-string; resolvers join them, RFC 6376 §3.6.2.2). Quotes are
+/// taken literally there (only a config file unquotes), so a text must not hold a comma.
+fn txt_option(name: &str, text: &str) -> String {
+    assert!(
+        !text.contains(','),
+        "a dnsmasq txt-record argument cannot hold a comma: {text}"
+    );
+    let parts: Vec<&str> = text
+        .as_bytes()
+        .chunks(255)
+        .map(|chunk| std::str::from_utf8(chunk).expect("ASCII record text"))
+        .collect();
+    format!("--txt-record={name},{}", parts.join(","))
+}
+
+impl Dnsmasq {
+    /// Starts a dnsmasq serving `records` (name, TXT text); every other name under `example`
+    /// is NXDOMAIN.
+    pub fn start(records: &[(String, String)]) -> Dnsmasq {
+        Dnsmasq::start_forwarding(records, &[])
+    }
+
+    /// The same, but queries for names under each `(domain, server)` go to that server (e.g.
+    /// a [`Silent`] one, to make one domain's DNS slow).
+    pub fn start_forwarding(
+        records: &[(String, String)],
+        forwards: &[(&str, SocketAddr)],
+    ) -> Dnsmasq {
+        let binary = dnsmasq_binary();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let mut command = Command::new(binary);
+        command
+            .arg("-k")
+            .arg("--conf-file=/dev/null")
+            .arg("--no-resolv")
+            .arg("--no-hosts")
+            .arg(format!("--port={port}"))
+            .arg("--listen-address=127.0.0.1")
+            .arg("--bind-interfaces")
+            .arg("--local=/example/")
+            .arg(format!(
+                "--pid-file={}",
+                dir.path().join("dnsmasq.pid").display()
+            ))
+            .arg(format!(
+                "--log-facility={}",
+                dir.path().join("dnsmasq.log").display()
+            ))
+            .arg("--log-queries")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            // As root, dnsmasq would drop to `nobody`, who cannot write the private log.
+            command.arg("--user=root");
+        }
+        for (name, text) in records {
+            command.arg(txt_option(name, text));
+        }
+        for (domain, server) in forwards {
+            command.arg(format!(
+                "--server=/{domain}/{}#{}",
+                server.ip(),
+                server.port()
+            ));
+        }
+        let child = spawn(command);
+        let server = Dnsmasq {
+            dir,
+            port,
+            child: Mutex::new(Some(child)),
+        };
+        server.wait_until_listening();
+        server
+    }
+
+    fn wait_until_listening(&self) {
+        let end = Instant::now() + START_DEADLINE;
+        while Instant::now() < end {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            if let Some(child) = self.child.lock().unwrap().as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("dnsmasq exited at start ({status}): {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "dnsmasq did not listen within {START_DEADLINE:?}: {}",
+            self.log()
+        );
+    }
+
+    /// Where it listens, as `[dns] server` takes it.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Its query log, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dnsmasq.log")).unwrap_or_default()
+    }
+
+    /// Stops it and waits until it has exited: the port then answers nothing.
+    pub fn stop(&self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A "DNS server" that takes every query, over UDP and TCP, and never answers: what a resolver
+/// behind a dead link looks like.
+pub struct Silent {
+    udp: UdpSocket,
+    tcp: TcpListener,
+}
+
+impl Silent {
+    /// Binds a free port for both; nothing is ever read or accepted.
+    pub fn start() -> Silent {
+        for _ in 0..50 {
+            let tcp = TcpListener::bind("127.0.0.1:0").expect("bind a tcp port");
+            let port = tcp.local_addr().expect("local addr").port();
+            if let Ok(udp) = UdpSocket::bind(("127.0.0.1", port)) {
+                return Silent { udp, tcp };
+            }
+        }
+        panic!("no port free for both tcp and udp");
+    }
+
+    /// Its address.
+    pub fn addr(&self) -> SocketAddr {
+        self.tcp.local_addr().expect("local addr")
+    }
+}
