@@ -50,23 +50,24 @@ pub(super) async fn run(raw: &[u8], trust: &Trust, resolver: &Resolver) -> Verdi
     let from = match domains.as_slice() {
         [] => return verdict(Status::None, None, "the message has no From address".into()),
         [one] => one.clone(),
-        several => {
-            let several = several.to_vec();
-            return guarded(several[0].clone(), several_from(several, resolver)).await;
+        several @ [first, ..] => {
+            let first = first.clone();
+            return guarded(first, several_from(several.to_vec(), resolver)).await;
         }
     };
     let trusted = results::trusted(message.headers.iter().copied(), trust);
-    let from_for_work = from.clone();
-    guarded(from, async move {
-        let from = from_for_work;
-        if let Some(header) = &trusted
-            && let Some(verdict) = from_trusted_header(header, &from, resolver).await
-        {
-            return verdict;
+    let work = {
+        let from = from.clone();
+        async move {
+            if let Some(header) = &trusted
+                && let Some(verdict) = from_trusted_header(header, &from, resolver).await
+            {
+                return verdict;
+            }
+            own_check(message, &from, trusted.as_ref(), resolver).await
         }
-        own_check(message, &from, trusted.as_ref(), resolver).await
-    })
-    .await
+    };
+    guarded(from, work).await
 }
 
 /// The message as it was signed: mail on the wire has CRLF line ends, and a copy saved with
@@ -213,7 +214,7 @@ fn published(policy: mail_auth::dmarc::Policy) -> Published {
 
 /// The trusted header's `dmarc=` result, if it has one about this From domain. `None` sends
 /// the message to eingang's own check (no `dmarc=` in the header, one about another domain,
-/// or a result word eingang does not know).
+/// `temperror`, or a result word eingang does not know).
 async fn from_trusted_header(
     header: &ArHeader,
     from: &str,
@@ -228,9 +229,10 @@ async fn from_trusted_header(
     let status = match dmarc.result.as_str() {
         "pass" => Status::Pass,
         "fail" => Status::Fail,
-        "temperror" => Status::TempError,
         // permerror: a broken record counts as none; bestguesspass (Microsoft): no record.
         "none" | "permerror" | "bestguesspass" => Status::None,
+        // temperror was the server's DNS at delivery time; the header would say so on every
+        // retry, so eingang asks DNS itself. Unknown words are not guessed at.
         _ => return None,
     };
     let who = match &header.authserv_id {

@@ -181,6 +181,34 @@ async fn a_trusted_pass_needs_no_dns_and_names_the_aligned_domain() {
 }
 
 #[tokio::test]
+async fn a_trusted_temperror_is_checked_again_by_eingang() {
+    let k = key();
+    let signed = String::from_utf8(sign(
+        &k,
+        "supplier.example",
+        &message("lager@supplier.example"),
+    ))
+    .expect("utf-8");
+    let raw = format!(
+        "Authentication-Results: mx.shop.example; dmarc=temperror header.from=supplier.example\r\n{signed}"
+    );
+    let r = resolver(
+        &[
+            ("sel._domainkey.supplier.example.", &k.record),
+            ("_dmarc.supplier.example.", "v=DMARC1; p=reject"),
+        ],
+        &["_dmarc.example."],
+    );
+    let trust = Trust::AuthservId("mx.shop.example".into());
+    let v = authenticate(raw.as_bytes(), &trust, &r).await;
+    assert_eq!(
+        (v.status, v.decided_by),
+        (Status::Pass, DecidedBy::Eingang),
+        "{v:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_trusted_result_about_another_domain_is_not_used() {
     let raw = format!(
         "Authentication-Results: mx.shop.example; dmarc=pass header.from=attacker.example\r\n{}",
