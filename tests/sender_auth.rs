@@ -377,6 +377,8 @@ async fn trusted_id_that_is_not_topmost_is_ignored() {
 
 #[tokio::test]
 async fn stopped_dns_server_is_a_temporary_error() {
+    // The shared server starts first, so that it cannot take this one's port once freed.
+    let _ = dns();
     let own = Dnsmasq::start(&records());
     let resolver = Resolver::new(Some(own.addr()));
     let raw = signed("supplier.example", &message("lager@supplier.example"));
