@@ -1,64 +1,40 @@
 //! A real DNS server for the sender-authenticity tests: a private dnsmasq on a free loopback
 //! port, with no upstream (`--no-resolv --no-hosts`), authoritative for `example` so that every
 //! name it was not given is NXDOMAIN, serving the TXT records a test binary needs (DKIM keys,
-//! DMARC policies). It runs in the foreground (`-k`) as a child of a long-lived spawner thread
-//! with `PR_SET_PDEATHSIG`, so it dies with the test binary; an owned one also dies on drop.
-//! Also here: a "server" that takes every query and never answers.
+//! DMARC policies). It runs in the foreground (`-k`) under a small `sh` watcher that kills it
+//! when its stdin closes, which happens when the test binary exits, however it exits
+//! (`PR_SET_PDEATHSIG` does not do here: dnsmasq changes its credentials at start, and that
+//! clears the death signal). An owned one is also stopped on drop. Also here: a "server" that
+//! takes every query and never answers.
 #![allow(dead_code)] // each test uses a different part
 
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock, mpsc};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long dnsmasq may take to start listening.
 const START_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a stop may take before the watcher is killed outright.
+const STOP_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Runs `"$@"` (dnsmasq) in the background and kills it once stdin reaches its end; exits when
+/// dnsmasq does, so an early exit (a port clash) is seen. The reader gets stdin as fd 3: an
+/// asynchronous list in a non-interactive shell otherwise reads /dev/null.
+const WATCHER: &str = r#"exec 3<&0
+"$@" &
+pid=$!
+( read -r _ <&3; kill "$pid" 2>/dev/null ) &
+wait "$pid""#;
 
 /// A running dnsmasq.
 pub struct Dnsmasq {
     dir: tempfile::TempDir,
     /// Its UDP and TCP port on 127.0.0.1.
     pub port: u16,
-    child: Mutex<Option<Child>>,
-}
-
-/// A command to start, and where to send the started child.
-type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
-
-static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
-
-/// Spawns from one long-lived thread: `PR_SET_PDEATHSIG` fires when the spawning thread ends,
-/// so the server dies with the test binary and not with the first test.
-fn spawn(mut command: Command) -> Child {
-    let spawner = SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<SpawnRequest>();
-        std::thread::spawn(move || {
-            for (mut command, reply) in rx {
-                use std::os::unix::process::CommandExt;
-                // SAFETY: prctl in the forked child before exec; async-signal-safe.
-                unsafe {
-                    command.pre_exec(|| {
-                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                        Ok(())
-                    });
-                }
-                let _ = reply.send(command.spawn());
-            }
-        });
-        Mutex::new(tx)
-    });
-    let (reply, answer) = mpsc::channel();
-    command.stdin(Stdio::null());
-    spawner
-        .lock()
-        .unwrap()
-        .send((command, reply))
-        .expect("spawner thread alive");
-    answer
-        .recv()
-        .expect("spawner answers")
-        .expect("start dnsmasq")
+    /// The watcher shell, and the write end of its stdin (closing it stops dnsmasq).
+    child: Mutex<Option<(Child, ChildStdin)>>,
 }
 
 fn dnsmasq_binary() -> PathBuf {
@@ -120,8 +96,10 @@ impl Dnsmasq {
         let binary = dnsmasq_binary();
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
-        let mut command = Command::new(binary);
+        let mut command = Command::new("sh");
         command
+            .args(["-c", WATCHER, "dnsmasq-watcher"])
+            .arg(binary)
             .arg("-k")
             .arg("--conf-file=/dev/null")
             .arg("--no-resolv")
@@ -156,11 +134,13 @@ impl Dnsmasq {
                 server.port()
             ));
         }
-        let child = spawn(command);
+        command.stdin(Stdio::piped());
+        let mut child = command.spawn().expect("start dnsmasq under sh");
+        let stdin = child.stdin.take().expect("the watcher's stdin is piped");
         let server = Dnsmasq {
             dir,
             port,
-            child: Mutex::new(Some(child)),
+            child: Mutex::new(Some((child, stdin))),
         };
         server.wait_until_listening();
         server
@@ -172,7 +152,7 @@ impl Dnsmasq {
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return;
             }
-            if let Some(child) = self.child.lock().unwrap().as_mut()
+            if let Some((child, _)) = self.child.lock().unwrap().as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
                 panic!("dnsmasq exited at start ({status}): {}", self.log());
@@ -197,10 +177,20 @@ impl Dnsmasq {
 
     /// Stops it and waits until it has exited: the port then answers nothing.
     pub fn stop(&self) {
-        if let Some(mut child) = self.child.lock().unwrap().take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        let Some((mut child, stdin)) = self.child.lock().unwrap().take() else {
+            return;
+        };
+        drop(stdin); // the watcher kills dnsmasq, then `wait` returns and the shell exits
+        let end = Instant::now() + STOP_DEADLINE;
+        while Instant::now() < end {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("dnsmasq did not stop within {STOP_DEADLINE:?}");
     }
 }
 
