@@ -22,7 +22,7 @@ use mail_auth::dkim::{Canonicalization, DkimSigner};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use dns::{Dnsmasq, Silent};
+use dns::{Dnsmasq, Failing, Silent};
 use eingang::auth::{
     CHECK_DEADLINE, DecidedBy, Decision, Published, Requirement, Resolver, Status, Trust, Verdict,
     authenticate, decide,
@@ -429,6 +429,22 @@ async fn silent_dns_server_is_a_temporary_error_within_the_deadline() {
         took <= CHECK_DEADLINE + Duration::from_secs(1),
         "took {took:?}"
     );
+}
+
+#[tokio::test]
+async fn servfail_and_refused_are_temporary_errors() {
+    let raw = signed("supplier.example", &message("lager@supplier.example"));
+    for (rcode, name) in [(2, "SERVFAIL"), (5, "REFUSED")] {
+        let server = Failing::start(rcode);
+        let started = Instant::now();
+        let v = authenticate(&raw, &Trust::Nothing, &Resolver::new(Some(server.addr()))).await;
+        assert_eq!(v.status, Status::TempError, "{name}: {v:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{name}: {:?}",
+            started.elapsed()
+        );
+    }
 }
 
 #[tokio::test]

@@ -225,3 +225,51 @@ impl Silent {
         self.tcp.local_addr().expect("local addr")
     }
 }
+
+/// A DNS server that answers every UDP query with one response code (SERVFAIL = 2,
+/// REFUSED = 5) and nothing else: a resolver whose upstream is broken.
+pub struct Failing {
+    addr: SocketAddr,
+}
+
+impl Failing {
+    /// Starts it on a free port; its thread ends with the test binary.
+    pub fn start(rcode: u8) -> Failing {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind a udp port");
+        let addr = udp.local_addr().expect("local addr");
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while let Ok((n, peer)) = udp.recv_from(&mut buf) {
+                if let Some(reply) = failure_reply(buf.get(..n).unwrap_or_default(), rcode) {
+                    let _ = udp.send_to(&reply, peer);
+                }
+            }
+        });
+        Failing { addr }
+    }
+
+    /// Its address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// The query's header and question with QR, RA and the response code set and no records
+/// (RFC 1035 §4.1); `None` for a datagram that is no query.
+fn failure_reply(query: &[u8], rcode: u8) -> Option<Vec<u8>> {
+    let mut end = 12;
+    loop {
+        let len = usize::from(*query.get(end)?);
+        end += 1;
+        if len == 0 {
+            break;
+        }
+        end += len;
+    }
+    end += 4; // QTYPE, QCLASS
+    let mut reply = query.get(..end)?.to_vec();
+    reply[2] = 0x80 | (reply[2] & 0x01); // QR, keep RD
+    reply[3] = 0x80 | (rcode & 0x0f); // RA, RCODE
+    reply[4..12].copy_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]); // one question, no records
+    Some(reply)
+}
