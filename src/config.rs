@@ -3,12 +3,14 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::auth::Trust;
 use crate::format::Limits;
 use crate::oauth::preset::{self, Protocol, Provider};
 use crate::schedule::{Schedule, parse_duration};
@@ -34,6 +36,14 @@ pub struct RawConfig {
     #[serde(default)]
     source: Vec<RawSource>,
     notify: Option<RawNotify>,
+    #[serde(default)]
+    dns: RawDns,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDns {
+    server: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -86,6 +96,7 @@ pub struct RawSource {
     oauth_refresh_token_env: Option<String>,
     oauth_refresh_token_file: Option<String>,
     oauth_mechanism: Option<String>,
+    trusted_authserv_id: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -161,6 +172,9 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     /// Where failure notices go; `None` means log only.
     pub notify: Option<NotifyConfig>,
+    /// `[dns] server`: the resolver for eingang's own DKIM and DMARC look-ups; `None` means
+    /// the system's (`/etc/resolv.conf`).
+    pub dns_server: Option<SocketAddr>,
 }
 
 /// One `[[source]]`.
@@ -174,6 +188,9 @@ pub struct SourceConfig {
     pub notify: Vec<String>,
     /// A supplier every table file of this source belongs to.
     pub supplier: Option<String>,
+    /// Which `Authentication-Results` header of its mail eingang believes
+    /// (`trusted_authserv_id`, IMAP only); `Trust::Nothing` for every other source.
+    pub trust: Trust,
     /// Kind-specific settings.
     pub kind: SourceKind,
 }
@@ -432,6 +449,13 @@ impl Config {
                 None
             }
         };
+        let dns_server = match raw.dns.server.as_deref().map(dns_server).transpose() {
+            Ok(server) => server,
+            Err(e) => {
+                problems.push(format!("config: dns: {e}"));
+                None
+            }
+        };
         let limits = raw.limits;
         for (key, zero) in [
             ("max_item_mib", limits.max_item_mib == Some(0)),
@@ -464,6 +488,7 @@ impl Config {
             max_rows: limits.max_rows.unwrap_or(defaults.max_rows),
             sources,
             notify,
+            dns_server,
         })
     }
 
@@ -481,6 +506,22 @@ impl Config {
     /// The source with this name.
     pub fn source(&self, name: &str) -> Option<&SourceConfig> {
         self.sources.iter().find(|s| s.name == name)
+    }
+}
+
+/// `[dns] server`: `IP:PORT` (`127.0.0.1:53`, `[::1]:5353`), or a bare IP for port 53. No host
+/// name: resolving it would need the DNS this setting is about.
+fn dns_server(text: &str) -> Result<SocketAddr, String> {
+    let trimmed = text.trim();
+    let addr = trimmed
+        .parse::<SocketAddr>()
+        .or_else(|_| trimmed.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)));
+    match addr {
+        Ok(addr) if addr.port() == 0 => Err(format!("server {text:?}: port 0 is not a port")),
+        Ok(addr) => Ok(addr),
+        Err(_) => Err(format!(
+            "server {text:?}: not an IP:PORT address (e.g. \"127.0.0.1:53\" or \"[::1]:5353\")"
+        )),
     }
 }
 
@@ -534,12 +575,28 @@ fn check_source(
         raw.notify.as_deref().unwrap_or_default(),
         &mut problems,
     );
+    let trust = match (raw.kind.as_deref(), raw.trusted_authserv_id.as_deref()) {
+        (Some("imap"), setting) => Trust::from_setting(setting).unwrap_or_else(|e| {
+            problems.push(e);
+            Trust::Nothing
+        }),
+        (Some(kind @ ("dir" | "ftp")), Some(_)) => {
+            let article = if kind == "ftp" { "an" } else { "a" };
+            problems.push(format!(
+                "`trusted_authserv_id` applies only to an imap source: {article} {kind} source's \
+                 files carry no receiving mail server's verdict"
+            ));
+            Trust::Nothing
+        }
+        _ => Trust::Nothing,
+    };
     match (name, kind) {
         (Some(name), Some(kind)) if problems.is_empty() => Ok(SourceConfig {
             name,
             schedule,
             notify: raw.notify.unwrap_or_default(),
             supplier: raw.supplier,
+            trust,
             kind,
         }),
         _ => Err(problems),
@@ -1308,6 +1365,66 @@ mod tests {
             .join("\n");
         assert!(errs.contains("an ftp source polls"), "{errs}");
         assert!(errs.contains("unknown tls \"starttls\" for ftp"), "{errs}");
+    }
+
+    const IMAP: &str = "[[source]]\nname = \"mail\"\nkind = \"imap\"\nhost = \"imap.example.com\"\n\
+                        user = \"lager\"\npassword = \"x\"\ninbox = \"in\"\narchive = \"archiv\"\nerror = \"fehler\"\n";
+
+    #[test]
+    fn the_dns_server_is_an_ip_and_port() {
+        assert_eq!(load(IMAP).unwrap().dns_server, None);
+        for (written, expected) in [
+            ("127.0.0.1:5353", "127.0.0.1:5353"),
+            ("[::1]:53", "[::1]:53"),
+            ("192.0.2.53", "192.0.2.53:53"),
+        ] {
+            let c = load(&format!("{IMAP}[dns]\nserver = \"{written}\"\n")).unwrap();
+            assert_eq!(c.dns_server, Some(expected.parse().unwrap()), "{written}");
+        }
+        for bad in ["dns.example.com:53", "127.0.0.1:0", "", "127.0.0.1:99999"] {
+            let errs = load(&format!("{IMAP}[dns]\nserver = \"{bad}\"\n"))
+                .unwrap_err()
+                .join("\n");
+            assert!(
+                errs.starts_with(&format!("config: dns: server {bad:?}: ")),
+                "{errs}"
+            );
+        }
+        assert!(load("[dns]\nservers = \"127.0.0.1:53\"\n").is_err());
+    }
+
+    #[test]
+    fn trusted_authserv_id_belongs_to_imap_sources() {
+        let c = load(IMAP).unwrap();
+        assert_eq!(c.sources[0].trust, Trust::Nothing);
+        let c = load(&format!("{IMAP}trusted_authserv_id = \"mx.example.com\"\n")).unwrap();
+        assert_eq!(
+            c.sources[0].trust,
+            Trust::AuthservId("mx.example.com".into())
+        );
+        let c = load(&format!("{IMAP}trusted_authserv_id = \"topmost\"\n")).unwrap();
+        assert_eq!(c.sources[0].trust, Trust::Topmost);
+        let errs = load(&format!("{IMAP}trusted_authserv_id = \"mx example\"\n"))
+            .unwrap_err()
+            .join("\n");
+        assert!(
+            errs.starts_with("config: source[0] \"mail\": trusted_authserv_id \"mx example\""),
+            "{errs}"
+        );
+        let errs = load(&format!("{FTP}trusted_authserv_id = \"mx.example.com\"\n"))
+            .unwrap_err()
+            .join("\n");
+        assert_eq!(
+            errs,
+            "config: source[0] \"edi\": `trusted_authserv_id` applies only to an imap source: \
+             an ftp source's files carry no receiving mail server's verdict"
+        );
+        let dir = "[[source]]\nname = \"drop\"\nkind = \"dir\"\npath = \"in\"\ntrusted_authserv_id = \"topmost\"\n";
+        let errs = load(dir).unwrap_err().join("\n");
+        assert!(
+            errs.contains("applies only to an imap source: a dir source"),
+            "{errs}"
+        );
     }
 
     #[test]

@@ -25,6 +25,9 @@
 //! - `pipeline`: what `accept` runs for one batch: ledger → route → extract → parse →
 //!   validate → store; reads like the flow.
 //! - `route` (1): which supplier: sender, file name, source binding.
+//! - `auth` (1): whether a message's sender is authentic: the trusted Authentication-Results
+//!   header or eingang's own DKIM/DMARC check (DNS through `auth::Resolver`), the verdict
+//!   stored with the item, and what the supplier's `authenticate` setting makes of it.
 //! - `extract` (2): MIME → attachments, nested `message/rfc822` too, raw bytes kept.
 //! - `format` (3): bytes → documents: `standard` (which standard, by content) with `xml`,
 //!   `cxml`, `opentrans`, `ubl`; `table`, `csv_table`, `xlsx_table` for supplier formats from
@@ -42,6 +45,7 @@
 //!   restarts a task that died, until the one stop signal.
 //! - `config`, `cli`, `error`, `fault`: the edges.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod daemon;

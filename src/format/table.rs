@@ -17,6 +17,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use super::{Attachment, Limits, csv_table, xlsx_table};
+use crate::auth::Requirement;
 use crate::error::Reject;
 use crate::model::{Decimal, DeliveryLine, DeliveryNote, Document};
 
@@ -45,6 +46,8 @@ pub struct TableFormat {
     from_file_name: FileNamePatterns,
     /// Lowercased supplier unit → unit code.
     units: HashMap<String, String>,
+    /// How strictly this supplier's mail must be authenticated (`authenticate`).
+    authenticate: Requirement,
 }
 
 /// CSV or spreadsheet, with what only that kind needs.
@@ -144,6 +147,7 @@ struct FileNamePatterns {
 struct RawFormat {
     name: Option<String>,
     kind: RawKind,
+    authenticate: Option<String>,
     #[serde(default)]
     senders: Vec<String>,
     #[serde(default)]
@@ -201,6 +205,12 @@ impl TableFormat {
         let raw: RawFormat = toml::from_str(&text).map_err(|e| toml_problem(&text, &e))?;
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
         TableFormat::from_raw(raw, stem, path)
+    }
+
+    /// How strictly this supplier's mail must be authenticated: `authenticate` in the format
+    /// file, `if-published` by default.
+    pub fn authenticate(&self) -> Requirement {
+        self.authenticate
     }
 
     /// Whether this supplier lists the sender address, or its `@domain`.
@@ -285,6 +295,10 @@ impl TableFormat {
                 }
                 Kind::Sheet(noted(&mut problems, sheet(raw.sheet)).unwrap_or(SheetChoice::Index(1)))
             }
+        };
+        let authenticate = match raw.authenticate.as_deref() {
+            None => Requirement::default(),
+            Some(text) => noted(&mut problems, Requirement::parse(text)).unwrap_or_default(),
         };
         let senders = raw
             .senders
@@ -378,6 +392,7 @@ impl TableFormat {
             columns,
             from_file_name,
             units,
+            authenticate,
         })
     }
 
@@ -1179,6 +1194,29 @@ mod tests {
         ] {
             assert!(problem.contains(part), "{part:?} not in {problem:?}");
         }
+    }
+
+    #[test]
+    fn authenticate_is_if_published_unless_set() {
+        assert_eq!(
+            format(MINIMAL).unwrap().authenticate(),
+            Requirement::IfPublished
+        );
+        for (written, expected) in [
+            ("required", Requirement::Required),
+            ("if-published", Requirement::IfPublished),
+            ("off", Requirement::Off),
+        ] {
+            let f = format(&format!("authenticate = \"{written}\"\n{MINIMAL}")).unwrap();
+            assert_eq!(f.authenticate(), expected);
+        }
+        let problem = format(&format!("authenticate = \"yes\"\n{MINIMAL}")).unwrap_err();
+        assert_eq!(
+            problem,
+            "authenticate \"yes\" is unknown: use \"required\", \"if-published\" or \"off\""
+        );
+        let problem = format(&format!("authenticate = true\n{MINIMAL}")).unwrap_err();
+        assert!(problem.starts_with("line 1: invalid type"), "{problem}");
     }
 
     #[test]
