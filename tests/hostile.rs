@@ -560,3 +560,36 @@ fn a_failed_move_costs_that_item_only_and_adds_no_row_or_notice() {
         "a second notice"
     );
 }
+
+#[test]
+fn a_secret_file_readable_by_others_is_warned_about_at_start_and_in_check() {
+    let ws = Workspace::new(
+        "[[source]]\nname = \"edi\"\nkind = \"ftp\"\nhost = \"127.0.0.1\"\nport = 9\ntls = \"none\"\n\
+         user = \"edi\"\npassword_file = \"ftp-password\"\ninbox = \"/out\"\narchive = \"/archiv\"\nerror = \"/fehler\"\n",
+    );
+    let secret = ws.path("ftp-password");
+    std::fs::write(&secret, "S3cr3t-perm\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let check = ws.run(&["check"]);
+    let warning = "password_file ftp-password is readable by everyone (mode 644): chmod 600";
+    assert!(stderr(&check).contains(warning), "{}", stderr(&check));
+    assert!(!stderr(&check).contains("S3cr3t-perm") && !stdout(&check).contains("S3cr3t-perm"));
+    let log = std::fs::File::create(ws.path("run.log")).unwrap();
+    let mut daemon = ws
+        .command(&["run"], &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let warned = wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(ws.path("run.log")).is_ok_and(|l| l.contains(warning))
+    });
+    support::stop(&mut daemon);
+    assert!(
+        warned,
+        "{}",
+        std::fs::read_to_string(ws.path("run.log")).unwrap()
+    );
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(!stderr(&ws.run(&["check"])).contains("readable by"));
+}

@@ -9,6 +9,7 @@
 
 mod oauth;
 pub mod outbox;
+mod requests;
 mod schema;
 mod source_state;
 
@@ -25,6 +26,7 @@ use crate::extract::Envelope;
 use crate::item::Item;
 use crate::model::{Document, Operation};
 pub use oauth::OAuthGrant;
+pub use requests::Request;
 pub use source_state::Stray;
 
 /// An item whose parse was started this many times without an outcome is set aside.

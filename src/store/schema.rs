@@ -123,6 +123,18 @@ const MIGRATIONS: &[&str] = &[
         updated_at TEXT NOT NULL,
         needs_login TEXT
     );",
+    // 6: what a command asks of the running daemon (a pass now, an item put back), and the
+    // answer it waits for.
+    "CREATE TABLE requests (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        source TEXT,
+        item_id INTEGER,
+        created_at TEXT NOT NULL,
+        taken_at TEXT,
+        done_at TEXT,
+        result TEXT
+    );",
 ];
 
 /// Brings the schema to the newest version, one transaction per step.
