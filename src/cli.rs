@@ -97,6 +97,12 @@ pub enum Command {
         #[arg(required = true)]
         ids: Vec<i64>,
     },
+    /// Put items of a source's archive that the store does not know (it was restored from an
+    /// older copy) back into its inbox, to be imported again.
+    Recover {
+        /// The source.
+        source: String,
+    },
     /// OAuth2 sign-in for a mailbox (`auth = "oauth2"`).
     Oauth {
         /// What to do.
@@ -186,6 +192,7 @@ pub fn execute(cli: Cli) -> Result<i32> {
         Command::Sync { source } => sync(&config, source.as_deref(), embedded),
         Command::Check { create_folders } => check(&config, create_folders),
         Command::Reprocess { ids } => reprocess(&config, &ids),
+        Command::Recover { source } => recover(&config, &source),
         Command::Oauth {
             command: OauthCommand::Login { source },
         } => oauth_login(&config, &source),
@@ -616,6 +623,55 @@ fn reprocess(config: &Config, ids: &[i64]) -> Result<i32> {
             Ok(place) => println!("item {id}: put back into {}", escape::text(&place)),
             Err(e) => {
                 eprintln!("error: item {id}: {}", escape::text(&e));
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
+}
+
+fn recover(config: &Config, source: &str) -> Result<i32> {
+    let results: Vec<(String, Result<String, String>)> = match own_store(config, "recover")? {
+        Owner::Me(_lock) => {
+            let intake = intake(config)?;
+            let sources = sources(config, None)?;
+            runtime()?.block_on(crate::source::recover(&sources, &intake, source))?
+        }
+        Owner::Daemon(daemon) => {
+            eprintln!("{daemon} works this store: asking it to put the items back");
+            let answer = ask_daemon(config, &[("recover", Some(source), None)])?
+                .pop()
+                .unwrap_or_default();
+            if let Some(e) = answer["error"].as_str() {
+                bail!("{e}");
+            }
+            answer["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|i| {
+                    let at = i["at"].as_str().unwrap_or_default().to_owned();
+                    match i["place"].as_str() {
+                        Some(place) => (at, Ok(place.to_owned())),
+                        None => (at, Err(i["error"].as_str().unwrap_or_default().to_owned())),
+                    }
+                })
+                .collect()
+        }
+    };
+    if results.is_empty() {
+        println!("{source}: nothing to recover");
+    }
+    let mut code = 0;
+    for (at, result) in results {
+        match result {
+            Ok(place) => println!(
+                "{}: put back into {}",
+                escape::text(&at),
+                escape::text(&place)
+            ),
+            Err(e) => {
+                eprintln!("error: {}: {}", escape::text(&at), escape::text(&e));
                 code = 1;
             }
         }

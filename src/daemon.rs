@@ -72,6 +72,16 @@ impl Control {
             .map_err(|_| format!("the task of source {source} stopped before its pass ended"))
     }
 
+    /// Puts the archived items of a source the store did not know back into its inbox.
+    pub async fn recover(
+        &self,
+        source: &str,
+    ) -> Result<Vec<(String, Result<String, String>)>, String> {
+        crate::source::recover(&self.sources, &self.intake, source)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// Puts a failed item back into its inbox; returns where it lies now.
     pub async fn reprocess(&self, id: i64) -> Result<String, String> {
         crate::source::reprocess(&self.sources, &self.intake, id)
@@ -295,6 +305,10 @@ async fn watch_source(
     let mut last_start: Option<chrono::NaiveDateTime> = None;
     // An `idle` source looks at its inbox right away; the others keep to their schedule.
     let mut first = matches!(source.config.schedule, Schedule::Idle);
+    // Once per start: does the archive hold items the store does not know?
+    if let Err(e) = source.audit(intake).await {
+        tracing::warn!(source = %source.name(), error = %e, "cannot look through the archive for items the store does not know");
+    }
     loop {
         let mut waiting: Vec<PassRequest> = Vec::new();
         if !first && let Ok(request) = asked.try_recv() {
@@ -384,6 +398,13 @@ async fn answer(control: &Control, request: Request) -> String {
                 "imported": report.imported, "rejected": report.rejected, "error": error,
             }),
             Err(error) => json!({ "imported": 0, "rejected": 0, "error": error }),
+        },
+        ("recover", Some(source), _) => match control.recover(&source).await {
+            Ok(results) => json!({ "items": results.into_iter().map(|(at, r)| match r {
+                Ok(place) => json!({ "at": at, "place": place }),
+                Err(error) => json!({ "at": at, "error": error }),
+            }).collect::<Vec<_>>() }),
+            Err(error) => json!({ "error": error }),
         },
         ("reprocess", _, Some(id)) => match control.reprocess(id).await {
             Ok(place) => json!({ "place": place }),

@@ -193,6 +193,14 @@ impl Place {
             reference: None,
         }
     }
+
+    /// How people read it: the place, with the UID inside it where there is one.
+    pub fn shown(&self) -> String {
+        match self.reference.as_deref().and_then(|r| r.split_once(':')) {
+            Some((_, uid)) => format!("{} (UID {uid})", self.at),
+            None => self.at.clone(),
+        }
+    }
 }
 
 /// A rejected item, as `reprocess` needs it.

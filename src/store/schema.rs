@@ -135,6 +135,15 @@ const MIGRATIONS: &[&str] = &[
         done_at TEXT,
         result TEXT
     );",
+    // 7: items found in an archive that the ledger does not know (a store restored from an
+    // older copy), told once until `eingang recover` puts them back.
+    "CREATE TABLE unrecorded (
+        source TEXT NOT NULL,
+        at TEXT NOT NULL,
+        reference TEXT NOT NULL DEFAULT '',
+        seen_at TEXT NOT NULL,
+        PRIMARY KEY (source, at, reference)
+    );",
 ];
 
 /// Brings the schema to the newest version, one transaction per step.
