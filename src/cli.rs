@@ -97,6 +97,11 @@ pub enum Command {
         #[arg(required = true)]
         ids: Vec<i64>,
     },
+    /// A consistent copy of the store, also while the daemon runs.
+    Backup {
+        /// The new file to write (it must not exist).
+        file: PathBuf,
+    },
     /// Put items of a source's archive that the store does not know (it was restored from an
     /// older copy) back into its inbox, to be imported again.
     Recover {
@@ -127,20 +132,116 @@ pub enum OauthCommand {
 #[error("{}", .0.join("\n"))]
 pub struct BadConfig(pub Vec<String>);
 
-/// Loads the config: `--config`, else `./eingang.toml`, else the embedded default. The flag
-/// says whether the embedded default is in use.
-pub fn load_config(path: Option<&Path>) -> Result<(Config, bool), BadConfig> {
-    let path = path
-        .map(Path::to_path_buf)
-        .or_else(|| Some(PathBuf::from("eingang.toml")).filter(|p| p.exists()));
-    match path {
-        Some(p) => Config::load(&p).map(|c| (c, false)).map_err(BadConfig),
-        None => Ok((Config::embedded_default(), true)),
+/// Where the config came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// `--config FILE`.
+    Flag(PathBuf),
+    /// `$EINGANG_CONFIG`, `./eingang.toml` or `/etc/eingang/eingang.toml`.
+    File(PathBuf),
+    /// No file: the embedded default, in this folder.
+    Embedded(PathBuf),
+}
+
+/// The config of the system service, when nothing nearer names one.
+const SYSTEM_CONFIG: &str = "/etc/eingang/eingang.toml";
+
+/// Finds and loads the config (CONTRACT.md "Finding the config"): `--config`, else
+/// `$EINGANG_CONFIG`, else `./eingang.toml`, else `/etc/eingang/eingang.toml`, else the
+/// embedded default.
+pub fn load_config(flag: Option<&Path>) -> Result<(Config, Found), BadConfig> {
+    let found = discover(flag);
+    load_found(&found).map(|config| (config, found))
+}
+
+/// Which config a command uses, by the order of `load_config`.
+fn discover(flag: Option<&Path>) -> Found {
+    let found = match flag {
+        Some(path) => Found::Flag(path.to_owned()),
+        None => match std::env::var_os("EINGANG_CONFIG").filter(|v| !v.is_empty()) {
+            Some(path) => Found::File(PathBuf::from(path)),
+            None => [PathBuf::from("eingang.toml"), PathBuf::from(SYSTEM_CONFIG)]
+                .into_iter()
+                .find(|p| p.exists())
+                .map_or_else(
+                    || Found::Embedded(std::env::current_dir().unwrap_or_default()),
+                    Found::File,
+                ),
+        },
+    };
+    match found {
+        Found::Flag(p) => Found::Flag(std::path::absolute(&p).unwrap_or(p)),
+        Found::File(p) => Found::File(std::path::absolute(&p).unwrap_or(p)),
+        embedded => embedded,
     }
 }
 
+fn load_found(found: &Found) -> Result<Config, BadConfig> {
+    match found {
+        Found::Flag(path) | Found::File(path) => Config::load(path).map_err(BadConfig),
+        Found::Embedded(_) => Ok(Config::embedded_default()),
+    }
+}
+
+/// The problems of the format files beside a config that does not load, so that `check`
+/// reports every problem at once: the folder its `formats` key names, else `formats/`.
+fn formats_problems_beside(found: &Found) -> Vec<String> {
+    let (Found::Flag(path) | Found::File(path)) = found else {
+        return Vec::new();
+    };
+    let named = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .and_then(|t| t.get("formats").and_then(|v| v.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| "formats".to_owned());
+    let dir = path.parent().unwrap_or(Path::new("")).join(named);
+    Registry::load(&dir).err().unwrap_or_default()
+}
+
+/// The line that says which config a command uses, unless `--config` named it.
+fn say_which_config(found: &Found) {
+    match found {
+        Found::Flag(_) => {}
+        Found::File(path) => {
+            eprintln!("using config {}", escape::text(&path.display().to_string()))
+        }
+        Found::Embedded(dir) => eprintln!(
+            "using the embedded default in {}",
+            escape::text(
+                &dir.join(crate::config::DEFAULT_DATA_DIR)
+                    .display()
+                    .to_string()
+            )
+        ),
+    }
+}
+
+/// The supplier formats, checked against the config: a source bound to a supplier that has no
+/// format file is a mistake (a typo would send every file to the error folder).
 fn registry(config: &Config) -> Result<Registry, BadConfig> {
-    Registry::load(&config.formats).map_err(BadConfig)
+    let registry = Registry::load(&config.formats).map_err(BadConfig)?;
+    let known: Vec<&str> = registry.tables().iter().map(|t| t.name.as_str()).collect();
+    let problems: Vec<String> = config
+        .sources
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            let name = s.supplier.as_deref()?;
+            registry.by_name(name).is_none().then(|| {
+                format!(
+                    "config: source[{i}] {:?}: supplier {name:?} has no format file {}; the formats are: {}",
+                    s.name,
+                    config.formats.join(format!("{name}.toml")).display(),
+                    if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                )
+            })
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(registry)
+    } else {
+        Err(BadConfig(problems))
+    }
 }
 
 /// The warning of CONTRACT.md for a missing formats folder, given where a person reads logs.
@@ -183,7 +284,25 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// Runs one command; returns the exit code.
 pub fn execute(cli: Cli) -> Result<i32> {
-    let (config, embedded) = load_config(cli.config.as_deref())?;
+    let found = discover(cli.config.as_deref());
+    let loaded = load_found(&found);
+    if !matches!(cli.command, Command::Parse { .. }) && loaded.is_ok() {
+        say_which_config(&found);
+    }
+    let config = match loaded {
+        Ok(config) => config,
+        // `check` reports every problem at once: the format files' too.
+        Err(BadConfig(mut problems)) if matches!(cli.command, Command::Check { .. }) => {
+            problems.extend(formats_problems_beside(&found));
+            return Err(BadConfig(problems).into());
+        }
+        Err(bad) => return Err(bad.into()),
+    };
+    crate::config::set_invocation(match &found {
+        Found::Flag(path) | Found::File(path) => Some(path),
+        Found::Embedded(_) => None,
+    });
+    let embedded = matches!(found, Found::Embedded(_));
     match cli.command {
         Command::Parse { file, supplier } => parse(&config, &file, supplier.as_deref()),
         Command::Import { paths } => import(&config, &paths),
@@ -193,10 +312,11 @@ pub fn execute(cli: Cli) -> Result<i32> {
         Command::Check { create_folders } => check(&config, create_folders),
         Command::Reprocess { ids } => reprocess(&config, &ids),
         Command::Recover { source } => recover(&config, &source),
+        Command::Backup { file } => backup(&config, &file),
         Command::Oauth {
             command: OauthCommand::Login { source },
         } => oauth_login(&config, &source),
-        Command::Run => run(&config, embedded),
+        Command::Run => run(&config, &found),
     }
 }
 
@@ -332,9 +452,27 @@ fn import(config: &Config, paths: &[PathBuf]) -> Result<i32> {
     Ok(if rejected == 0 { 0 } else { 1 })
 }
 
+/// The store for a command that only reads it: `None` when there is none yet, for no
+/// reading command may leave a new empty store behind (a command run in the wrong folder
+/// would, and then seem to find nothing).
+fn existing_store(config: &Config) -> Result<Option<Store>> {
+    if !config.store.exists() {
+        eprintln!(
+            "note: no store at {} yet: nothing has been handled with this config",
+            escape::text(&config.store.display().to_string())
+        );
+        return Ok(None);
+    }
+    Ok(Some(
+        Store::open(&config.store).with_context(|| format!("{}", config.store.display()))?,
+    ))
+}
+
 fn export(config: &Config, since: i64, jsonl: bool) -> Result<i32> {
-    let store = Store::open(&config.store)?;
-    let documents = store.export(since)?;
+    let documents = match existing_store(config)? {
+        Some(store) => store.export(since)?,
+        None => Vec::new(),
+    };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if jsonl {
         for d in documents {
@@ -353,8 +491,11 @@ fn export(config: &Config, since: i64, jsonl: bool) -> Result<i32> {
 }
 
 fn status(config: &Config, as_json: bool) -> Result<i32> {
-    let store = Store::open(&config.store)?;
-    let mut counts = store.source_counts()?;
+    let store = existing_store(config)?;
+    let mut counts = match &store {
+        Some(store) => store.source_counts()?,
+        None => Vec::new(),
+    };
     for source in &config.sources {
         if !counts.iter().any(|c| c.name == source.name) {
             counts.push(crate::store::SourceCounts {
@@ -380,8 +521,13 @@ fn status(config: &Config, as_json: bool) -> Result<i32> {
                 SourceKind::Imap(_) => "imap",
             });
             let pending = c.in_flight + kind.map_or(0, |_| waiting_in(&c.name));
-            let note = store.source_note(&c.name).ok().flatten();
-            let left_alone = store.strays(&c.name).unwrap_or_default();
+            let note = store
+                .as_ref()
+                .and_then(|s| s.source_note(&c.name).ok().flatten());
+            let left_alone = store
+                .as_ref()
+                .and_then(|s| s.strays(&c.name).ok())
+                .unwrap_or_default();
             json!({
                 "name": c.name, "kind": kind, "received": c.received, "archived": c.archived,
                 "failed": c.failed, "pending": pending, "last_ok": c.last_ok, "last_error": c.last_error,
@@ -389,8 +535,8 @@ fn status(config: &Config, as_json: bool) -> Result<i32> {
             })
         })
         .collect();
-    let documents = store.document_count()?;
-    let notifications = store.pending_notifications()?;
+    let documents = store.as_ref().map_or(Ok(0), Store::document_count)?;
+    let notifications = store.as_ref().map_or(Ok(0), Store::pending_notifications)?;
     if as_json {
         let out = json!({ "sources": sources, "documents": documents, "notifications_pending": notifications });
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -548,12 +694,15 @@ fn check(config: &Config, create_folders: bool) -> Result<i32> {
             println!("{}: FAILED: {}", escape::text(what), escape::text(&e));
         }
     };
-    line(
-        &format!("formats {}", config.formats.display()),
-        registry(config)
-            .map(|r| tracing::debug!(suppliers = r.tables().len()))
-            .map_err(|e| e.to_string()),
-    );
+    let formats = format!("formats {}", config.formats.display());
+    match registry(config) {
+        Ok(_) => line(&formats, Ok(())),
+        Err(BadConfig(problems)) => {
+            for problem in problems {
+                line(&formats, Err(problem));
+            }
+        }
+    }
     line(
         &format!("store {}", config.store.display()),
         Store::open(&config.store)
@@ -628,6 +777,29 @@ fn reprocess(config: &Config, ids: &[i64]) -> Result<i32> {
         }
     }
     Ok(code)
+}
+
+fn backup(config: &Config, file: &Path) -> Result<i32> {
+    let Some(store) = existing_store(config)? else {
+        return Ok(1);
+    };
+    match store.backup(file) {
+        Ok(documents) => {
+            println!(
+                "backup {}: {documents} documents, integrity ok",
+                escape::text(&file.display().to_string())
+            );
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!(
+                "error: backup {}: {}",
+                escape::text(&file.display().to_string()),
+                escape::text(&e.to_string())
+            );
+            Ok(1)
+        }
+    }
 }
 
 fn recover(config: &Config, source: &str) -> Result<i32> {
@@ -705,7 +877,8 @@ fn oauth_login(config: &Config, name: &str) -> Result<i32> {
     }
 }
 
-fn run(config: &Config, embedded: bool) -> Result<i32> {
+fn run(config: &Config, found: &Found) -> Result<i32> {
+    let embedded = matches!(found, Found::Embedded(_));
     let sources = sources(config, None)?;
     if sources.is_empty() {
         return Err(BadConfig(vec!["config: no [[source]] to watch".to_owned()]).into());
@@ -739,6 +912,32 @@ fn run(config: &Config, embedded: bool) -> Result<i32> {
     let intake = intake(config).map_err(|e| BadConfig(vec![format!("{e:#}")]))?;
     let notifier = Notifier::new(config, intake.store().clone())
         .map_err(|e| BadConfig(vec![format!("config: notify: {e}")]))?;
-    runtime()?.block_on(crate::daemon::run(sources, intake, notifier))?;
+    tracing::info!(
+        "eingang {} started: config {}, store {}, formats {} ({} supplier formats), sources: {}",
+        env!("CARGO_PKG_VERSION"),
+        match found {
+            Found::Flag(path) | Found::File(path) => path.display().to_string(),
+            Found::Embedded(_) => "the embedded default".to_owned(),
+        },
+        config.store.display(),
+        config.formats.display(),
+        intake.formats(),
+        sources
+            .iter()
+            .map(|s| format!(
+                "{} ({}, {})",
+                s.name(),
+                s.config.kind.name(),
+                s.config.schedule
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    runtime()?.block_on(crate::daemon::run(
+        sources,
+        intake,
+        notifier,
+        config.formats.clone(),
+    ))?;
     Ok(0)
 }

@@ -26,7 +26,6 @@ const DEFAULT_FTP_SETTLE: &str = "10s";
 
 /// The config file as written.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawConfig {
     formats: Option<String>,
     #[serde(default)]
@@ -41,19 +40,16 @@ pub struct RawConfig {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawDns {
     server: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawStore {
     path: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawLimits {
     max_item_mib: Option<u64>,
     max_inflated_mib: Option<u64>,
@@ -62,7 +58,6 @@ struct RawLimits {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawSource {
     name: Option<String>,
     kind: Option<String>,
@@ -100,7 +95,6 @@ pub struct RawSource {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawNotify {
     smtp_host: Option<String>,
     smtp_port: Option<u16>,
@@ -129,6 +123,36 @@ struct RawNotify {
     oauth_refresh_token_env: Option<String>,
     oauth_refresh_token_file: Option<String>,
     oauth_mechanism: Option<String>,
+}
+
+/// How people run this eingang with the config it uses: `eingang --config /etc/…/eingang.toml`,
+/// or `eingang` for `./eingang.toml`'s folder or the embedded default. Every command line
+/// eingang prints for people to run (`eingang reprocess 7` in a note or a notice) starts with
+/// it, so that it reaches the same store from any folder.
+static INVOCATION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The command line that reaches this config (see `INVOCATION`), `eingang` until it is set.
+pub fn invocation() -> &'static str {
+    INVOCATION.get().map_or("eingang", String::as_str)
+}
+
+/// Sets the command line that reaches this config, once per process.
+pub fn set_invocation(config_file: Option<&Path>) {
+    let line = match config_file {
+        Some(path) => {
+            let shown = path.display().to_string();
+            let safe = shown
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/._-+".contains(c));
+            if safe {
+                format!("eingang --config {shown}")
+            } else {
+                format!("eingang --config '{}'", shown.replace('\'', "'\\''"))
+            }
+        }
+        None => "eingang".to_owned(),
+    };
+    let _ = INVOCATION.set(line);
 }
 
 /// A password; its `Debug` never shows it.
@@ -204,6 +228,17 @@ pub enum SourceKind {
     Ftp(FtpConfig),
     /// An IMAP mailbox: server, login and the three folders (`/`-separated paths).
     Imap(RemoteConfig),
+}
+
+impl SourceKind {
+    /// `dir`, `ftp` or `imap`, as the config writes it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SourceKind::Dir(_) => "dir",
+            SourceKind::Ftp(_) => "ftp",
+            SourceKind::Imap(_) => "imap",
+        }
+    }
 }
 
 /// A drop folder and its archive and error folders.
@@ -381,17 +416,42 @@ impl SaslMechanism {
 impl Config {
     /// Reads and checks a config file; relative paths are relative to its folder.
     pub fn load(path: &Path) -> Result<Config, Vec<String>> {
-        let text = std::fs::read_to_string(path)
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        let text = std::fs::read_to_string(&path)
             .map_err(|e| vec![format!("config: {}: {e}", path.display())])?;
-        let raw: RawConfig = toml::from_str(&text).map_err(|e| {
-            vec![format!(
-                "config: {}: {}",
-                path.display(),
-                one_line(&e.to_string())
-            )]
-        })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Config::from_raw(raw, &base)
+        Config::from_text(&text, &base, &path.display().to_string())
+    }
+
+    /// Reads and checks a config's text; `shown` names it in problems (its path).
+    pub fn from_text(text: &str, base: &Path, shown: &str) -> Result<Config, Vec<String>> {
+        let syntax = |e: &dyn std::fmt::Display| {
+            vec![format!("config: {shown}: {}", one_line(&e.to_string()))]
+        };
+        let de = toml::Deserializer::parse(text).map_err(|e| syntax(&e))?;
+        // Every key eingang does not know is a mistake worth a line: all of them at once.
+        let mut unknown = Vec::new();
+        let raw: Result<RawConfig, _> =
+            serde_ignored::deserialize(de, |key| unknown.push(key.to_string()));
+        let mut problems: Vec<String> = unknown
+            .iter()
+            .map(|key| format!("config: {shown}: unknown key `{key}`"))
+            .collect();
+        let raw = match raw {
+            Ok(raw) => raw,
+            Err(e) => {
+                problems.extend(syntax(&e));
+                return Err(problems);
+            }
+        };
+        match Config::from_raw(raw, base) {
+            Ok(config) if problems.is_empty() => Ok(config),
+            Ok(_) => Err(problems),
+            Err(more) => {
+                problems.extend(more);
+                Err(problems)
+            }
+        }
     }
 
     /// The embedded default: the drop folder `./eingang-data/Eingang` with `Archiv` and
@@ -1321,8 +1381,7 @@ mod tests {
     use super::*;
 
     fn load(text: &str) -> Result<Config, Vec<String>> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| vec![e.to_string()])?;
-        Config::from_raw(raw, Path::new("/etc/eingang"))
+        Config::from_text(text, Path::new("/etc/eingang"), "eingang.toml")
     }
 
     #[test]

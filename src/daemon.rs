@@ -117,6 +117,7 @@ pub async fn run(
     sources: Vec<Arc<Source>>,
     intake: Intake,
     notifier: Notifier,
+    formats: std::path::PathBuf,
 ) -> std::io::Result<()> {
     let signal = StopSignal::new();
     let mut supervisor = Supervisor {
@@ -159,8 +160,10 @@ pub async fn run(
         Duration::ZERO,
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     loop {
         tokio::select! {
+            _ = hangup.recv() => reload_formats(&intake, &formats),
             _ = term.recv() => {
                 tracing::info!("SIGTERM: finishing the items in hand");
                 break;
@@ -359,6 +362,23 @@ async fn watch_source(
             backoff = (backoff * 2).min(BACKOFF_CAP);
         } else {
             backoff = BACKOFF_START;
+        }
+    }
+}
+
+/// SIGHUP: the format files are read again; a broken one keeps the old set, and says why.
+fn reload_formats(intake: &Intake, formats: &std::path::Path) {
+    match intake.reload_formats(formats) {
+        Ok(changes) if changes.is_empty() => {
+            tracing::info!(folder = %formats.display(), "SIGHUP: formats read again, nothing changed");
+        }
+        Ok(changes) => {
+            tracing::info!(folder = %formats.display(), changes = %changes.join(", "), "SIGHUP: formats read again");
+        }
+        Err(problems) => {
+            for problem in problems {
+                tracing::error!(%problem, "SIGHUP: formats not taken; the old ones stay in use");
+            }
         }
     }
 }

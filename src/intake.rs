@@ -26,7 +26,7 @@ impl Intake {
     pub fn new(registry: Registry, limits: Limits, store: Arc<Store>) -> Intake {
         Intake {
             cx: Arc::new(Context {
-                registry,
+                registry: std::sync::RwLock::new(Arc::new(registry)),
                 limits,
                 store,
             }),
@@ -36,6 +36,11 @@ impl Intake {
     /// The store, for what is not about items: the outbox, counters, source health.
     pub fn store(&self) -> &Arc<Store> {
         &self.cx.store
+    }
+
+    /// How many supplier formats are loaded.
+    pub fn formats(&self) -> usize {
+        self.cx.registry().tables().len()
     }
 
     /// The size limit above which an item's bytes are not read.
@@ -172,4 +177,35 @@ impl Intake {
             .call(move |store| store.forget_unrecorded(&source, &place))
             .await
     }
+
+    /// Reads the format files again (SIGHUP): the new set takes over for the next batch, and
+    /// what changed is returned in words. A broken file keeps the old set: the problems are
+    /// the error.
+    pub fn reload_formats(&self, dir: &std::path::Path) -> Result<Vec<String>, Vec<String>> {
+        let new = Registry::load(dir)?;
+        let old = self.cx.registry();
+        let changes = format_changes(&old, &new);
+        *self.cx.registry.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+        Ok(changes)
+    }
+}
+
+/// What differs between two sets of supplier formats, one line per format.
+fn format_changes(old: &Registry, new: &Registry) -> Vec<String> {
+    let mut changes = Vec::new();
+    for format in new.tables() {
+        match old.by_name(&format.name) {
+            None => changes.push(format!("format {} added", format.name)),
+            Some(before) if format!("{before:?}") != format!("{format:?}") => {
+                changes.push(format!("format {} changed", format.name));
+            }
+            Some(_) => {}
+        }
+    }
+    for format in old.tables() {
+        if new.by_name(&format.name).is_none() {
+            changes.push(format!("format {} removed", format.name));
+        }
+    }
+    changes
 }

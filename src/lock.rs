@@ -53,12 +53,12 @@ pub enum Error {
     #[error("the store is in use by {0}")]
     Held(Holder),
     /// The lock file could not be opened or locked.
-    #[error("{path}: {source}")]
+    #[error("{path}: {why}")]
     Io {
         /// The lock file.
         path: String,
         /// The cause.
-        source: std::io::Error,
+        why: std::io::Error,
     },
 }
 
@@ -73,9 +73,9 @@ impl StoreLock {
     /// Takes the store's lock for `role` without waiting.
     pub fn take(store: &Path, role: &str) -> Result<StoreLock, Error> {
         let path = Self::path_for(store);
-        let io = |source| Error::Io {
+        let io = |why| Error::Io {
             path: path.display().to_string(),
-            source,
+            why,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;

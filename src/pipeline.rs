@@ -3,7 +3,7 @@
 //! returns, so an item leaves its inbox only once its outcome is committed.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use crate::error::Reject;
 use crate::extract::{self, Envelope};
@@ -14,10 +14,21 @@ use crate::model::{self, Document};
 use crate::route;
 use crate::store::{self, Outcome, Prior, Store, Verdict};
 
+impl Context {
+    /// The formats as they are now.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
 /// What every step needs: the formats, the limits and the store.
 pub struct Context {
-    /// Built-in and supplier formats.
-    pub registry: Registry,
+    /// Built-in and supplier formats; replaced whole when the format files are read again
+    /// (SIGHUP), so that a batch parses with one set from start to end.
+    pub registry: RwLock<Arc<Registry>>,
     /// Size, depth and row limits.
     pub limits: Limits,
     /// The ledger.
@@ -46,7 +57,8 @@ pub fn handle_batch(
 ) -> Result<Vec<Outcome>, store::Error> {
     let refs: Vec<&Item> = items.iter().collect();
     let priors = cx.store.begin(&refs)?;
-    let forced = forced.and_then(|name| cx.registry.by_name(name));
+    let registry = cx.registry();
+    let forced = forced.and_then(|name| registry.by_name(name));
     let mut outcomes: Vec<Option<Outcome>> = vec![None; items.len()];
     let mut fresh = Vec::new();
     let mut retries = Vec::new();
@@ -74,7 +86,10 @@ pub fn handle_batch(
         }
     }
     let parsed = parallel_map(&to_parse, |&(i, item_id)| {
-        verdict(item_id, parse(&items[i], forced, cx))
+        verdict(
+            item_id,
+            parse_with(&items[i], forced, &registry, &cx.limits),
+        )
     });
     fresh.extend(to_parse.iter().map(|&(i, _)| i).zip(parsed));
     fresh.sort_by_key(|(i, _)| *i);
@@ -84,7 +99,7 @@ pub fn handle_batch(
     }
     for (i, item_id) in retries {
         cx.store.count_attempt(item_id)?;
-        let parsed = parse(&items[i], forced, cx);
+        let parsed = parse_with(&items[i], forced, &registry, &cx.limits);
         outcomes[i] = cx.store.commit(vec![verdict(item_id, parsed)])?.pop();
     }
     let outcomes: Vec<Outcome> = outcomes
@@ -156,13 +171,8 @@ fn rejection(item: &Item, reject: Reject) -> Parse {
     }
 }
 
-/// Parses one item without storing it: what `eingang parse` prints. A panic anywhere inside
+/// Parses one item without storing it (what `eingang parse` prints). A panic anywhere inside
 /// becomes a rejection of this item; the watcher goes on.
-pub fn parse(item: &Item, forced: Option<&TableFormat>, cx: &Context) -> Parse {
-    parse_with(item, forced, &cx.registry, &cx.limits)
-}
-
-/// `parse` with the registry and limits given directly (no store needed).
 pub fn parse_with(
     item: &Item,
     forced: Option<&TableFormat>,

@@ -33,6 +33,34 @@ pub struct Window {
     pub days: Vec<Weekday>,
 }
 
+impl std::fmt::Display for Schedule {
+    /// The schedule as written in the config, roughly (`every 15m between 06:00-20:00`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Schedule::Idle => f.write_str("idle"),
+            Schedule::Daily(at) => write!(f, "daily {}", at.format("%H:%M")),
+            Schedule::Every { interval, window } => {
+                let secs = interval.as_secs();
+                match (secs % 3600, secs % 60) {
+                    _ if secs == 0 => write!(f, "every {}ms", interval.as_millis())?,
+                    (0, _) => write!(f, "every {}h", secs / 3600)?,
+                    (_, 0) => write!(f, "every {}m", secs / 60)?,
+                    _ => write!(f, "every {secs}s")?,
+                }
+                if let Some(w) = window {
+                    write!(
+                        f,
+                        " between {}-{}",
+                        w.from.format("%H:%M"),
+                        w.to.format("%H:%M")
+                    )?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Parses `"2s"`, `"15m"`, `"1h"`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();

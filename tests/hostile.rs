@@ -192,21 +192,27 @@ fn swap_races_looped_never_read_a_link_or_block_on_a_fifo() {
         }
         std::thread::sleep(Duration::from_millis(next() % 40));
     }
-    // Leave only real files behind, then let the daemon drain them.
+    // Take away the links and FIFOs; what real files are left, the daemon drains. (A file the
+    // uploader replaced after eingang read it is not moved under that outcome: its row is
+    // recorded once the name is free.)
     for n in 0..7 {
         let name = ws.path(&format!("in/race-{n}.xml"));
-        let _ = std::fs::remove_file(&name);
+        if std::fs::symlink_metadata(&name).is_ok_and(|m| !m.file_type().is_file()) {
+            let _ = std::fs::remove_file(&name);
+        }
     }
-    let drained = wait_until(Duration::from_secs(20), || {
+    let settled = wait_until(Duration::from_secs(30), || {
         ws.files("in").iter().all(|f| f.starts_with('.'))
+            && ws.query_i64("SELECT COUNT(*) FROM items WHERE disposed_at IS NULL") == 0
     });
     let alive = daemon.try_wait().unwrap().is_none();
     support::stop(&mut daemon);
     assert!(alive, "the daemon died (seed {seed})");
     assert!(
-        drained,
-        "inbox not drained: {:?} (seed {seed})",
-        ws.files("in")
+        settled,
+        "not drained: inbox {:?}, {} items unplaced (seed {seed})",
+        ws.files("in"),
+        ws.query_i64("SELECT COUNT(*) FROM items WHERE disposed_at IS NULL")
     );
     assert!(
         !numbers(&ws).iter().any(|n| n == "SECRET-1"),
@@ -220,14 +226,11 @@ fn swap_races_looped_never_read_a_link_or_block_on_a_fifo() {
     }
     let archived = ws.files("archiv").len() as i64;
     assert_eq!(
-        ws.query_i64("SELECT COUNT(*) FROM documents"),
+        ws.query_i64(
+            "SELECT COUNT(*) FROM items WHERE outcome = 'imported' AND archived LIKE '%/archiv/%'"
+        ),
         archived,
-        "documents and archived files differ (seed {seed})"
-    );
-    assert_eq!(
-        ws.query_i64("SELECT COUNT(*) FROM items WHERE disposed_at IS NULL"),
-        0,
-        "an item left in limbo (seed {seed})"
+        "archived files and their rows differ (seed {seed})"
     );
 }
 
@@ -571,7 +574,11 @@ fn a_secret_file_readable_by_others_is_warned_about_at_start_and_in_check() {
     std::fs::write(&secret, "S3cr3t-perm\n").unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
     let check = ws.run(&["check"]);
-    let warning = "password_file ftp-password is readable by everyone (mode 644): chmod 600";
+    let warning = format!(
+        "password_file {} is readable by everyone (mode 644): chmod 600",
+        secret.display()
+    );
+    let warning = warning.as_str();
     assert!(stderr(&check).contains(warning), "{}", stderr(&check));
     assert!(!stderr(&check).contains("S3cr3t-perm") && !stdout(&check).contains("S3cr3t-perm"));
     let log = std::fs::File::create(ws.path("run.log")).unwrap();

@@ -151,7 +151,7 @@ fn a_rejected_item_gives_one_mail_to_the_source_group_with_its_content() {
         "20.11.2026",
         &format!("{}", ws.path("fehler/mail.eml").display()),
         "unter `senders` in formats/",
-        &format!("eingang reprocess {id}"),
+        &format!("eingang.toml reprocess {id}"),
     ] {
         assert!(body.contains(part), "{part:?} not in body:\n{body}");
     }
@@ -332,7 +332,7 @@ fn a_burst_of_25_rejections_gives_one_summary() {
     }
     let ids: Vec<String> = (1..=25).map(|i| i.to_string()).collect();
     assert!(
-        body.contains(&format!("eingang reprocess {}", ids.join(" "))),
+        body.contains(&format!("eingang.toml reprocess {}", ids.join(" "))),
         "{body}"
     );
     assert_eq!(pending(&ws), 0);

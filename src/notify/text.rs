@@ -415,8 +415,16 @@ fn advice(lang: Language, item: &RejectedItem) -> String {
     };
     if retry {
         let _ = match lang {
-            Language::De => writeln!(out, "  Danach neu verarbeiten:\n    eingang reprocess {id}"),
-            Language::En => writeln!(out, "  Then run it again:\n    eingang reprocess {id}"),
+            Language::De => writeln!(
+                out,
+                "  Danach neu verarbeiten:\n    {cmd} reprocess {id}",
+                cmd = crate::config::invocation()
+            ),
+            Language::En => writeln!(
+                out,
+                "  Then run it again:\n    {cmd} reprocess {id}",
+                cmd = crate::config::invocation()
+            ),
         };
     }
     out
@@ -479,12 +487,14 @@ pub fn summary(lang: Language, source: &str, items: &[RejectedItem], window: Dur
     let _ = match lang {
         Language::De => write!(
             body,
-            "\nWas tun:\n  Oft haben solche Häufungen eine gemeinsame Ursache (ein neuer Absender, ein geändertes Format). Die Ursache beheben, dann alle neu verarbeiten:\n    eingang reprocess {}\n\n",
+            "\nWas tun:\n  Oft haben solche Häufungen eine gemeinsame Ursache (ein neuer Absender, ein geändertes Format). Die Ursache beheben, dann alle neu verarbeiten:\n    {} reprocess {}\n\n",
+            crate::config::invocation(),
             ids.join(" ")
         ),
         Language::En => write!(
             body,
-            "\nWhat to do:\n  Such bursts often share one cause (a new sender, a changed format). Fix it, then run them all again:\n    eingang reprocess {}\n\n",
+            "\nWhat to do:\n  Such bursts often share one cause (a new sender, a changed format). Fix it, then run them all again:\n    {} reprocess {}\n\n",
+            crate::config::invocation(),
             ids.join(" ")
         ),
     };
@@ -502,9 +512,10 @@ pub fn down(lang: Language, source: &str, since: &str, error: &str, down_after: 
                 short(error, SUBJECT_PART_CHARS)
             ),
             body: format!(
-                "Die Quelle \"{source}\" ist seit {since_text} nicht erreichbar (länger als {}).\n\nLetzter Fehler:\n  {}\n\neingang versucht es weiter. Lieferungen bleiben, wo sie sind; keine geht verloren. Sobald die Quelle wieder funktioniert, kommt eine Nachricht; bis dahin keine weitere.\n\nPrüfen:\n    eingang check\n\n{}",
+                "Die Quelle \"{source}\" ist seit {since_text} nicht erreichbar (länger als {}).\n\nLetzter Fehler:\n  {}\n\neingang versucht es weiter. Lieferungen bleiben, wo sie sind; keine geht verloren. Sobald die Quelle wieder funktioniert, kommt eine Nachricht; bis dahin keine weitere.\n\nPrüfen:\n    {} check\n\n{}",
                 span(lang, down_after),
                 one_line(error),
+                crate::config::invocation(),
                 signature(lang)
             ),
         },
@@ -514,9 +525,10 @@ pub fn down(lang: Language, source: &str, since: &str, error: &str, down_after: 
                 short(error, SUBJECT_PART_CHARS)
             ),
             body: format!(
-                "The source \"{source}\" has failed since {since_text} (longer than {}).\n\nLast error:\n  {}\n\neingang keeps trying. Items stay where they are; none is lost. You get one message when the source works again, and none before.\n\nTo check:\n    eingang check\n\n{}",
+                "The source \"{source}\" has failed since {since_text} (longer than {}).\n\nLast error:\n  {}\n\neingang keeps trying. Items stay where they are; none is lost. You get one message when the source works again, and none before.\n\nTo check:\n    {} check\n\n{}",
                 span(lang, down_after),
                 one_line(error),
+                crate::config::invocation(),
                 signature(lang)
             ),
         },
@@ -557,6 +569,7 @@ pub fn stray(lang: Language, source: &str, stray: &crate::store::Stray) -> Mail 
 /// restored from a copy older than the folders, and their documents are missing from it.
 pub fn unrecorded(lang: Language, source: &str, places: &[String]) -> Mail {
     const LISTED: usize = 50;
+    let cmd = crate::config::invocation();
     let source = one_line(source);
     let mut list: String = places
         .iter()
@@ -575,7 +588,7 @@ pub fn unrecorded(lang: Language, source: &str, places: &[String]) -> Mail {
                     places.len()
                 ),
                 body: format!(
-                    "Im Archiv der Quelle \"{source}\" liegen Lieferungen, die der Bestand von eingang nicht kennt. Meist wurde der Bestand aus einer älteren Sicherung zurückgespielt; ihre Dokumente fehlen dann:\n\n{list}\nSie neu einlesen (Doppeltes wird an der Belegnummer erkannt):\n    eingang recover {source}\n\n{}",
+                    "Im Archiv der Quelle \"{source}\" liegen Lieferungen, die der Bestand von eingang nicht kennt. Meist wurde der Bestand aus einer älteren Sicherung zurückgespielt; ihre Dokumente fehlen dann:\n\n{list}\nSie neu einlesen (Doppeltes wird an der Belegnummer erkannt):\n    {cmd} recover {source}\n\n{}",
                     signature(lang)
                 ),
             }
@@ -590,7 +603,7 @@ pub fn unrecorded(lang: Language, source: &str, places: &[String]) -> Mail {
                     places.len()
                 ),
                 body: format!(
-                    "The archive of the source \"{source}\" holds items the eingang store does not know. Usually the store was restored from an older backup; their documents are missing then:\n\n{list}\nTo import them again (duplicates are caught by their number):\n    eingang recover {source}\n\n{}",
+                    "The archive of the source \"{source}\" holds items the eingang store does not know. Usually the store was restored from an older backup; their documents are missing then:\n\n{list}\nTo import them again (duplicates are caught by their number):\n    {cmd} recover {source}\n\n{}",
                     signature(lang)
                 ),
             }
@@ -622,6 +635,7 @@ pub fn up(lang: Language, source: &str, since: &str, now: &str) -> Mail {
 /// The one mail for an OAuth2 login whose refresh token the identity provider refused
 /// (expired, revoked, reused): `login` is the source's name, or `notify` for `[notify]`.
 pub fn reauthorize(lang: Language, login: &str, error: &str, at: &str) -> Mail {
+    let cmd = crate::config::invocation();
     let (login, at_text) = (one_line(login), time(lang, at));
     let what_de = if login == crate::config::NOTIFY_LOGIN {
         "Der Mailversand von eingang ([notify])".to_owned()
@@ -637,7 +651,7 @@ pub fn reauthorize(lang: Language, login: &str, error: &str, at: &str) -> Mail {
         Language::De => Mail {
             subject: format!("eingang: {login} muss neu angemeldet werden (OAuth2)"),
             body: format!(
-                "{what_de} kann sich seit {at_text} nicht mehr anmelden: der Identitätsanbieter nimmt das gespeicherte Refresh-Token nicht mehr an.\n\nAntwort des Anbieters:\n  {}\n\nLieferungen bleiben, wo sie sind; keine geht verloren. Bis zur neuen Anmeldung kommt keine weitere Nachricht dazu.\n\nNeu anmelden (ein Code wird angezeigt, der im Browser eingegeben wird):\n    eingang oauth login {login}\n\n{}",
+                "{what_de} kann sich seit {at_text} nicht mehr anmelden: der Identitätsanbieter nimmt das gespeicherte Refresh-Token nicht mehr an.\n\nAntwort des Anbieters:\n  {}\n\nLieferungen bleiben, wo sie sind; keine geht verloren. Bis zur neuen Anmeldung kommt keine weitere Nachricht dazu.\n\nNeu anmelden (ein Code wird angezeigt, der im Browser eingegeben wird):\n    {cmd} oauth login {login}\n\n{}",
                 one_line(error),
                 signature(lang)
             ),
@@ -645,7 +659,7 @@ pub fn reauthorize(lang: Language, login: &str, error: &str, at: &str) -> Mail {
         Language::En => Mail {
             subject: format!("eingang: {login} must sign in again (OAuth2)"),
             body: format!(
-                "{what_en} cannot log in since {at_text}: the identity provider no longer takes the stored refresh token.\n\nThe provider said:\n  {}\n\nItems stay where they are; none is lost. You get no further message about this until someone signs in again.\n\nTo sign in again (it shows a code to enter in a browser):\n    eingang oauth login {login}\n\n{}",
+                "{what_en} cannot log in since {at_text}: the identity provider no longer takes the stored refresh token.\n\nThe provider said:\n  {}\n\nItems stay where they are; none is lost. You get no further message about this until someone signs in again.\n\nTo sign in again (it shows a code to enter in a browser):\n    {cmd} oauth login {login}\n\n{}",
                 one_line(error),
                 signature(lang)
             ),

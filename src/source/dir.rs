@@ -157,7 +157,9 @@ impl DirSource {
         .map(|(role, dir)| {
             let what = format!("{role} folder {}", escape::text(&dir.display().to_string()));
             let result = match Folder::open(dir) {
-                Ok(_) => Ok(()),
+                Ok(folder) => folder
+                    .check_writable()
+                    .map_err(|e| format!("not writable by eingang: {e}")),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     Err("missing (eingang check --create-folders creates it)".to_owned())
                 }
@@ -544,7 +546,8 @@ pub(super) fn error_note(name: &str, item_id: i64, reason: &str) -> String {
         None => &reason,
     };
     format!(
-        "{name}: {reason}\n\nitem {item_id} in the eingang store; after fixing the cause run:\n  eingang reprocess {item_id}\n"
+        "{name}: {reason}\n\nitem {item_id} in the eingang store; after fixing the cause run:\n  {} reprocess {item_id}\n",
+        crate::config::invocation()
     )
 }
 

@@ -229,6 +229,14 @@ impl Folder {
         )?)
     }
 
+    /// Whether eingang can write here: a hidden probe file is created and removed again (the
+    /// only sure test: read-only mounts, immutable folders and ACLs all say no at once).
+    pub fn check_writable(&self) -> std::io::Result<()> {
+        let probe = format!(".eingang-check-{}", std::process::id());
+        self.create(probe.as_bytes(), 0o600)?;
+        self.remove(probe.as_bytes())
+    }
+
     /// Removes a name if it is there.
     pub fn remove(&self, name: &[u8]) -> std::io::Result<()> {
         match rustix::fs::unlinkat(&self.fd, name, AtFlags::empty()) {

@@ -267,6 +267,41 @@ impl Store {
         })
     }
 
+    /// Writes a consistent copy of the store to `to` (a new file, mode 0600) while others keep
+    /// working in it: SQLite's online backup, page by page, started over when a writer changes
+    /// a page already copied. Returns the number of documents in the copy.
+    pub fn backup(&self, to: &Path) -> Result<i64, Error> {
+        if to.exists() {
+            return Err(Error::Sqlite(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some(format!(
+                    "{} exists already; eingang does not overwrite it: give a new name",
+                    to.display()
+                )),
+            )));
+        }
+        keep_private(to).map_err(|e| {
+            rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some(format!("{}: {e}", to.display())),
+            )
+        })?;
+        let mut copy = Connection::open(to)?;
+        {
+            let conn = self.lock();
+            let backup = rusqlite::backup::Backup::new(&conn, &mut copy)?;
+            backup.run_to_completion(256, Duration::from_millis(20), None)?;
+        }
+        let check: String = copy.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        if check != "ok" {
+            return Err(Error::Sqlite(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                Some(format!("the copy fails its integrity check: {check}")),
+            )));
+        }
+        Ok(copy.query_row("SELECT COUNT(*) FROM documents", [], |r| r.get(0))?)
+    }
+
     /// Runs one store call on the blocking pool, for callers on the async runtime.
     pub async fn call<T: Send + 'static>(
         self: &Arc<Self>,
