@@ -376,7 +376,7 @@ fn cuts_and_delays_on_the_imap_link_lose_nothing_and_import_nothing_twice() {
     // Pauses long enough that passes end: every pass is a connection of its own.
     let pauses = (Duration::from_millis(1000), Duration::from_millis(3000));
     let last = std::thread::scope(|scope| {
-        let feeder = scope.spawn(|| feed.trickle(&mut rng.fork(2), 15, pauses));
+        let feeder = scope.spawn(|| feed.trickle(&mut rng.fork(2), 25, pauses));
         storm::run_until_quiet(&ws, Duration::from_secs(150), || {
             feeder.is_finished()
                 && mbox.try_search(INBOX, "ALL").is_some_and(|u| u.is_empty())
@@ -925,6 +925,7 @@ fn the_oracle_names_every_broken_promise() {
         outbox_id: Some(i64::from(seq)),
         message_id: id.to_owned(),
         seq: Some(seq),
+        attempts: 3,
     };
     let good = || Seen {
         inbox_left: Vec::new(),
@@ -975,11 +976,19 @@ fn the_oracle_names_every_broken_promise() {
     ] {
         assert!(found.contains(expected), "{expected:?} not in:\n{found}");
     }
-    let mut twice = good();
-    twice.notices.push(notice(3, "n3"));
+    let mut thrice = good();
+    thrice.notices.push(notice(3, "n3"));
     assert!(
-        storm::violations(&plan, &twice, rule)
+        storm::violations(&plan, &thrice, rule)
             .join("\n")
-            .contains("O5: rejected seq 3: 3 copies of its notice")
+            .contains("O5: rejected seq 3: 3 copies of its notice (one per recorded attempt")
+    );
+    let mut unrecorded = good();
+    unrecorded.notices[1].attempts = 1;
+    unrecorded.notices[2].attempts = 1;
+    assert!(
+        storm::violations(&plan, &unrecorded, rule)
+            .join("\n")
+            .contains("O5: rejected seq 3: 2 copies of its notice, 1 attempts recorded")
     );
 }

@@ -15,7 +15,6 @@
 //!
 //! `imap_findings` reads the transcripts as IMAP: for every tagged command, when the client
 //! began to send it and when the proxy began to write the line that completed it.
-#![allow(dead_code)] // each test uses a different part
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -314,8 +313,6 @@ pub struct Command {
     pub verb: String,
     /// The stamp of its first byte.
     pub sent_at: u64,
-    /// Whether it reached the server whole.
-    pub forwarded: bool,
     /// The stamp of the line that completed it (tagged OK/NO/BAD), if it was written.
     pub answered_at: Option<u64>,
 }
@@ -431,12 +428,10 @@ pub fn imap_findings(transcripts: &[Transcript]) -> Findings {
                     words.next().unwrap_or_default().to_ascii_uppercase()
                 );
             }
-            let whole = up.bytes[..end].ends_with(b"\n") && up.mark(end - 1).1;
             commands.push(Command {
                 tag: tag.to_owned(),
                 verb,
                 sent_at: up.mark(start).0,
-                forwarded: whole,
                 answered_at: None,
             });
         }
