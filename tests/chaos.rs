@@ -11,6 +11,10 @@
 //! `EINGANG_CHAOS_SEED` repeats the same kill times, item mix and faults (the machine's timing
 //! still varies, so a repeat hits the same windows only roughly). A failing storm keeps its
 //! workspace (store and `run.log`) in the temp folder and says where.
+//!
+//! Besides the storms: self-tests of the oracle and of the transcript check (so that neither
+//! passes vacuously), and one deterministic test per failure the storms found, each named
+//! after the promise it shows broken.
 
 #[path = "support/chaos_proxy.rs"]
 mod chaos_proxy;
