@@ -54,6 +54,8 @@ const UNDISPOSED_GRACE: Duration = Duration::from_secs(10 * 60);
 const BACKOFF_START: Duration = Duration::from_secs(1);
 /// Short enough that notices follow soon after the SMTP server comes back.
 const BACKOFF_CAP: Duration = Duration::from_secs(120);
+/// How long after its start a notifier leaves alone the notices an earlier process attempted.
+const RESEND_HOLD: Duration = Duration::from_secs(10);
 /// `down_after` when there is no `[notify]` (the outage is then only logged).
 const DEFAULT_DOWN_AFTER: Duration = Duration::from_secs(15 * 60);
 /// `burst` when there is no `[notify]`.
@@ -112,6 +114,8 @@ struct Smtp {
 /// The outbox worker.
 pub struct Notifier {
     store: Arc<Store>,
+    /// When this notifier started (see `RESEND_HOLD`).
+    started: Instant,
     sources: Vec<String>,
     /// The mailbox sources, whose items come from senders who may be forged.
     mailboxes: HashSet<String>,
@@ -204,6 +208,7 @@ impl Notifier {
         let notify = config.notify.as_ref();
         Ok(Notifier {
             store,
+            started: Instant::now(),
             sources: config.sources.iter().map(|s| s.name.clone()).collect(),
             mailboxes: config
                 .sources
@@ -226,7 +231,7 @@ impl Notifier {
         let mut backoff = BACKOFF_START;
         loop {
             let flag = stop.clone();
-            let wait = match self.round(&move || flag.is_set()).await {
+            let wait = match self.round(&move || flag.is_set(), true).await {
                 (_, None) => {
                     backoff = BACKOFF_START;
                     POLL
@@ -251,7 +256,7 @@ impl Notifier {
         let mut delivery = Delivery::default();
         let mut backoff = BACKOFF_START;
         loop {
-            let (done, error) = self.round(&|| Instant::now() >= deadline).await;
+            let (done, error) = self.round(&|| Instant::now() >= deadline, false).await;
             delivery.done += done;
             match error {
                 None if done == 0 => {
@@ -290,9 +295,13 @@ impl Notifier {
     /// left the outbox, and the failure that ended the round or that a notice met. A notice
     /// the server refuses for good, or that cannot be put together, is skipped and the others
     /// go on; any other failure ends the round.
-    async fn round(&self, stop: &(dyn Fn() -> bool + Sync)) -> (usize, Option<Error>) {
+    async fn round(
+        &self,
+        stop: &(dyn Fn() -> bool + Sync),
+        hold_resends: bool,
+    ) -> (usize, Option<Error>) {
         let mut done = 0;
-        match self.try_round(stop, &mut done).await {
+        match self.try_round(stop, &mut done, hold_resends).await {
             Ok(()) => (done, None),
             Err(e) => (done, Some(e)),
         }
@@ -302,6 +311,7 @@ impl Notifier {
         &self,
         stop: &(dyn Fn() -> bool + Sync),
         done: &mut usize,
+        hold_resends: bool,
     ) -> Result<(), Error> {
         let now = Utc::now();
         let (sources, down_after) = (self.sources.clone(), self.down_after);
@@ -323,6 +333,12 @@ impl Notifier {
             ready
         };
         ready.retain(|n| !(is_foldable(n) && held.contains(&n.source)));
+        // A notice attempted before may have reached people already (the process died
+        // between the server's OK and its record): it waits a little after a start, so that
+        // a daemon that keeps dying at once cannot send it again and again.
+        if hold_resends && self.started.elapsed() < RESEND_HOLD {
+            ready.retain(|n| n.attempts == 0);
+        }
         let mut session = None;
         let mut refused = None;
         for notice in &ready {

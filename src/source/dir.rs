@@ -327,7 +327,18 @@ impl DirSource {
         };
         let folder = folders.of(look_in);
         match folder.find_by_hash(&name, &wanted.item.sha256) {
-            Some(found) => Seen::Found(Place::at(folder.shown(&found))),
+            Some(found) => {
+                // Moved into the error folder before the crash, maybe without its note.
+                if let Disposition::Error { item_id, reason } = look_in
+                    && !folder.has(&note_name(&found))
+                {
+                    let text = error_note(&escape::bytes(&found), *item_id, reason);
+                    if let Err(e) = folder.write_new(&note_name(&found), text.as_bytes()) {
+                        tracing::error!(source = %self.name, file = %escape::bytes(&found), error = %e, "cannot write the note beside the failed file");
+                    }
+                }
+                Seen::Found(Place::at(folder.shown(&found)))
+            }
             None => Seen::NotFound {
                 looked_in: escape::text(&folder.path().display().to_string()).into_owned(),
             },

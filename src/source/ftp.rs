@@ -573,7 +573,26 @@ impl Inbox for FtpInbox<'_> {
                     .find_by_key(folder, name, &w.item.sha256)
                     .await?
                 {
-                    Some(path) => Seen::Found(Place::at(path)),
+                    Some(path) => {
+                        // Renamed into the error folder before the break, maybe without its
+                        // note: uploaded now (under a name no file has, so never over one).
+                        if let Some(Disposition::Error { item_id, reason }) = &w.look_in {
+                            let note = format!("{path}.error.txt");
+                            let listed: Vec<String> = self
+                                .session
+                                .list(folder)
+                                .await?
+                                .into_iter()
+                                .map(|e| join(folder, &e.name))
+                                .collect();
+                            if !listed.contains(&note) {
+                                let shown = path.rsplit('/').next().unwrap_or(&path);
+                                let text = error_note(&escape::text(shown), *item_id, reason);
+                                self.session.upload(&note, text.as_bytes()).await?;
+                            }
+                        }
+                        Seen::Found(Place::at(path))
+                    }
                     None => Seen::NotFound {
                         looked_in: folder.clone(),
                     },

@@ -53,6 +53,8 @@ const BATCH: BatchLimits = BatchLimits {
     items: 500,
     bytes: 8 * 1024 * 1024,
 };
+/// The smallest download a batch is cut to after fetches failed (see `ImapSource::byte_cap`).
+const MIN_BATCH_BYTES: u64 = 16 * 1024;
 /// A message that arrived while a search ran is announced (EXISTS) but may not be in its
 /// result: a listing looks again this many times at most, should a server announce EXISTS
 /// on every command.
@@ -85,6 +87,10 @@ pub struct ImapSource {
     tls: OnceLock<Result<Arc<ClientConfig>, String>>,
     link: tokio::sync::Mutex<Option<Link>>,
     told_no_uidplus: AtomicBool,
+    /// The bytes a batch may download now: a quarter of a batch whose fetch broke off, doubled
+    /// back after each fetch that came through, so that a link that keeps breaking after a
+    /// few dozen KiB still drains the inbox, batch by smaller batch.
+    byte_cap: std::sync::atomic::AtomicU64,
 }
 
 /// A message in the inbox, by its UID (in the inbox's current UIDVALIDITY).
@@ -145,6 +151,7 @@ impl ImapSource {
             tls: OnceLock::new(),
             link: tokio::sync::Mutex::new(None),
             told_no_uidplus: AtomicBool::new(false),
+            byte_cap: std::sync::atomic::AtomicU64::new(BATCH.bytes),
         }
     }
 
@@ -520,7 +527,10 @@ impl Inbox for ImapInbox<'_> {
     type Entry = Entry;
 
     fn batch_limits(&self) -> BatchLimits {
-        BATCH
+        BatchLimits {
+            bytes: self.source.byte_cap.load(Ordering::Relaxed),
+            ..BATCH
+        }
     }
 
     fn note(&self) -> Option<&'static str> {
@@ -561,8 +571,31 @@ impl Inbox for ImapInbox<'_> {
         batch: Vec<Entry>,
         max_item_bytes: u64,
     ) -> Result<Vec<Fetched<Entry>>, SourceError> {
-        let mut bodies =
-            fetch_bodies(&mut self.link.conn, &downloads(&batch, max_item_bytes)).await?;
+        let wanted = downloads(&batch, max_item_bytes);
+        let bytes: u64 = batch
+            .iter()
+            .filter(|e| e.size <= max_item_bytes)
+            .map(|e| e.size)
+            .sum();
+        let cap = &self.source.byte_cap;
+        let mut bodies = match fetch_bodies(&mut self.link.conn, &wanted).await {
+            Ok(bodies) => {
+                let grown = cap
+                    .load(Ordering::Relaxed)
+                    .saturating_mul(2)
+                    .min(BATCH.bytes);
+                cap.store(grown, Ordering::Relaxed);
+                bodies
+            }
+            Err(e) => {
+                let cut = (bytes / 4).clamp(MIN_BATCH_BYTES, BATCH.bytes);
+                if cut < cap.load(Ordering::Relaxed) {
+                    cap.store(cut, Ordering::Relaxed);
+                    tracing::warn!(source = %self.source.name, batch_bytes = bytes, next = cut, "a batch's download broke off; the next ones are smaller");
+                }
+                return Err(e.into());
+            }
+        };
         Ok(batch
             .into_iter()
             .map(|entry| {
