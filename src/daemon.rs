@@ -350,19 +350,35 @@ async fn watch_source(
         for request in waiting {
             let _ = request.reply.send((report.clone(), error.clone()));
         }
-        // A pass that moved something before it failed is progress: the pause starts over.
-        if report.made_progress() {
-            backoff = BACKOFF_START;
-        }
-        if let Some(error) = error {
-            tracing::error!(source = %source.name(), %error, retry_in = ?backoff, "source failed");
-            if stop.sleep(jittered(backoff)).await {
+        let (pause, next) = retry_pause(backoff, report.made_progress(), error.is_some());
+        backoff = next;
+        if let (Some(error), Some(pause)) = (error, pause) {
+            tracing::error!(source = %source.name(), %error, retry_in = ?pause, "source failed");
+            if stop.sleep(jittered(pause)).await {
                 return;
             }
-            backoff = (backoff * 2).min(BACKOFF_CAP);
-        } else {
-            backoff = BACKOFF_START;
         }
+    }
+}
+
+/// After a pass: the pause before the next try (`None` after a pass without error) and the
+/// pause after that. The pause doubles from 1 s to a cap while passes fail, and starts over
+/// after a pass that moved something, even one that failed later: under steady packet loss a
+/// source that makes progress must not wait longer and longer.
+fn retry_pause(
+    current: Duration,
+    made_progress: bool,
+    failed: bool,
+) -> (Option<Duration>, Duration) {
+    let current = if made_progress {
+        BACKOFF_START
+    } else {
+        current
+    };
+    if failed {
+        (Some(current), (current * 2).min(BACKOFF_CAP))
+    } else {
+        (None, BACKOFF_START)
     }
 }
 
@@ -462,6 +478,19 @@ mod tests {
         let delays: Vec<u64> = (1..=10).map(|n| backoff_after(n).as_secs()).collect();
         assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300]);
         assert_eq!(backoff_after(40), BACKOFF_CAP);
+    }
+
+    #[test]
+    fn the_retry_pause_starts_over_after_a_pass_that_made_progress() {
+        let s = Duration::from_secs;
+        assert_eq!(retry_pause(s(1), false, true), (Some(s(1)), s(2)));
+        assert_eq!(retry_pause(s(32), false, true), (Some(s(32)), s(64)));
+        assert_eq!(retry_pause(s(64), true, true), (Some(s(1)), s(2)));
+        assert_eq!(
+            retry_pause(s(256), false, true),
+            (Some(s(256)), BACKOFF_CAP)
+        );
+        assert_eq!(retry_pause(s(64), false, false), (None, s(1)));
     }
 
     #[test]
