@@ -186,6 +186,7 @@ fn kind_name(kind: &NoticeKind) -> &'static str {
         NoticeKind::Up { .. } => "up",
         NoticeKind::Stray(_) => "stray",
         NoticeKind::Reauthorize { .. } => "reauth",
+        NoticeKind::Undelivered(_) => "undelivered",
     }
 }
 
@@ -418,9 +419,10 @@ impl Notifier {
                 .store(move |s| s.finish_notice(id, Finished::Logged))
                 .await;
         };
-        // A sign-in is the admins' to do, whichever group a source's notices go to.
+        // A sign-in is the admins' to do, whichever group a source's notices go to; so is an
+        // ERP connector (whose name is the notice's source).
         let to = match &notice.kind {
-            NoticeKind::Reauthorize { .. } => smtp.admins.clone(),
+            NoticeKind::Reauthorize { .. } | NoticeKind::Undelivered(_) => smtp.admins.clone(),
             _ => self.recipients(&notice.source).to_vec(),
         };
         let message_id = match &notice.message_id {
@@ -512,6 +514,9 @@ impl Notifier {
                 text::reauthorize(lang, &notice.source, error, &notice.created_at),
                 None,
             ),
+            NoticeKind::Undelivered(documents) => {
+                (text::undelivered(lang, &notice.source, documents), None)
+            }
         })
     }
 }

@@ -40,6 +40,9 @@ pub enum NoticeKind {
         /// The provider's refusal, in words.
         error: String,
     },
+    /// Documents an ERP connector (the notice's `source`) gave up on after its last attempt
+    /// (store/handoff.rs). Goes to the admins.
+    Undelivered(Vec<super::handoff::DeadDocument>),
 }
 
 /// An outbox row that is due to be mailed.
@@ -199,7 +202,7 @@ impl Store {
             "SELECT id, source, created_at, attempts, message_id, kind, outage_since, last_error,
                     detail
              FROM outbox WHERE state = 'pending'
-               AND kind IN ('summary', 'down', 'up', 'stray', 'reauth')",
+               AND kind IN ('summary', 'down', 'up', 'stray', 'reauth', 'undelivered')",
         )?;
         let rows = others.query_map([], |r| {
             Ok((
@@ -241,6 +244,9 @@ impl Store {
                 "reauth" => NoticeKind::Reauthorize {
                     error: error.unwrap_or_default(),
                 },
+                "undelivered" => {
+                    NoticeKind::Undelivered(super::handoff::dead_members(&conn, notice.id)?)
+                }
                 _ => NoticeKind::Up { since },
             };
             notices.push(notice);

@@ -123,6 +123,30 @@ const MIGRATIONS: &[&str] = &[
         updated_at TEXT NOT NULL,
         needs_login TEXT
     );",
+    // 6: the ERP hand-off (store/handoff.rs): the configured connectors with the document
+    // kinds each takes, written at start; one row per (connector, document), written in the
+    // same transaction as the document, moved along `pending → delivered | dead`; the body
+    // fixed at the first attempt; the notice that tells of a dead one.
+    "CREATE TABLE connector (
+        name TEXT PRIMARY KEY,
+        documents TEXT NOT NULL
+    );
+    CREATE TABLE handoff (
+        connector TEXT NOT NULL,
+        document_id INTEGER NOT NULL REFERENCES documents(id),
+        event TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'dead')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        next_at TEXT NOT NULL,
+        last_attempt_at TEXT,
+        delivered_at TEXT,
+        last_error TEXT,
+        body TEXT,
+        notice_id INTEGER REFERENCES outbox(id),
+        PRIMARY KEY (connector, document_id)
+    );
+    CREATE INDEX handoff_due ON handoff(connector, state, next_at);",
 ];
 
 /// Brings the schema to the newest version, one transaction per step.
