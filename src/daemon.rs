@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
 
+use crate::connector::Handoff;
 use crate::intake::Intake;
 use crate::notify::Notifier;
 use crate::schedule::Schedule;
@@ -32,6 +33,7 @@ const HEALTHY_RUN: Duration = Duration::from_secs(300);
 enum Job {
     Source(Arc<Source>),
     Notifier(Arc<Notifier>),
+    Handoff(Arc<Handoff>),
 }
 
 /// A running task as the supervisor knows it.
@@ -48,6 +50,7 @@ pub async fn run(
     sources: Vec<Arc<Source>>,
     intake: Intake,
     notifier: Notifier,
+    handoff: Handoff,
 ) -> std::io::Result<()> {
     let signal = StopSignal::new();
     let mut supervisor = Supervisor {
@@ -66,6 +69,10 @@ pub async fn run(
         0,
         Duration::ZERO,
     );
+    if !handoff.is_empty() {
+        let job = Job::Handoff(Arc::new(handoff));
+        supervisor.spawn("handoff".to_owned(), job, 0, Duration::ZERO);
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
@@ -103,6 +110,7 @@ impl Supervisor {
             match run {
                 Job::Source(source) => watch_source(&source, &intake, &stop).await,
                 Job::Notifier(notifier) => notifier.run(stop).await,
+                Job::Handoff(handoff) => handoff.run(stop).await,
             }
         });
         let task = Task {
