@@ -77,6 +77,7 @@ pub fn write_new(folder: &Path, name: &str, bytes: &[u8]) -> Result<Written, Str
         file.write_all(bytes).map_err(|e| shown(&temp, &e))?;
         file.sync_all().map_err(|e| shown(&temp, &e))?;
         drop(file);
+        crate::fault::point("handoff_file_before_rename");
         place(&temp, &target)
     })();
     if !matches!(result, Ok(Written::New)) {
