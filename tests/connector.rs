@@ -220,6 +220,40 @@ fn a_redirect_is_not_followed_and_counts_as_a_failed_attempt() {
 }
 
 #[test]
+fn a_receiver_that_is_down_leaves_the_document_pending_and_the_sources_working() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ws = Workspace::new(&webhook(
+        "erp",
+        &format!("http://127.0.0.1:{port}/hook?token=s3cret"),
+        "",
+    ));
+    ws.drop_file("in", "LS-1.xml", &opentrans("LS-1", "1"));
+    std::thread::sleep(Duration::from_millis(1200));
+    let out = ws.run(&["sync"]);
+    assert!(
+        out.status.success(),
+        "the source pass is not the hand-off's: {}",
+        stderr(&out)
+    );
+    assert_eq!(
+        ws.files("archiv"),
+        ["LS-1.xml"],
+        "the item was archived all the same"
+    );
+    assert_eq!(counts(&ws, "erp"), (1, 0, 0));
+    let error = last_error(&ws, "erp");
+    assert!(error.contains("Connection refused"), "{error}");
+    assert!(
+        !error.contains("s3cret") && !stderr(&out).contains("s3cret"),
+        "{error}"
+    );
+}
+
+#[test]
 fn a_receiver_that_hangs_or_breaks_off_its_answer_is_tried_again_under_the_same_webhook_id() {
     let receiver = Receiver::start(Mode::Hang(Duration::from_secs(10)), 0);
     let ws = Workspace::new(&webhook(

@@ -104,6 +104,18 @@ fn stored_operation(text: Option<&str>) -> Option<Operation> {
     }
 }
 
+/// The connectors this process registered, on its connection only (a TEMP table): another
+/// process on the same store (a `sync` with another config) queues for its own. Made empty at
+/// open, so that a process that registers none queues nothing.
+pub(super) fn prepare(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS connector (
+             name TEXT PRIMARY KEY,
+             documents TEXT NOT NULL
+         );",
+    )
+}
+
 /// The hook of `insert_documents`: one pending row per registered connector that takes this
 /// kind of document, in the caller's transaction.
 pub(super) fn queue(
@@ -115,23 +127,24 @@ pub(super) fn queue(
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO handoff (connector, document_id, event, created_at, next_at)
-         SELECT name, ?1, ?2, ?3, ?3 FROM connector WHERE instr(documents, ',' || ?4 || ',') > 0",
+         SELECT name, ?1, ?2, ?3, ?3 FROM temp.connector
+         WHERE instr(documents, ',' || ?4 || ',') > 0",
     )?
     .execute(params![document_id, event_of(operation), now, kind])?;
     Ok(())
 }
 
 impl Store {
-    /// Registers the configured connectors (replacing the ones registered before): from now
-    /// on every stored document of their kinds gets a hand-off row. Documents stored before are
-    /// not queued (`replay_handoffs` does that on request).
+    /// Registers this process's configured connectors (replacing the ones it registered
+    /// before): from now on every document it stores of their kinds gets a hand-off row.
+    /// Documents stored before are not queued (`replay_handoffs` does that on request).
     pub fn set_connectors(&self, connectors: &[Registration]) -> Result<(), Error> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute("DELETE FROM connector", [])?;
+        tx.execute("DELETE FROM temp.connector", [])?;
         {
             let mut insert =
-                tx.prepare_cached("INSERT INTO connector (name, documents) VALUES (?1, ?2)")?;
+                tx.prepare_cached("INSERT INTO temp.connector (name, documents) VALUES (?1, ?2)")?;
             for c in connectors {
                 insert.execute(params![c.name, format!(",{},", c.documents.join(","))])?;
             }
@@ -469,6 +482,17 @@ mod tests {
         assert_eq!(due("erp"), [note, order]);
         assert_eq!(due("orders"), [order]);
         assert_eq!(store.due_handoffs("erp", "0000", "", 10).unwrap(), []);
+    }
+
+    #[test]
+    fn only_the_process_that_registered_connectors_queues_for_them() {
+        let (dir, store) = store();
+        register(&store);
+        let other = Store::open(&dir.path().join("eingang.db")).unwrap();
+        stored(&other, "delivery_note", "LS-1");
+        assert_eq!(other.handoff_counts().unwrap(), []);
+        stored(&store, "delivery_note", "LS-2");
+        assert_eq!(other.handoff_counts().unwrap()[0].pending, 1);
     }
 
     #[test]

@@ -250,6 +250,7 @@ impl Store {
             });
         }
         schema::migrate(&mut conn)?;
+        handoff::prepare(&conn)?;
         let id: String = conn.query_row("SELECT id FROM store_identity", [], |r| r.get(0))?;
         Ok(Store {
             conn: Mutex::new(conn),

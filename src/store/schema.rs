@@ -123,15 +123,11 @@ const MIGRATIONS: &[&str] = &[
         updated_at TEXT NOT NULL,
         needs_login TEXT
     );",
-    // 6: the ERP hand-off (store/handoff.rs): the configured connectors with the document
-    // kinds each takes, written at start; one row per (connector, document), written in the
-    // same transaction as the document, moved along `pending → delivered | dead`; the body
-    // fixed at the first attempt; the notice that tells of a dead one.
-    "CREATE TABLE connector (
-        name TEXT PRIMARY KEY,
-        documents TEXT NOT NULL
-    );
-    CREATE TABLE handoff (
+    // 6: the ERP hand-off (store/handoff.rs): one row per (connector, document), written in
+    // the same transaction as the document, moved along `pending → delivered | dead`; the body
+    // fixed at the first attempt; the notice that tells of a dead one. (Which connectors a
+    // process has configured is a TEMP table of its connection, not part of the file.)
+    "CREATE TABLE handoff (
         connector TEXT NOT NULL,
         document_id INTEGER NOT NULL REFERENCES documents(id),
         event TEXT NOT NULL,
