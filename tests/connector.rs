@@ -304,7 +304,8 @@ fn after_the_last_attempt_the_document_is_dead_with_one_notice_to_the_admins() {
     ));
     let mut child = spawn_logged(&ws);
     ws.drop_file("in", "LS-1.xml", &opentrans("LS-1", "1"));
-    let mails = smtp.wait_for(1, Duration::from_secs(30));
+    // The notice gathers the connector's documents that die within 15 s, mailed after 20 s.
+    let mails = smtp.wait_for(1, Duration::from_secs(60));
     std::thread::sleep(Duration::from_secs(2));
     support::stop(&mut child);
     assert_eq!(receiver.requests().len(), 2, "two attempts, then dead");

@@ -9,9 +9,13 @@
 //! crash is the same bytes under the same `webhook-id`. This file never sends anything: that
 //! is `connector`.
 
+use std::time::Duration;
+
+use chrono::Utc;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 
+use super::outbox::stamp;
 use super::{Error, Store, now};
 use crate::model::Operation;
 
@@ -235,7 +239,8 @@ impl Store {
 
     /// Records what became of the attempts, in one transaction. A document that failed its
     /// last attempt becomes dead and is told to the admins: it joins the connector's notice
-    /// that has not gone out yet, or starts a new one. Returns the documents that died.
+    /// written in the last 15 s, or starts a new one, mailed 20 s after it was written.
+    /// Returns the documents that died.
     pub fn finish_handoffs(
         &self,
         connector: &str,
@@ -379,16 +384,31 @@ impl Store {
     }
 }
 
-/// The connector's notice about dead documents that has not been attempted yet (it may still
-/// take more), else a new one.
+/// A notice about dead documents gathers the documents of its connector that die within this
+/// window after it was written ...
+const GATHER: Duration = Duration::from_secs(15);
+/// ... and is mailed only once it is this old, so that none joins a notice already read for
+/// mailing (the margin covers a transaction's own duration).
+const HOLD: Duration = Duration::from_secs(20);
+
+fn ago(d: Duration) -> String {
+    stamp(Utc::now() - chrono::TimeDelta::from_std(d).unwrap_or_default())
+}
+
+/// Notices about dead documents written before this are complete and may be mailed.
+pub(super) fn gathered_before() -> String {
+    ago(HOLD)
+}
+
+/// The connector's notice about dead documents that still gathers, else a new one.
 fn open_notice(conn: &Connection, connector: &str, at: &str) -> rusqlite::Result<i64> {
     let open: Option<i64> = conn
         .prepare_cached(
             "SELECT id FROM outbox WHERE source = ?1 AND kind = 'undelivered'
-               AND state = 'pending' AND attempts = 0
+               AND state = 'pending' AND attempts = 0 AND created_at > ?2
              ORDER BY id DESC LIMIT 1",
         )?
-        .query_row([connector], |r| r.get(0))
+        .query_row(params![connector, ago(GATHER)], |r| r.get(0))
         .optional()?;
     if let Some(id) = open {
         return Ok(id);
@@ -554,6 +574,22 @@ mod tests {
             notices.len(),
             1,
             "one notice for the documents that died together"
+        );
+        assert!(
+            store.ready_notices("").unwrap().is_empty(),
+            "held while it may still gather"
+        );
+        store
+            .lock()
+            .execute(
+                "UPDATE outbox SET created_at = '2000-01-01T00:00:00.000Z'",
+                [],
+            )
+            .unwrap();
+        let ready = store.ready_notices("").unwrap();
+        assert!(
+            matches!(&ready[0].kind, crate::store::outbox::NoticeKind::Undelivered(d) if d.len() == 2),
+            "{ready:?}"
         );
         let told = store.dead_documents(notices[0]).unwrap();
         assert_eq!(told.len(), 2);

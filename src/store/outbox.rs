@@ -202,9 +202,11 @@ impl Store {
             "SELECT id, source, created_at, attempts, message_id, kind, outage_since, last_error,
                     detail
              FROM outbox WHERE state = 'pending'
-               AND kind IN ('summary', 'down', 'up', 'stray', 'reauth', 'undelivered')",
+               AND (kind IN ('summary', 'down', 'up', 'stray', 'reauth')
+                    OR (kind = 'undelivered' AND created_at < ?1))",
         )?;
-        let rows = others.query_map([], |r| {
+        let gathered = super::handoff::gathered_before();
+        let rows = others.query_map([gathered], |r| {
             Ok((
                 Notice {
                     id: r.get(0)?,
