@@ -16,6 +16,7 @@ use crate::escape;
 use crate::format::Registry;
 use crate::intake::Intake;
 use crate::item::{Item, ItemKind, Origin};
+use crate::lock::{self, Holder, StoreLock};
 use crate::notify::Notifier;
 use crate::pipeline;
 use crate::source::{Mode, Source};
@@ -26,6 +27,11 @@ use crate::store::{Outcome, Place, Store};
 const IMPORT_BATCH: usize = 256;
 /// How long `sync` tries to deliver notices after its pass.
 const SYNC_NOTIFY_LIMIT: Duration = Duration::from_secs(15);
+/// How long a command waits for another one-shot command that holds the store (a `sync` of a
+/// large inbox takes minutes; a daemon is never waited for).
+const COMMAND_WAIT: Duration = Duration::from_secs(30 * 60);
+/// How often a command that handed its work to the daemon looks for the answer.
+const ANSWER_POLL: Duration = Duration::from_millis(200);
 /// How long `sync` hands documents to the connectors after its pass.
 const SYNC_HANDOFF_LIMIT: Duration = Duration::from_secs(15);
 
@@ -92,6 +98,12 @@ pub enum Command {
         /// Item ids (from the error note or the notification).
         #[arg(required = true)]
         ids: Vec<i64>,
+    },
+    /// Put items of a source's archive that the store does not know (it was restored from an
+    /// older copy) back into its inbox, to be imported again.
+    Recover {
+        /// The source.
+        source: String,
     },
     /// OAuth2 sign-in for a mailbox (`auth = "oauth2"`).
     Oauth {
@@ -208,6 +220,7 @@ pub fn execute(cli: Cli) -> Result<i32> {
         Command::Sync { source } => sync(&config, source.as_deref(), embedded),
         Command::Check { create_folders } => check(&config, create_folders),
         Command::Reprocess { ids } => reprocess(&config, &ids),
+        Command::Recover { source } => recover(&config, &source),
         Command::Oauth {
             command: OauthCommand::Login { source },
         } => oauth_login(&config, &source),
@@ -307,6 +320,12 @@ fn import(config: &Config, paths: &[PathBuf]) -> Result<i32> {
             files.push(path.clone());
         }
     }
+    let _owner = match own_store(config, "import")? {
+        Owner::Me(lock) => lock,
+        Owner::Daemon(daemon) => bail!(
+            "{daemon} works this store; drop the files into a folder it watches, or stop it first"
+        ),
+    };
     let intake = intake(config)?;
     let runtime = runtime()?;
     let progress = indicatif::ProgressBar::new(files.len() as u64);
@@ -463,6 +482,10 @@ fn status(config: &Config, as_json: bool) -> Result<i32> {
 fn sync(config: &Config, only: Option<&str>, embedded: bool) -> Result<i32> {
     warn_without_formats(config);
     let sources = sources(config, only)?;
+    let _owner = match own_store(config, "sync")? {
+        Owner::Me(lock) => lock,
+        Owner::Daemon(holder) => return sync_by_daemon(config, &sources, &holder),
+    };
     let intake = intake(config)?;
     let stop = Stop::never();
     let mut code = 0;
@@ -523,6 +546,73 @@ fn sync(config: &Config, only: Option<&str>, embedded: bool) -> Result<i32> {
     Ok(code)
 }
 
+/// Who works the store for a command: the command itself (holding the lock), or the daemon.
+enum Owner {
+    Me(StoreLock),
+    Daemon(Holder),
+}
+
+/// Takes the store for a command, waiting for another command in hand; a running daemon
+/// keeps it.
+fn own_store(config: &Config, command: &str) -> Result<Owner> {
+    match StoreLock::take_waiting(&config.store, command, COMMAND_WAIT) {
+        Ok(lock) => Ok(Owner::Me(lock)),
+        Err(lock::Error::Held(holder)) if holder.is_daemon() => Ok(Owner::Daemon(holder)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes requests for the daemon and waits for its answers, in order. Fails when the daemon
+/// stops before it answered (the store's lock is free then).
+fn ask_daemon(
+    config: &Config,
+    requests: &[(&str, Option<&str>, Option<i64>)],
+) -> Result<Vec<serde_json::Value>> {
+    let store = Store::open(&config.store)?;
+    let mut ids = Vec::with_capacity(requests.len());
+    for (kind, source, item) in requests {
+        ids.push(store.add_request(kind, *source, *item)?);
+    }
+    let mut answers = Vec::with_capacity(ids.len());
+    for id in ids {
+        loop {
+            if let Some(text) = store.request_result(id)? {
+                answers.push(serde_json::from_str(&text).unwrap_or_default());
+                break;
+            }
+            if StoreLock::take(&config.store, "sync").is_ok() {
+                bail!("the daemon stopped before it answered; run the command again");
+            }
+            std::thread::sleep(ANSWER_POLL);
+        }
+    }
+    Ok(answers)
+}
+
+/// `sync` while the daemon runs: it makes the passes (it alone works the inboxes), this waits
+/// for them and reports them as a pass of its own would.
+fn sync_by_daemon(config: &Config, sources: &[Arc<Source>], daemon: &Holder) -> Result<i32> {
+    eprintln!("{daemon} works this store: asking it for a pass now");
+    let requests: Vec<(&str, Option<&str>, Option<i64>)> = sources
+        .iter()
+        .map(|s| ("sync", Some(s.name()), None))
+        .collect();
+    let mut code = 0;
+    for (source, answer) in sources.iter().zip(ask_daemon(config, &requests)?) {
+        eprintln!(
+            "{}: imported {}, rejected {}",
+            source.name(),
+            answer["imported"],
+            answer["rejected"]
+        );
+        if let Some(e) = answer["error"].as_str() {
+            eprintln!("error: source {}: {}", source.name(), escape::text(e));
+            code = 1;
+        }
+    }
+    Ok(code)
+}
+
 fn check(config: &Config, create_folders: bool) -> Result<i32> {
     let mut failed = false;
     let mut line = |what: &str, result: Result<(), String>| match result {
@@ -576,15 +666,89 @@ fn check(config: &Config, create_folders: bool) -> Result<i32> {
 }
 
 fn reprocess(config: &Config, ids: &[i64]) -> Result<i32> {
-    let intake = intake(config)?;
-    let sources = sources(config, None)?;
-    let runtime = runtime()?;
+    let results: Vec<Result<String, String>> = match own_store(config, "reprocess")? {
+        Owner::Me(_lock) => {
+            let intake = intake(config)?;
+            let sources = sources(config, None)?;
+            let runtime = runtime()?;
+            ids.iter()
+                .map(|&id| {
+                    runtime
+                        .block_on(crate::source::reprocess(&sources, &intake, id))
+                        .map_err(|e| e.to_string())
+                })
+                .collect()
+        }
+        Owner::Daemon(daemon) => {
+            eprintln!("{daemon} works this store: asking it to put the items back");
+            let requests: Vec<(&str, Option<&str>, Option<i64>)> = ids
+                .iter()
+                .map(|&id| ("reprocess", None, Some(id)))
+                .collect();
+            ask_daemon(config, &requests)?
+                .into_iter()
+                .map(|answer| match answer["place"].as_str() {
+                    Some(place) => Ok(place.to_owned()),
+                    None => Err(answer["error"].as_str().unwrap_or("no answer").to_owned()),
+                })
+                .collect()
+        }
+    };
     let mut code = 0;
-    for &id in ids {
-        match runtime.block_on(crate::source::reprocess(&sources, &intake, id)) {
+    for (id, result) in ids.iter().zip(results) {
+        match result {
             Ok(place) => println!("item {id}: put back into {}", escape::text(&place)),
             Err(e) => {
-                eprintln!("error: item {id}: {}", escape::text(&e.to_string()));
+                eprintln!("error: item {id}: {}", escape::text(&e));
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
+}
+
+fn recover(config: &Config, source: &str) -> Result<i32> {
+    let results: Vec<(String, Result<String, String>)> = match own_store(config, "recover")? {
+        Owner::Me(_lock) => {
+            let intake = intake(config)?;
+            let sources = sources(config, None)?;
+            runtime()?.block_on(crate::source::recover(&sources, &intake, source))?
+        }
+        Owner::Daemon(daemon) => {
+            eprintln!("{daemon} works this store: asking it to put the items back");
+            let answer = ask_daemon(config, &[("recover", Some(source), None)])?
+                .pop()
+                .unwrap_or_default();
+            if let Some(e) = answer["error"].as_str() {
+                bail!("{e}");
+            }
+            answer["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|i| {
+                    let at = i["at"].as_str().unwrap_or_default().to_owned();
+                    match i["place"].as_str() {
+                        Some(place) => (at, Ok(place.to_owned())),
+                        None => (at, Err(i["error"].as_str().unwrap_or_default().to_owned())),
+                    }
+                })
+                .collect()
+        }
+    };
+    if results.is_empty() {
+        println!("{source}: nothing to recover");
+    }
+    let mut code = 0;
+    for (at, result) in results {
+        match result {
+            Ok(place) => println!(
+                "{}: put back into {}",
+                escape::text(&at),
+                escape::text(&place)
+            ),
+            Err(e) => {
+                eprintln!("error: {}: {}", escape::text(&at), escape::text(&e));
                 code = 1;
             }
         }
@@ -619,11 +783,23 @@ fn oauth_login(config: &Config, name: &str) -> Result<i32> {
 }
 
 fn run(config: &Config, embedded: bool) -> Result<i32> {
-    warn_without_formats(config);
     let sources = sources(config, None)?;
     if sources.is_empty() {
         return Err(BadConfig(vec!["config: no [[source]] to watch".to_owned()]).into());
     }
+    // One daemon per store: a second one refuses; a command in hand is waited for.
+    let _owner = match StoreLock::take_waiting(&config.store, "run", COMMAND_WAIT) {
+        Ok(lock) => lock,
+        Err(lock::Error::Held(holder)) => {
+            return Err(BadConfig(vec![format!(
+                "store {}: {holder} works this store already; one daemon per store (stop it first)",
+                config.store.display()
+            )])
+            .into());
+        }
+        Err(e) => return Err(BadConfig(vec![e.to_string()]).into()),
+    };
+    warn_without_formats(config);
     if embedded {
         for source in &sources {
             source.create_local_folders()?;

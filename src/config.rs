@@ -1253,9 +1253,13 @@ pub(crate) fn read_secret(
         (Some(var), None, None) => std::env::var(var)
             .map(Secret)
             .map_err(|_| format!("{key}_env {var} is not set")),
-        (None, Some(path), None) => std::fs::read_to_string(resolve(path))
-            .map(|s| Secret(s.trim_end_matches(['\r', '\n']).to_owned()))
-            .map_err(|e| format!("{key}_file {path}: {e}")),
+        (None, Some(path), None) => {
+            let full = resolve(path);
+            warn_if_readable_by_others(&format!("{key}_file"), &full);
+            std::fs::read_to_string(&full)
+                .map(|s| Secret(s.trim_end_matches(['\r', '\n']).to_owned()))
+                .map_err(|e| format!("{key}_file {path}: {e}"))
+        }
         (None, None, Some(p)) => Ok(Secret(p.clone())),
         (None, None, None) if key == "password" => {
             Err("a password is required: password_env, password_file or password".to_owned())
@@ -1265,6 +1269,27 @@ pub(crate) fn read_secret(
             Err("give only one of password_env, password_file and password".to_owned())
         }
         _ => Err(format!("give only one of {key}_env and {key}_file")),
+    }
+}
+
+/// A secret in a file others can read is a secret no more: said at every start (the daemon's
+/// log, `eingang check`), as ssh says it of a private key.
+fn warn_if_readable_by_others(key: &str, path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                "{key} {} is readable by {} (mode {mode:o}): chmod 600 {}",
+                path.display(),
+                if mode & 0o007 != 0 {
+                    "everyone"
+                } else {
+                    "its group"
+                },
+                path.display()
+            );
+        }
     }
 }
 

@@ -5,12 +5,18 @@
 //! error for `status`. A task that panics or ends on its own is noticed: logged by name,
 //! recorded as the source's error (so `status` shows it down and the notifier sends one down
 //! notice, then one up notice once a pass succeeds again), and restarted with backoff.
+//!
+//! While the daemon runs it alone works its sources: `Control` asks a source task for a pass
+//! now (the web page's button, or an `eingang sync` that found the daemon running and wrote a
+//! request into the store, which the `requests` task hands on) and puts failed items back.
 
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
 
@@ -18,8 +24,9 @@ use crate::connector::Handoff;
 use crate::intake::Intake;
 use crate::notify::Notifier;
 use crate::schedule::Schedule;
-use crate::source::{Mode, Source};
+use crate::source::{Mode, PassReport, Source};
 use crate::stop::{Stop, StopSignal};
+use crate::store::Request;
 
 /// How long tasks get to finish their batch after a signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
@@ -27,12 +34,74 @@ const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_CAP: Duration = Duration::from_secs(300);
 /// A task that ran this long before it died starts its restart backoff afresh.
 const HEALTHY_RUN: Duration = Duration::from_secs(300);
+/// How often the daemon looks for requests that commands wrote into the store.
+const REQUEST_POLL: Duration = Duration::from_millis(300);
+/// Requests for a pass that may wait for a busy source task.
+const QUEUED_PASSES: usize = 16;
+
+/// A pass asked for now, and where its result goes.
+struct PassRequest {
+    reply: oneshot::Sender<(PassReport, Option<String>)>,
+}
+
+/// The way to the running sources: a pass now, a failed item put back.
+#[derive(Clone)]
+pub struct Control {
+    sources: Vec<Arc<Source>>,
+    intake: Intake,
+    passes: HashMap<String, mpsc::Sender<PassRequest>>,
+}
+
+/// The receiving end of one source's pass requests, kept across restarts of its task.
+type PassQueue = Arc<tokio::sync::Mutex<mpsc::Receiver<PassRequest>>>;
+
+impl Control {
+    /// Runs a pass of `source` now (after the one in hand, if any) and returns what it did
+    /// and the error it ended with.
+    pub async fn sync(&self, source: &str) -> Result<(PassReport, Option<String>), String> {
+        let queue = self
+            .passes
+            .get(source)
+            .ok_or_else(|| format!("no source named {source:?} in the config"))?;
+        let (reply, answer) = oneshot::channel();
+        queue
+            .send(PassRequest { reply })
+            .await
+            .map_err(|_| "the daemon is stopping".to_owned())?;
+        answer
+            .await
+            .map_err(|_| format!("the task of source {source} stopped before its pass ended"))
+    }
+
+    /// Puts the archived items of a source the store did not know back into its inbox.
+    pub async fn recover(
+        &self,
+        source: &str,
+    ) -> Result<Vec<(String, Result<String, String>)>, String> {
+        crate::source::recover(&self.sources, &self.intake, source)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Puts a failed item back into its inbox; returns where it lies now.
+    pub async fn reprocess(&self, id: i64) -> Result<String, String> {
+        crate::source::reprocess(&self.sources, &self.intake, id)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// The configured sources.
+    pub fn sources(&self) -> &[Arc<Source>] {
+        &self.sources
+    }
+}
 
 /// What a supervised task runs.
 #[derive(Clone)]
 enum Job {
-    Source(Arc<Source>),
+    Source(Arc<Source>, PassQueue),
     Notifier(Arc<Notifier>),
+    Requests(Control),
     Handoff(Arc<Handoff>),
 }
 
@@ -56,16 +125,39 @@ pub async fn run(
     let mut supervisor = Supervisor {
         tasks: JoinSet::new(),
         running: HashMap::new(),
-        intake,
+        intake: intake.clone(),
         stop: signal.stop(),
+    };
+    let mut control = Control {
+        sources: sources.clone(),
+        intake: intake.clone(),
+        passes: HashMap::new(),
     };
     for source in sources {
         let name = source.name().to_owned();
-        supervisor.spawn(name, Job::Source(source), 0, Duration::ZERO);
+        let (tx, rx) = mpsc::channel(QUEUED_PASSES);
+        control.passes.insert(name.clone(), tx);
+        let queue = Arc::new(tokio::sync::Mutex::new(rx));
+        supervisor.spawn(name, Job::Source(source, queue), 0, Duration::ZERO);
     }
     supervisor.spawn(
         "notify".to_owned(),
         Job::Notifier(Arc::new(notifier)),
+        0,
+        Duration::ZERO,
+    );
+    // Requests an earlier daemon took and never answered: their commands gave up long ago.
+    let abandoned = json!({ "error": "the daemon stopped before it answered" }).to_string();
+    if let Err(e) = intake
+        .store()
+        .call(move |store| store.abandon_requests(&abandoned))
+        .await
+    {
+        tracing::warn!(error = %e, "cannot clear old requests");
+    }
+    supervisor.spawn(
+        "requests".to_owned(),
+        Job::Requests(control),
         0,
         Duration::ZERO,
     );
@@ -108,8 +200,12 @@ impl Supervisor {
                 return;
             }
             match run {
-                Job::Source(source) => watch_source(&source, &intake, &stop).await,
+                Job::Source(source, queue) => {
+                    let mut queue = queue.lock().await;
+                    watch_source(&source, &intake, &stop, &mut queue).await;
+                }
                 Job::Notifier(notifier) => notifier.run(stop).await,
+                Job::Requests(control) => serve_requests(&control, &stop).await,
                 Job::Handoff(handoff) => handoff.run(stop).await,
             }
         });
@@ -148,7 +244,7 @@ impl Supervisor {
         };
         let delay = backoff_after(restarts);
         tracing::error!(task = %task.name, error = %why, restart_in = ?delay, "task stopped; restarting it");
-        if let Job::Source(_) = &task.job {
+        if let Job::Source(..) = &task.job {
             self.intake.record_pass(&task.name, Some(why)).await;
         }
         self.spawn(task.name, task.job, restarts, delay);
@@ -207,32 +303,58 @@ fn idle_limit(source: &Source) -> Duration {
     }
 }
 
-async fn watch_source(source: &Source, intake: &Intake, stop: &Stop) {
+async fn watch_source(
+    source: &Source,
+    intake: &Intake,
+    stop: &Stop,
+    asked: &mut mpsc::Receiver<PassRequest>,
+) {
     let mut backoff = BACKOFF_START;
     let mut last_start: Option<chrono::NaiveDateTime> = None;
     // An `idle` source looks at its inbox right away; the others keep to their schedule.
     let mut first = matches!(source.config.schedule, Schedule::Idle);
+    // Once per start: does the archive hold items the store does not know?
+    if let Err(e) = source.audit(intake).await {
+        tracing::warn!(source = %source.name(), error = %e, "cannot look through the archive for items the store does not know");
+    }
     loop {
-        if !first {
+        let mut waiting: Vec<PassRequest> = Vec::new();
+        if !first && let Ok(request) = asked.try_recv() {
+            waiting.push(request);
+        } else if !first {
             let now = chrono::Local::now().naive_local();
             let next = source.config.schedule.next_after(now, last_start);
             tokio::select! {
                 () = stop.wait() => return,
                 () = wait(source, next, now) => {}
+                Some(request) = asked.recv() => waiting.push(request),
             }
         }
         first = false;
         if stop.is_set() {
             return;
         }
+        // Everyone who asked by now shares this pass; asked for, it waits for items still
+        // being written, as `eingang sync` does.
+        while let Ok(request) = asked.try_recv() {
+            waiting.push(request);
+        }
+        let mode = if waiting.is_empty() {
+            Mode::Daemon
+        } else {
+            Mode::Sync
+        };
         last_start = Some(chrono::Local::now().naive_local());
-        let pass = source.pass(intake, stop, Mode::Daemon).await;
+        let pass = source.pass(intake, stop, mode).await;
         let report = &pass.report;
         if report.made_progress() {
             tracing::info!(source = %source.name(), imported = report.imported, rejected = report.rejected, "pass done");
         }
         let error = pass.result.err().map(|e| e.to_string());
         intake.record_pass(source.name(), error.clone()).await;
+        for request in waiting {
+            let _ = request.reply.send((report.clone(), error.clone()));
+        }
         // A pass that moved something before it failed is progress: the pause starts over.
         if report.made_progress() {
             backoff = BACKOFF_START;
@@ -247,6 +369,58 @@ async fn watch_source(source: &Source, intake: &Intake, stop: &Stop) {
             backoff = BACKOFF_START;
         }
     }
+}
+
+/// Hands on what commands asked of the daemon through the store (an `eingang sync` or
+/// `reprocess` that found it running), and writes each answer back.
+async fn serve_requests(control: &Control, stop: &Stop) {
+    let store = control.intake.store().clone();
+    loop {
+        match store.call(|s| s.take_requests()).await {
+            Ok(requests) => {
+                for request in requests {
+                    let (control, store) = (control.clone(), store.clone());
+                    // Each in its own task: a long pass of one source holds up no other.
+                    tokio::spawn(async move {
+                        let id = request.id;
+                        let result = answer(&control, request).await;
+                        if let Err(e) = store.call(move |s| s.finish_request(id, &result)).await {
+                            tracing::error!(request = id, error = %e, "cannot record the answer");
+                        }
+                    });
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read requests"),
+        }
+        if stop.sleep(REQUEST_POLL).await {
+            return;
+        }
+    }
+}
+
+/// The answer to one request, as the JSON the waiting command reads.
+async fn answer(control: &Control, request: Request) -> String {
+    match (request.kind.as_str(), request.source, request.item_id) {
+        ("sync", Some(source), _) => match control.sync(&source).await {
+            Ok((report, error)) => json!({
+                "imported": report.imported, "rejected": report.rejected, "error": error,
+            }),
+            Err(error) => json!({ "imported": 0, "rejected": 0, "error": error }),
+        },
+        ("recover", Some(source), _) => match control.recover(&source).await {
+            Ok(results) => json!({ "items": results.into_iter().map(|(at, r)| match r {
+                Ok(place) => json!({ "at": at, "place": place }),
+                Err(error) => json!({ "at": at, "error": error }),
+            }).collect::<Vec<_>>() }),
+            Err(error) => json!({ "error": error }),
+        },
+        ("reprocess", _, Some(id)) => match control.reprocess(id).await {
+            Ok(place) => json!({ "place": place }),
+            Err(error) => json!({ "error": error }),
+        },
+        (kind, ..) => json!({ "error": format!("unknown request {kind:?}") }),
+    }
+    .to_string()
 }
 
 /// Waits for the next pass: news (or the rescan interval) for `idle`, else the schedule.

@@ -131,4 +131,45 @@ impl Intake {
         }
         Ok(())
     }
+
+    /// Every place the ledger records for the items of a source.
+    pub async fn places(&self, source: &str) -> Result<Vec<Place>, store::Error> {
+        let source = source.to_owned();
+        self.cx.store.call(move |store| store.places(&source)).await
+    }
+
+    /// Records archived items the ledger does not know; returns the ones seen for the first
+    /// time (each told once, by one notice listing them).
+    pub async fn unrecorded(
+        &self,
+        source: &str,
+        places: Vec<Place>,
+    ) -> Result<Vec<Place>, store::Error> {
+        if places.is_empty() {
+            return Ok(places);
+        }
+        let source = source.to_owned();
+        self.cx
+            .store
+            .call(move |store| store.record_unrecorded(&source, &places))
+            .await
+    }
+
+    /// The archived items of a source the ledger did not know, not recovered yet.
+    pub async fn unrecorded_places(&self, source: &str) -> Result<Vec<Place>, store::Error> {
+        let source = source.to_owned();
+        self.cx
+            .store
+            .call(move |store| store.unrecorded(&source))
+            .await
+    }
+
+    /// Forgets an unrecorded item once it was put back into its inbox.
+    pub async fn recovered(&self, source: &str, place: &Place) -> Result<(), store::Error> {
+        let (source, place) = (source.to_owned(), place.clone());
+        self.cx
+            .store
+            .call(move |store| store.forget_unrecorded(&source, &place))
+            .await
+    }
 }

@@ -63,6 +63,7 @@ pub mod fault;
 pub mod format;
 pub mod intake;
 pub mod item;
+pub mod lock;
 pub mod model;
 pub mod notify;
 pub mod oauth;

@@ -504,3 +504,46 @@ fn killed_after_move_before_its_record_is_found_in_the_archive() {
     // Found by its bytes, not by its name.
     assert_eq!(ws.exported()[0]["origin"]["archived"], "/archiv/ls-1-2.xml");
 }
+
+#[test]
+fn a_move_the_server_refuses_costs_that_file_only_and_adds_no_row_or_notice() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = FtpServer::start();
+    let ws = workspace(&server, "");
+    server.put("/in/kaputt.xml", b"<broken");
+    server.put("/in/ls-1.xml", &opentrans("LS-M1", "1"));
+    server.put("/in/ls-2.xml", &opentrans("LS-M2", "1"));
+    // The FTP user may no longer write the error folder: the server refuses that rename.
+    let error = server.root().join("fehler");
+    let mode = |m| std::fs::set_permissions(&error, std::fs::Permissions::from_mode(m)).unwrap();
+    mode(0o555);
+    let first = ws.run(&["sync", "--source", "edi"]);
+    let second = ws.run(&["sync", "--source", "edi"]);
+    mode(0o755);
+    let third = ws.run(&["sync", "--source", "edi"]);
+    assert_eq!(first.status.code(), Some(1), "{}", stderr(&first));
+    assert!(
+        stderr(&first).contains("edi: imported 2, rejected 0"),
+        "{}",
+        stderr(&first)
+    );
+    assert!(stderr(&first).contains("/fehler"), "{}", stderr(&first));
+    assert_eq!(second.status.code(), Some(1), "{}", stderr(&second));
+    assert!(third.status.success(), "{}", stderr(&third));
+    assert_eq!(server.files("archiv"), ["ls-1.xml", "ls-2.xml"]);
+    assert_eq!(
+        server.files("fehler"),
+        ["kaputt.xml", "kaputt.xml.error.txt"]
+    );
+    assert!(server.files("in").is_empty());
+    assert_eq!(
+        ws.query_i64("SELECT COUNT(*) FROM items"),
+        3,
+        "a second row for the same file"
+    );
+    assert_eq!(
+        ws.query_i64("SELECT COUNT(*) FROM outbox"),
+        1,
+        "a second notice"
+    );
+}

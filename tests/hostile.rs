@@ -560,3 +560,159 @@ fn a_failed_move_costs_that_item_only_and_adds_no_row_or_notice() {
         "a second notice"
     );
 }
+
+#[test]
+fn a_secret_file_readable_by_others_is_warned_about_at_start_and_in_check() {
+    let ws = Workspace::new(
+        "[[source]]\nname = \"edi\"\nkind = \"ftp\"\nhost = \"127.0.0.1\"\nport = 9\ntls = \"none\"\n\
+         user = \"edi\"\npassword_file = \"ftp-password\"\ninbox = \"/out\"\narchive = \"/archiv\"\nerror = \"/fehler\"\n",
+    );
+    let secret = ws.path("ftp-password");
+    std::fs::write(&secret, "S3cr3t-perm\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let check = ws.run(&["check"]);
+    let warning = "password_file ftp-password is readable by everyone (mode 644): chmod 600";
+    assert!(stderr(&check).contains(warning), "{}", stderr(&check));
+    assert!(!stderr(&check).contains("S3cr3t-perm") && !stdout(&check).contains("S3cr3t-perm"));
+    let log = std::fs::File::create(ws.path("run.log")).unwrap();
+    let mut daemon = ws
+        .command(&["run"], &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let warned = wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(ws.path("run.log")).is_ok_and(|l| l.contains(warning))
+    });
+    support::stop(&mut daemon);
+    assert!(
+        warned,
+        "{}",
+        std::fs::read_to_string(ws.path("run.log")).unwrap()
+    );
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(!stderr(&ws.run(&["check"])).contains("readable by"));
+}
+
+#[test]
+fn a_store_restored_from_an_older_copy_is_noticed_at_start_and_recovered() {
+    let ws = Workspace::new("");
+    let copy = |from: &str, to: &str| {
+        for side in ["", "-wal"] {
+            let source = ws.path(&format!("{from}{side}"));
+            let target = ws.path(&format!("{to}{side}"));
+            let _ = std::fs::remove_file(&target);
+            if source.exists() {
+                std::fs::copy(&source, &target).unwrap();
+            }
+        }
+    };
+    for n in 1..=2 {
+        ws.drop_file(
+            "in",
+            &format!("ls-{n}.xml"),
+            &opentrans(&format!("LS-B{n}"), "1"),
+        );
+    }
+    assert!(ws.run(&["sync"]).status.success());
+    copy("eingang.db", "backup.db");
+    for n in 3..=4 {
+        ws.drop_file(
+            "in",
+            &format!("ls-{n}.xml"),
+            &opentrans(&format!("LS-B{n}"), "1"),
+        );
+    }
+    assert!(ws.run(&["sync"]).status.success());
+    assert_eq!(ws.files("archiv").len(), 4);
+    // The backup comes back: it knows two of the four archived notes.
+    let _ = std::fs::remove_file(ws.path("eingang.db-shm"));
+    copy("backup.db", "eingang.db");
+    assert_eq!(ws.query_i64("SELECT COUNT(*) FROM documents"), 2);
+    for _ in 0..2 {
+        let log = std::fs::File::create(ws.path("run.log")).unwrap();
+        let mut daemon = ws
+            .command(&["run"], &[])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let told = wait_until(Duration::from_secs(10), || {
+            std::fs::read_to_string(ws.path("run.log"))
+                .is_ok_and(|l| l.contains("items lie in the archive that the store does not know"))
+                || ws.query_i64("SELECT COUNT(*) FROM outbox WHERE kind = 'unrecorded'") > 0
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        support::stop(&mut daemon);
+        assert!(told);
+    }
+    assert_eq!(
+        ws.query_i64("SELECT COUNT(*) FROM outbox WHERE kind = 'unrecorded'"),
+        1,
+        "told once, not at every start"
+    );
+    let detail: String = rusqlite::Connection::open(ws.path("eingang.db"))
+        .unwrap()
+        .query_row(
+            "SELECT detail FROM outbox WHERE kind = 'unrecorded'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        detail.contains("ls-3.xml") && detail.contains("ls-4.xml"),
+        "{detail}"
+    );
+    assert!(!detail.contains("ls-1.xml"), "{detail}");
+    let recovered = ws.run(&["recover", "drop"]);
+    assert!(recovered.status.success(), "{}", stderr(&recovered));
+    assert_eq!(
+        stdout(&recovered).lines().count(),
+        2,
+        "{}",
+        stdout(&recovered)
+    );
+    assert_eq!(ws.files("in"), ["ls-3.xml", "ls-4.xml"]);
+    assert!(ws.run(&["sync"]).status.success());
+    assert_eq!(ws.files("archiv").len(), 4);
+    assert_eq!(numbers(&ws).len(), 4);
+    let again = ws.run(&["recover", "drop"]);
+    assert!(
+        stdout(&again).contains("drop: nothing to recover"),
+        "{}",
+        stdout(&again)
+    );
+}
+
+#[test]
+fn an_unprivileged_uploaders_links_and_hard_links_to_a_root_only_file_are_never_read() {
+    let ws = Workspace::new("");
+    let secret = secret(&ws);
+    // A shared drop folder: everyone may write it, as on a file server.
+    std::fs::set_permissions(ws.path("in"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::set_permissions(ws.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        let status = std::process::Command::new("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+            .args(args)
+            .status()
+            .expect("setpriv (util-linux) is needed");
+        assert!(status.success(), "{args:?} as nobody failed");
+    };
+    let link = ws.path("in/lieferung.xml");
+    as_nobody(&["ln", "-s", secret.to_str().unwrap(), link.to_str().unwrap()]);
+    let own = ws.path("in/eigene.xml");
+    as_nobody(&["sh", "-c", &format!("printf '<broken' > {}", own.display())]);
+    let out = ws.run(&["sync"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !numbers(&ws).iter().any(|n| n == "SECRET-1"),
+        "the link was followed"
+    );
+    assert_eq!(ws.files("in"), ["lieferung.xml"]);
+    assert_eq!(ws.files("fehler"), ["eigene.xml", "eigene.xml.error.txt"]);
+    assert_eq!(
+        ws.query_i64("SELECT COUNT(*) FROM outbox WHERE kind = 'stray'"),
+        1
+    );
+}

@@ -185,6 +185,7 @@ fn kind_name(kind: &NoticeKind) -> &'static str {
         NoticeKind::Down { .. } => "down",
         NoticeKind::Up { .. } => "up",
         NoticeKind::Stray(_) => "stray",
+        NoticeKind::Unrecorded(_) => "unrecorded",
         NoticeKind::Reauthorize { .. } => "reauth",
         NoticeKind::Undelivered(_) => "undelivered",
     }
@@ -422,7 +423,9 @@ impl Notifier {
         // A sign-in is the admins' to do, whichever group a source's notices go to; so is an
         // ERP connector (whose name is the notice's source).
         let to = match &notice.kind {
-            NoticeKind::Reauthorize { .. } | NoticeKind::Undelivered(_) => smtp.admins.clone(),
+            NoticeKind::Reauthorize { .. }
+            | NoticeKind::Unrecorded(_)
+            | NoticeKind::Undelivered(_) => smtp.admins.clone(),
             _ => self.recipients(&notice.source).to_vec(),
         };
         let message_id = match &notice.message_id {
@@ -510,6 +513,9 @@ impl Notifier {
                 None,
             ),
             NoticeKind::Stray(stray) => (text::stray(lang, &notice.source, stray), None),
+            NoticeKind::Unrecorded(places) => {
+                (text::unrecorded(lang, &notice.source, places), None)
+            }
             NoticeKind::Reauthorize { error } => (
                 text::reauthorize(lang, &notice.source, error, &notice.created_at),
                 None,

@@ -554,6 +554,51 @@ pub fn stray(lang: Language, source: &str, stray: &crate::store::Stray) -> Mail 
     }
 }
 
+/// The one mail about items in a source's archive that the store does not know: it was
+/// restored from a copy older than the folders, and their documents are missing from it.
+pub fn unrecorded(lang: Language, source: &str, places: &[String]) -> Mail {
+    const LISTED: usize = 50;
+    let source = one_line(source);
+    let mut list: String = places
+        .iter()
+        .take(LISTED)
+        .map(|p| format!("  {}\n", one_line(p)))
+        .collect();
+    let more = places.len().saturating_sub(LISTED);
+    match lang {
+        Language::De => {
+            if more > 0 {
+                list.push_str(&format!("  … und {more} weitere\n"));
+            }
+            Mail {
+                subject: format!(
+                    "eingang: {source} – {} Lieferungen im Archiv fehlen im Bestand",
+                    places.len()
+                ),
+                body: format!(
+                    "Im Archiv der Quelle \"{source}\" liegen Lieferungen, die der Bestand von eingang nicht kennt. Meist wurde der Bestand aus einer älteren Sicherung zurückgespielt; ihre Dokumente fehlen dann:\n\n{list}\nSie neu einlesen (Doppeltes wird an der Belegnummer erkannt):\n    eingang recover {source}\n\n{}",
+                    signature(lang)
+                ),
+            }
+        }
+        Language::En => {
+            if more > 0 {
+                list.push_str(&format!("  … and {more} more\n"));
+            }
+            Mail {
+                subject: format!(
+                    "eingang: {source} – {} archived items are missing from the store",
+                    places.len()
+                ),
+                body: format!(
+                    "The archive of the source \"{source}\" holds items the eingang store does not know. Usually the store was restored from an older backup; their documents are missing then:\n\n{list}\nTo import them again (duplicates are caught by their number):\n    eingang recover {source}\n\n{}",
+                    signature(lang)
+                ),
+            }
+        }
+    }
+}
+
 /// The one mail for a source that works again after a down notice.
 pub fn up(lang: Language, source: &str, since: &str, now: &str) -> Mail {
     let (source, since_text, now_text) = (one_line(source), time(lang, since), time(lang, now));

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use super::folder::{self, Folder, Kind, Listed, NAME_MAX};
 use super::reconcile::{Seen, Wanted};
 use super::settle::Settling;
-use super::{BatchLimits, Disposed, Error, Fetched, Inbox, Listing, Move, Stray};
+use super::{BatchLimits, Disposed, Error, Fetched, Inbox, Listing, Move, Shelf, Stray};
 use crate::config::DirConfig;
 use crate::disposition::Disposition;
 use crate::escape;
@@ -332,28 +332,32 @@ impl DirSource {
         }
     }
 
-    /// Puts a failed file back into the inbox (for `eingang reprocess`) and removes its
-    /// `.error.txt`. `place` is where the ledger says it lies, `<error folder>/<name>`.
-    /// Returns where it lies now.
-    pub fn put_back(&self, place: &str) -> Result<String, Error> {
+    /// Puts a handled file back into the inbox (`eingang reprocess` from the error folder,
+    /// removing its `.error.txt`; `eingang recover` from the archive). `place` is where the
+    /// ledger says it lies, `<folder>/<name>`. Returns where it lies now.
+    pub fn put_back(&self, place: &str, shelf: Shelf) -> Result<String, Error> {
         let folders = Folders::open(&self.config)?;
-        let error = escape::text(&self.config.error.display().to_string()).into_owned();
+        let (from, path) = match shelf {
+            Shelf::Archive => (&folders.archive, &self.config.archive),
+            Shelf::Error => (&folders.error, &self.config.error),
+        };
+        let prefix = escape::text(&path.display().to_string()).into_owned();
         let name = place
-            .strip_prefix(&error)
+            .strip_prefix(&prefix)
             .and_then(|rest| rest.strip_prefix('/'))
             .and_then(escape::unescape)
             .ok_or_else(|| {
                 Error::io(
-                    &self.config.error,
-                    std::io::Error::other(format!("{place} is not a file of this error folder")),
+                    path,
+                    std::io::Error::other(format!("{place} is not a file of this folder")),
                 )
             })?;
-        let target = move_without_overwrite(&folders.error, &name, &folders.inbox)
+        let target = move_without_overwrite(from, &name, &folders.inbox)
             .map_err(|e| Error::io(&self.config.inbox, e))?;
-        folders
-            .error
-            .remove(&note_name(&name))
-            .map_err(|e| Error::io(&self.config.error, e))?;
+        if shelf == Shelf::Error {
+            from.remove(&note_name(&name))
+                .map_err(|e| Error::io(path, e))?;
+        }
         Ok(folders.inbox.shown(&target))
     }
 }
@@ -457,6 +461,21 @@ impl Inbox for DirInbox {
             wanted.iter().map(|w| source.locate(folders, w)).collect()
         })
         .await
+    }
+
+    async fn archived(&mut self) -> Result<Vec<Place>, Error> {
+        self.blocking(|source, folders| {
+            let listed = folders
+                .archive
+                .list()
+                .map_err(|e| Error::io(&source.config.archive, e))?;
+            Ok(listed
+                .into_iter()
+                .filter(|l| l.kind == Kind::File && !l.name.ends_with(NOTE))
+                .map(|l| Place::at(folders.archive.shown(&l.name)))
+                .collect())
+        })
+        .await?
     }
 }
 

@@ -27,12 +27,12 @@ use super::dir::{error_note, is_temporary};
 use super::folder;
 use super::reconcile::{Seen, Wanted};
 use super::settle::Settling;
-use super::{BatchLimits, CheckLine, Disposed, Fetched, Inbox, Listing, Move, Stray};
+use super::{BatchLimits, CheckLine, Disposed, Fetched, Inbox, Listing, Move, Shelf, Stray};
 use crate::config::{FtpConfig, TlsMode};
 use crate::disposition::Disposition;
 use crate::escape;
 use crate::item::{Item, ItemKey, ItemKind, KeyHasher, Origin};
-use crate::store::{FailedItem, Place};
+use crate::store::Place;
 
 /// TCP connect, greeting and TLS handshake together.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -310,10 +310,10 @@ impl FtpSource {
         lines
     }
 
-    /// Renames a failed file from the error folder back into the inbox (under a free name) and
-    /// removes its `.error.txt`, for `eingang reprocess`. Returns its path in the inbox.
-    pub async fn put_back(&self, failed: &FailedItem) -> Result<String, super::Error> {
-        let from = failed.archived.as_deref().unwrap_or(&failed.location);
+    /// Renames a handled file from the error folder (removing its `.error.txt`, for `eingang
+    /// reprocess`) or the archive (for `eingang recover`) back into the inbox, under a free
+    /// name. Returns its path in the inbox.
+    pub async fn put_back(&self, from: &str, shelf: Shelf) -> Result<String, super::Error> {
         let name = from.rsplit('/').next().unwrap_or(from);
         let inbox = &self.config.remote.inbox;
         let mut session = self.connect().await?;
@@ -323,9 +323,11 @@ impl FtpSource {
                 .await?;
             let to = join(inbox, &target);
             session.rename(from, &to).await?;
-            session
-                .remove_if_present(&format!("{from}.error.txt"))
-                .await?;
+            if shelf == Shelf::Error {
+                session
+                    .remove_if_present(&format!("{from}.error.txt"))
+                    .await?;
+            }
             Ok(to)
         }
         .await;
@@ -579,6 +581,18 @@ impl Inbox for FtpInbox<'_> {
             );
         }
         Ok(seen)
+    }
+
+    async fn archived(&mut self) -> Result<Vec<Place>, super::Error> {
+        let archive = &self.source.config.remote.archive;
+        Ok(self
+            .session
+            .list(archive)
+            .await?
+            .into_iter()
+            .filter(|e| e.is_file && !e.name.ends_with(".error.txt"))
+            .map(|e| Place::at(join(archive, &e.name)))
+            .collect())
     }
 }
 

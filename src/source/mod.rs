@@ -24,8 +24,8 @@ use crate::intake::Intake;
 use crate::item::Item;
 use crate::schedule::Schedule;
 use crate::stop::Stop;
+use crate::store::Place;
 pub use crate::store::Stray;
-use crate::store::{FailedItem, Place};
 pub use pass::{Mode, Pass, PassReport};
 pub use reconcile::Seen;
 
@@ -142,11 +142,24 @@ pub trait Inbox: Send {
         wanted: Vec<reconcile::Wanted>,
     ) -> impl Future<Output = Result<Vec<Seen<Self::Entry>>, Error>> + Send;
 
+    /// Where each item in the archive folder lies now (as the ledger records places), for
+    /// finding the ones the ledger does not know.
+    fn archived(&mut self) -> impl Future<Output = Result<Vec<Place>, Error>> + Send;
+
     /// A standing note about the server for `status` (`None` clears it), learnt when the inbox
     /// was opened.
     fn note(&self) -> Option<&'static str> {
         None
     }
+}
+
+/// The two folders a handled item lies in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shelf {
+    /// The archive (imported items).
+    Archive,
+    /// The error folder (rejected items, each with its note).
+    Error,
 }
 
 /// What the ledger records for an item that left its inbox before it was decided: someone
@@ -277,13 +290,41 @@ impl Source {
         }
     }
 
-    /// Puts a failed item back into the inbox; returns where it lies now.
-    pub async fn put_back(&self, failed: &FailedItem) -> Result<String, Error> {
+    /// Puts an item that lies at `place` on a shelf (the archive or the error folder) back
+    /// into the inbox, for another try; returns where it lies now.
+    pub async fn put_back(&self, place: &Place, shelf: Shelf) -> Result<String, Error> {
         match &self.kind {
-            Kind::Dir(d) => d.put_back(failed.archived.as_deref().unwrap_or(&failed.location)),
-            Kind::Ftp(f) => f.put_back(failed).await,
-            Kind::Imap(i) => i.put_back(failed).await,
+            Kind::Dir(d) => d.put_back(&place.at, shelf),
+            Kind::Ftp(f) => f.put_back(&place.at, shelf).await,
+            Kind::Imap(i) => i.put_back(place, shelf).await,
         }
+    }
+
+    /// Looks once (at the daemon's start) for items in the archive that the ledger does not
+    /// know: a store restored from a copy older than the folders. Each is told once.
+    pub async fn audit(&self, intake: &Intake) -> Result<(), Error> {
+        let listed = match &self.kind {
+            Kind::Dir(d) => d.open()?.archived().await?,
+            Kind::Ftp(f) => {
+                let mut inbox = f.open().await?;
+                let listed = inbox.archived().await;
+                inbox.close().await;
+                listed?
+            }
+            Kind::Imap(i) => {
+                let mut inbox = i.open().await?;
+                let listed = inbox.archived().await;
+                i.close(inbox, listed.is_ok()).await;
+                listed?
+            }
+        };
+        let known = intake.places(self.name()).await?;
+        let unknown = reconcile::unrecorded(listed, &known);
+        let new = intake.unrecorded(self.name(), unknown).await?;
+        if !new.is_empty() {
+            tracing::warn!(source = %self.name(), items = new.len(), "items lie in the archive that the store does not know (was it restored from an older copy?); `eingang recover` puts them back to be imported again");
+        }
+        Ok(())
     }
 }
 
@@ -319,9 +360,36 @@ pub async fn reprocess(
         .iter()
         .find(|s| s.name() == item.source)
         .ok_or_else(|| ReprocessError::NoSource(item.source.clone()))?;
-    let back = source.put_back(&item).await?;
+    let place = Place {
+        at: item.archived.clone().unwrap_or(item.location.clone()),
+        reference: item.archived_ref.clone(),
+    };
+    let back = source.put_back(&place, Shelf::Error).await?;
     intake.put_back(id).await?;
     Ok(back)
+}
+
+/// Puts the items of a source's archive that the ledger does not know (found by `audit`)
+/// back into its inbox, so that they are imported again; returns where each lies now, or why
+/// it could not be moved.
+pub async fn recover(
+    sources: &[Arc<Source>],
+    intake: &Intake,
+    source: &str,
+) -> Result<Vec<(String, Result<String, String>)>, ReprocessError> {
+    let found = sources
+        .iter()
+        .find(|s| s.name() == source)
+        .ok_or_else(|| ReprocessError::NoSource(source.to_owned()))?;
+    let mut results = Vec::new();
+    for place in intake.unrecorded_places(source).await? {
+        let result = found.put_back(&place, Shelf::Archive).await;
+        if result.is_ok() {
+            intake.recovered(source, &place).await?;
+        }
+        results.push((place.at.clone(), result.map_err(|e| e.to_string())));
+    }
+    Ok(results)
 }
 
 /// A source's failure that is not about one item: the pass stops, items stay, and it is

@@ -77,10 +77,75 @@ pub fn plan<E>(item: &Unfinished, seen: Seen<E>) -> Step<E> {
     }
 }
 
+/// The places listed in an archive that the ledger does not know, among the ones it could
+/// know: in a folder the ledger has placed items in, and, where a place names a message by
+/// `UIDVALIDITY:UID`, above the lowest UID the ledger knows there (older mail in an archive
+/// is the admin's own). Such items came after the ledger's newest record was lost: a store
+/// restored from an older copy.
+pub fn unrecorded(listed: Vec<Place>, known: &[Place]) -> Vec<Place> {
+    let folder = |p: &Place| match &p.reference {
+        Some(_) => p.at.clone(),
+        None => {
+            p.at.rsplit_once('/')
+                .map_or(String::new(), |(dir, _)| dir.to_owned())
+        }
+    };
+    let uid = |p: &Place| {
+        p.reference
+            .as_deref()
+            .and_then(|r| r.split_once(':'))
+            .and_then(|(v, u)| Some((v.parse::<u32>().ok()?, u.parse::<u32>().ok()?)))
+    };
+    listed
+        .into_iter()
+        .filter(|p| !known.contains(p))
+        .filter(|p| {
+            let here: Vec<&Place> = known.iter().filter(|k| folder(k) == folder(p)).collect();
+            match uid(p) {
+                Some((validity, u)) => here
+                    .iter()
+                    .filter_map(|k| uid(k))
+                    .filter(|(v, _)| *v == validity)
+                    .map(|(_, k)| k)
+                    .min()
+                    .is_some_and(|lowest| u > lowest),
+                None => !here.is_empty(),
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::Outcome;
+
+    #[test]
+    fn archived_items_the_ledger_lost_are_found_and_the_admins_own_are_not() {
+        let file = |at: &str| Place::at(at);
+        let mail = |u: u32| Place {
+            at: "Archiv".into(),
+            reference: Some(format!("7:{u}")),
+        };
+        let known = [file("archiv/ls-1.xml"), mail(10), mail(11)];
+        let listed = vec![
+            file("archiv/ls-1.xml"),
+            file("archiv/ls-2.xml"),
+            file("anderswo/x.xml"),
+            mail(3),
+            mail(10),
+            mail(12),
+            Place {
+                at: "Archiv".into(),
+                reference: Some("8:40".into()),
+            },
+        ];
+        assert_eq!(
+            unrecorded(listed, &known),
+            [file("archiv/ls-2.xml"), mail(12)]
+        );
+        assert!(unrecorded(vec![file("archiv/a.xml")], &[]).is_empty());
+    }
 
     fn item(outcome: Option<Outcome>) -> Unfinished {
         Unfinished {

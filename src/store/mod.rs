@@ -10,6 +10,7 @@
 pub mod handoff;
 mod oauth;
 pub mod outbox;
+mod requests;
 mod schema;
 mod source_state;
 
@@ -26,6 +27,7 @@ use crate::extract::Envelope;
 use crate::item::Item;
 use crate::model::{Document, Operation};
 pub use oauth::OAuthGrant;
+pub use requests::Request;
 pub use source_state::Stray;
 
 /// An item whose parse was started this many times without an outcome is set aside.
@@ -190,6 +192,14 @@ impl Place {
         Place {
             at: at.into(),
             reference: None,
+        }
+    }
+
+    /// How people read it: the place, with the UID inside it where there is one.
+    pub fn shown(&self) -> String {
+        match self.reference.as_deref().and_then(|r| r.split_once(':')) {
+            Some((_, uid)) => format!("{} (UID {uid})", self.at),
+            None => self.at.clone(),
         }
     }
 }

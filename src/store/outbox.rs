@@ -34,6 +34,9 @@ pub enum NoticeKind {
     },
     /// Something lies in the source's inbox that eingang leaves alone.
     Stray(super::Stray),
+    /// Items lie in the source's archive that the store does not know (it was restored from
+    /// an older copy): where each lies.
+    Unrecorded(Vec<String>),
     /// The identity provider refused an OAuth2 login's refresh token: a person must run
     /// `eingang oauth login <source>` (`notify` for `[notify]`). Goes to the admins.
     Reauthorize {
@@ -202,7 +205,7 @@ impl Store {
             "SELECT id, source, created_at, attempts, message_id, kind, outage_since, last_error,
                     detail
              FROM outbox WHERE state = 'pending'
-               AND (kind IN ('summary', 'down', 'up', 'stray', 'reauth')
+               AND (kind IN ('summary', 'down', 'up', 'stray', 'reauth', 'unrecorded')
                     OR (kind = 'undelivered' AND created_at < ?1))",
         )?;
         let gathered = super::handoff::gathered_before();
@@ -242,6 +245,11 @@ impl Store {
                             name: String::new(),
                             why: String::new(),
                         }),
+                ),
+                "unrecorded" => NoticeKind::Unrecorded(
+                    detail
+                        .and_then(|d| serde_json::from_str(&d).ok())
+                        .unwrap_or_default(),
                 ),
                 "reauth" => NoticeKind::Reauthorize {
                     error: error.unwrap_or_default(),

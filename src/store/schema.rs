@@ -123,7 +123,28 @@ const MIGRATIONS: &[&str] = &[
         updated_at TEXT NOT NULL,
         needs_login TEXT
     );",
-    // 6: the ERP hand-off (store/handoff.rs): one row per (connector, document), written in
+    // 6: what a command asks of the running daemon (a pass now, an item put back), and the
+    // answer it waits for.
+    "CREATE TABLE requests (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        source TEXT,
+        item_id INTEGER,
+        created_at TEXT NOT NULL,
+        taken_at TEXT,
+        done_at TEXT,
+        result TEXT
+    );",
+    // 7: items found in an archive that the ledger does not know (a store restored from an
+    // older copy), told once until `eingang recover` puts them back.
+    "CREATE TABLE unrecorded (
+        source TEXT NOT NULL,
+        at TEXT NOT NULL,
+        reference TEXT NOT NULL DEFAULT '',
+        seen_at TEXT NOT NULL,
+        PRIMARY KEY (source, at, reference)
+    );",
+    // 8: the ERP hand-off (store/handoff.rs): one row per (connector, document), written in
     // the same transaction as the document, moved along `pending → delivered | dead`; the body
     // fixed at the first attempt; the notice that tells of a dead one. (Which connectors a
     // process has configured is a TEMP table of its connection, not part of the file.)

@@ -110,6 +110,79 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Every place the ledger records for the items of a source.
+    pub fn places(&self, source: &str) -> Result<Vec<super::Place>, Error> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT archived, archived_ref FROM items
+             WHERE source = ?1 AND disposed_at IS NOT NULL AND archived IS NOT NULL",
+        )?;
+        let rows = stmt.query_map([source], |r| {
+            Ok(super::Place {
+                at: r.get(0)?,
+                reference: r.get(1)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records archived items the ledger does not know; the ones not recorded before get, in
+    /// the same transaction, one notice listing them. Returns those.
+    pub fn record_unrecorded(
+        &self,
+        source: &str,
+        places: &[super::Place],
+    ) -> Result<Vec<super::Place>, Error> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let at = now();
+        let mut new = Vec::new();
+        for place in places {
+            let added = tx.execute(
+                "INSERT OR IGNORE INTO unrecorded (source, at, reference, seen_at) VALUES (?1, ?2, ?3, ?4)",
+                params![source, place.at, place.reference.as_deref().unwrap_or(""), at],
+            )?;
+            if added == 1 {
+                new.push(place.clone());
+            }
+        }
+        if !new.is_empty() {
+            let names: Vec<String> = new.iter().map(super::Place::shown).collect();
+            let detail = serde_json::to_string(&names).expect("names serialize");
+            tx.execute(
+                "INSERT INTO outbox (source, kind, created_at, detail) VALUES (?1, 'unrecorded', ?2, ?3)",
+                params![source, at, detail],
+            )?;
+        }
+        tx.commit()?;
+        Ok(new)
+    }
+
+    /// The archived items of a source the ledger did not know, not recovered yet.
+    pub fn unrecorded(&self, source: &str) -> Result<Vec<super::Place>, Error> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT at, reference FROM unrecorded WHERE source = ?1 ORDER BY seen_at, at, reference",
+        )?;
+        let rows = stmt.query_map([source], |r| {
+            let reference: String = r.get(1)?;
+            Ok(super::Place {
+                at: r.get(0)?,
+                reference: (!reference.is_empty()).then_some(reference),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Forgets an unrecorded item once it was put back into its inbox.
+    pub fn forget_unrecorded(&self, source: &str, place: &super::Place) -> Result<(), Error> {
+        self.lock().execute(
+            "DELETE FROM unrecorded WHERE source = ?1 AND at = ?2 AND reference = ?3",
+            params![source, place.at, place.reference.as_deref().unwrap_or("")],
+        )?;
+        Ok(())
+    }
+
     /// The standing note of a source, if any.
     pub fn source_note(&self, source: &str) -> Result<Option<String>, Error> {
         Ok(self

@@ -30,12 +30,12 @@ use tokio_rustls::rustls::ClientConfig;
 
 use super::reconcile::{Seen, Wanted};
 use super::{
-    BatchLimits, CheckLine, Disposed, Error as SourceError, Fetched, Inbox, Listing, Move,
+    BatchLimits, CheckLine, Disposed, Error as SourceError, Fetched, Inbox, Listing, Move, Shelf,
 };
 use crate::config::RemoteConfig;
 use crate::disposition::Disposition;
 use crate::item::{Item, ItemKey, ItemKind, Origin};
-use crate::store::{FailedItem, Place, Unfinished};
+use crate::store::{Place, Unfinished};
 pub use conn::Error;
 use conn::{COMMAND_TIMEOUT, Connection, FETCH_TIMEOUT};
 
@@ -404,19 +404,23 @@ impl ImapSource {
 
     /// Moves a failed message from the error folder back to the inbox (`eingang reprocess`);
     /// returns where it lies now.
-    pub async fn put_back(&self, failed: &FailedItem) -> Result<String, SourceError> {
+    pub async fn put_back(&self, place: &Place, shelf: Shelf) -> Result<String, SourceError> {
         let mut link = self.open_link().await?;
-        let validity = link.conn.select(&link.folders.error).await?;
-        let uid = failed
-            .archived_ref
+        let (folder, path) = match shelf {
+            Shelf::Archive => (link.folders.archive.clone(), &self.config.archive),
+            Shelf::Error => (link.folders.error.clone(), &self.config.error),
+        };
+        let validity = link.conn.select(&folder).await?;
+        let uid = place
+            .reference
             .as_deref()
             .and_then(names::parse_archived_ref)
             .filter(|(v, _)| *v == validity)
             .map(|(_, uid)| uid)
             .ok_or_else(|| {
                 Error::Folder(format!(
-                    "its UID in {} is not known (the server gave none, or the folder was rebuilt); move the message back to {} by hand",
-                    self.config.error, self.config.inbox
+                    "its UID in {path} is not known (the server gave none, or the folder was rebuilt); move the message back to {} by hand",
+                    self.config.inbox
                 ))
             })?;
         if !link
@@ -425,11 +429,7 @@ impl ImapSource {
             .await?
             .contains(&uid)
         {
-            return Err(Error::Folder(format!(
-                "it is no longer in {} (UID {uid})",
-                self.config.error
-            ))
-            .into());
+            return Err(Error::Folder(format!("it is no longer in {path} (UID {uid})")).into());
         }
         let inbox = link.folders.inbox.clone();
         let result = move_uids(&mut link.conn, &[uid], &inbox).await?;
@@ -437,7 +437,7 @@ impl ImapSource {
         if result.moved.contains_key(&uid) {
             Ok(self.config.inbox.clone())
         } else {
-            Err(Error::NotMoved(format!("UID {uid} is still in {}", self.config.error)).into())
+            Err(Error::NotMoved(format!("UID {uid} is still in {path}")).into())
         }
     }
 }
@@ -707,6 +707,22 @@ impl Inbox for ImapInbox<'_> {
             });
         }
         Ok(seen)
+    }
+
+    async fn archived(&mut self) -> Result<Vec<Place>, SourceError> {
+        let link = &mut self.link;
+        let validity = link.conn.examine(&link.folders.archive).await?;
+        link.selected = Some(link.folders.archive.clone());
+        let uids = link.conn.search("ALL").await;
+        link.conn.select(&link.folders.inbox).await?;
+        link.selected = Some(link.folders.inbox.clone());
+        Ok(uids?
+            .into_iter()
+            .map(|uid| Place {
+                at: self.source.config.archive.clone(),
+                reference: Some(names::archived_ref(validity, uid)),
+            })
+            .collect())
     }
 }
 
