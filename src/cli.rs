@@ -1,5 +1,5 @@
 //! The commands of CONTRACT.md: run, sync, check, parse, import, status, export, reprocess,
-//! oauth login.
+//! oauth login, connector replay.
 //! Each returns its exit code; errors become the contract's stderr line `error: <what>: <why>`.
 
 use std::io::{IsTerminal, Write};
@@ -32,6 +32,8 @@ const SYNC_NOTIFY_LIMIT: Duration = Duration::from_secs(15);
 const COMMAND_WAIT: Duration = Duration::from_secs(30 * 60);
 /// How often a command that handed its work to the daemon looks for the answer.
 const ANSWER_POLL: Duration = Duration::from_millis(200);
+/// How long `sync` hands documents to the connectors after its pass.
+const SYNC_HANDOFF_LIMIT: Duration = Duration::from_secs(15);
 
 /// eingang: supplier documents from mailboxes and drop folders into clean data.
 #[derive(Debug, Parser)]
@@ -113,6 +115,30 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: OauthCommand,
+    },
+    /// The ERP hand-off (`[[connector]]`).
+    Connector {
+        /// What to do.
+        #[command(subcommand)]
+        command: ConnectorCommand,
+    },
+}
+
+/// `eingang connector …`.
+#[derive(Debug, Subcommand)]
+pub enum ConnectorCommand {
+    /// Queues stored documents for a connector again (after an ERP restore, or once its
+    /// receiver works again): the running daemon or the next sync hands them off, under
+    /// their first webhook-id.
+    Replay {
+        /// The connector's name.
+        name: String,
+        /// Every document of its kinds with a store id above this one (0: all).
+        #[arg(long, value_name = "ID", required_unless_present = "dead")]
+        since: Option<i64>,
+        /// Only the documents it gave up on (above --since, if given).
+        #[arg(long)]
+        dead: bool,
     },
 }
 
@@ -259,6 +285,8 @@ fn intake(config: &Config) -> Result<Intake> {
     let registry = registry(config)?;
     let store =
         Store::open(&config.store).with_context(|| format!("{}", config.store.display()))?;
+    // From here on every stored document gets its hand-off rows for the configured connectors.
+    store.set_connectors(&crate::connector::registrations(config))?;
     Ok(Intake::new(
         registry,
         config.limits(sheet_reader()),
@@ -316,6 +344,9 @@ pub fn execute(cli: Cli) -> Result<i32> {
         Command::Oauth {
             command: OauthCommand::Login { source },
         } => oauth_login(&config, &source),
+        Command::Connector {
+            command: ConnectorCommand::Replay { name, since, dead },
+        } => connector_replay(&config, &name, since, dead),
         Command::Run => run(&config, &found),
     }
 }
@@ -537,8 +568,27 @@ fn status(config: &Config, as_json: bool) -> Result<i32> {
         .collect();
     let documents = store.as_ref().map_or(Ok(0), Store::document_count)?;
     let notifications = store.as_ref().map_or(Ok(0), Store::pending_notifications)?;
+    let handoffs = match &store {
+        Some(store) => store.handoff_counts()?,
+        None => Vec::new(),
+    };
+    let connectors: Vec<serde_json::Value> = config
+        .connectors
+        .iter()
+        .map(|c| {
+            let counts = handoffs
+                .iter()
+                .find(|h| h.name == c.name)
+                .cloned()
+                .unwrap_or_default();
+            json!({
+                "name": c.name, "kind": c.kind_name(), "pending": counts.pending,
+                "delivered": counts.delivered, "dead": counts.dead, "last_error": counts.last_error,
+            })
+        })
+        .collect();
     if as_json {
-        let out = json!({ "sources": sources, "documents": documents, "notifications_pending": notifications });
+        let out = json!({ "sources": sources, "connectors": connectors, "documents": documents, "notifications_pending": notifications });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         for s in &sources {
@@ -561,6 +611,16 @@ fn status(config: &Config, as_json: bool) -> Result<i32> {
                     escape::text(stray["why"].as_str().unwrap_or_default())
                 );
             }
+        }
+        for c in &connectors {
+            println!(
+                "connector {}: pending {}, delivered {}, dead {}, last error: {}",
+                escape::text(c["name"].as_str().unwrap_or_default()),
+                c["pending"],
+                c["delivered"],
+                c["dead"],
+                escape::text(c["last_error"].as_str().unwrap_or("none"))
+            );
         }
         println!("documents: {documents}");
         println!("notifications pending: {notifications}");
@@ -598,6 +658,23 @@ fn sync(config: &Config, only: Option<&str>, embedded: bool) -> Result<i32> {
         if let Some(e) = error {
             eprintln!("error: source {}: {}", source.name(), escape::text(&e));
             code = 1;
+        }
+    }
+    // Then the ERP gets what this pass stored, within a bound; what is left waits for the
+    // daemon or the next run. Before the notices: a document given up on is told at once.
+    let handoff = crate::connector::Handoff::new(config, intake.store().clone())
+        .map_err(|e| BadConfig(vec![format!("config: {e}")]))?;
+    if !handoff.is_empty() {
+        let delivery = runtime.block_on(handoff.deliver(SYNC_HANDOFF_LIMIT));
+        if delivery.done > 0 || delivery.waiting > 0 {
+            let why = delivery
+                .error
+                .map(|e| format!(" ({})", escape::text(&e)))
+                .unwrap_or_default();
+            eprintln!(
+                "hand-off: {} delivered, {} waiting{why}",
+                delivery.done, delivery.waiting
+            );
         }
     }
     // A one-shot run tells people too, within a bound: notices left over wait in the outbox
@@ -732,6 +809,9 @@ fn check(config: &Config, create_folders: bool) -> Result<i32> {
         println!("notify: log only (no [notify] section)");
     }
     for (what, result) in runtime.block_on(crate::notify::check(config)) {
+        line(&what, result);
+    }
+    for (what, result) in runtime.block_on(crate::connector::check(config, create_folders)) {
         line(&what, result);
     }
     Ok(if failed { 1 } else { 0 })
@@ -933,11 +1013,27 @@ fn run(config: &Config, found: &Found) -> Result<i32> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let handoff = crate::connector::Handoff::new(config, intake.store().clone())
+        .map_err(|e| BadConfig(vec![format!("config: {e}")]))?;
     runtime()?.block_on(crate::daemon::run(
         sources,
         intake,
         notifier,
+        handoff,
         config.formats.clone(),
     ))?;
+    Ok(0)
+}
+
+fn connector_replay(config: &Config, name: &str, since: Option<i64>, dead: bool) -> Result<i32> {
+    let Some(connector) = config.connectors.iter().find(|c| c.name == name) else {
+        bail!("no connector named {name:?} in the config");
+    };
+    let store = Store::open(&config.store)?;
+    let queued = store.replay_handoffs(name, &connector.documents, since, dead)?;
+    println!(
+        "connector {}: {queued} document(s) queued again",
+        escape::text(name)
+    );
     Ok(0)
 }

@@ -37,6 +37,8 @@ pub struct RawConfig {
     notify: Option<RawNotify>,
     #[serde(default)]
     dns: RawDns,
+    #[serde(default)]
+    connector: Vec<crate::connector::RawConnector>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -199,6 +201,8 @@ pub struct Config {
     /// `[dns] server`: the resolver for eingang's own DKIM and DMARC look-ups; `None` means
     /// the system's (`/etc/resolv.conf`).
     pub dns_server: Option<SocketAddr>,
+    /// Every `[[connector]]` (the ERP hand-off), in file order.
+    pub connectors: Vec<crate::connector::ConnectorConfig>,
 }
 
 /// One `[[source]]`.
@@ -516,6 +520,8 @@ impl Config {
                 None
             }
         };
+        let connectors =
+            crate::connector::config::check_all(raw.connector, &resolve, &mut problems);
         let limits = raw.limits;
         for (key, zero) in [
             ("max_item_mib", limits.max_item_mib == Some(0)),
@@ -549,6 +555,7 @@ impl Config {
             sources,
             notify,
             dns_server,
+            connectors,
         })
     }
 
@@ -1274,7 +1281,7 @@ fn check_login(
 
 /// An endpoint of the identity provider: https, or plain http to a loopback host only (the
 /// rule `tls = "none"` follows), since secrets and tokens travel in its bodies.
-fn check_url(value: &str) -> Result<(), String> {
+pub(crate) fn check_url(value: &str) -> Result<(), String> {
     let url = oauth2::url::Url::parse(value).map_err(|e| e.to_string())?;
     let host = url.host_str().unwrap_or_default();
     match url.scheme() {
@@ -1295,7 +1302,7 @@ fn check_addresses(key: &str, list: &[String], problems: &mut Vec<String>) {
 }
 
 /// Reads a secret given as `<key>_env`, `<key>_file` or (`inline`) `<key>`; exactly one.
-fn read_secret(
+pub(crate) fn read_secret(
     key: &str,
     env: &Option<String>,
     file: &Option<String>,

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
 
+use crate::connector::Handoff;
 use crate::intake::Intake;
 use crate::notify::Notifier;
 use crate::schedule::Schedule;
@@ -101,6 +102,7 @@ enum Job {
     Source(Arc<Source>, PassQueue),
     Notifier(Arc<Notifier>),
     Requests(Control),
+    Handoff(Arc<Handoff>),
 }
 
 /// A running task as the supervisor knows it.
@@ -117,6 +119,7 @@ pub async fn run(
     sources: Vec<Arc<Source>>,
     intake: Intake,
     notifier: Notifier,
+    handoff: Handoff,
     formats: std::path::PathBuf,
 ) -> std::io::Result<()> {
     let signal = StopSignal::new();
@@ -159,6 +162,10 @@ pub async fn run(
         0,
         Duration::ZERO,
     );
+    if !handoff.is_empty() {
+        let job = Job::Handoff(Arc::new(handoff));
+        supervisor.spawn("handoff".to_owned(), job, 0, Duration::ZERO);
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     loop {
@@ -202,6 +209,7 @@ impl Supervisor {
                 }
                 Job::Notifier(notifier) => notifier.run(stop).await,
                 Job::Requests(control) => serve_requests(&control, &stop).await,
+                Job::Handoff(handoff) => handoff.run(stop).await,
             }
         });
         let task = Task {

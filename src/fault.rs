@@ -3,7 +3,9 @@
 //! to parse the item of that name. Without the feature every call is a no-op. Points:
 //! `after_commit`, `after_move` (sources), `after_send_before_mark` (notify: the SMTP server
 //! took a notice, the outbox does not know yet), `oauth_after_refresh_saved` (a rotated refresh
-//! token is committed, its access token not yet used). `EINGANG_FAULT=panic:<point>:<n>`
+//! token is committed, its access token not yet used), `after_handoff_before_mark` (a connector
+//! took a document, the store does not know yet), `handoff_file_before_rename` (a dir
+//! connector's temporary file is written and synced, not yet renamed). `EINGANG_FAULT=panic:<point>:<n>`
 //! panics at a `panic_point` the first n times it is reached in the process (`mid_pass`: a
 //! source task between a batch's commit and its move), for the daemon's supervisor.
 //! `EINGANG_FAULT=wait:<point>:<ms>` sleeps at a `wait_point` (`before_read`: a drop folder

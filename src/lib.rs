@@ -36,6 +36,11 @@
 //! - `store` (5): the SQLite ledger: items with their outcome and place, documents, lines,
 //!   outbox, source health (`source_state`), migrations.
 //! - `disposition` (6): outcome → archive or error, decided in one place.
+//! - `connector` (8): the ERP hand-off: every stored document of the kinds a `[[connector]]`
+//!   takes, as a signed Standard Webhooks POST or a file (JSON or CSV) written atomically into
+//!   a folder; `fields` renames and `defaults`, retries on a schedule, dead after the last
+//!   attempt with one notice. The rows come from the store (`store::handoff`), written with
+//!   the document.
 //! - `notify` (7): the outbox worker: notices by SMTP to the source's group or the admins,
 //!   source down and up alerts, bursts as one summary; `text` holds every wording.
 //! - `oauth`: OAuth2 logins for IMAP sources and `[notify]`: access tokens (memory only,
@@ -48,6 +53,7 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod connector;
 pub mod daemon;
 pub mod disposition;
 pub mod error;

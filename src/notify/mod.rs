@@ -191,6 +191,7 @@ fn kind_name(kind: &NoticeKind) -> &'static str {
         NoticeKind::Stray(_) => "stray",
         NoticeKind::Unrecorded(_) => "unrecorded",
         NoticeKind::Reauthorize { .. } => "reauth",
+        NoticeKind::Undelivered(_) => "undelivered",
     }
 }
 
@@ -435,9 +436,12 @@ impl Notifier {
                 .store(move |s| s.finish_notice(id, Finished::Logged))
                 .await;
         };
-        // A sign-in is the admins' to do, whichever group a source's notices go to.
+        // A sign-in is the admins' to do, whichever group a source's notices go to; so is an
+        // ERP connector (whose name is the notice's source).
         let to = match &notice.kind {
-            NoticeKind::Reauthorize { .. } | NoticeKind::Unrecorded(_) => smtp.admins.clone(),
+            NoticeKind::Reauthorize { .. }
+            | NoticeKind::Unrecorded(_)
+            | NoticeKind::Undelivered(_) => smtp.admins.clone(),
             _ => self.recipients(&notice.source).to_vec(),
         };
         let message_id = match &notice.message_id {
@@ -532,6 +536,9 @@ impl Notifier {
                 text::reauthorize(lang, &notice.source, error, &notice.created_at),
                 None,
             ),
+            NoticeKind::Undelivered(documents) => {
+                (text::undelivered(lang, &notice.source, documents), None)
+            }
         })
     }
 }

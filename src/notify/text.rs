@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Local};
 
+use crate::store::handoff::DeadDocument;
 use crate::store::outbox::RejectedItem;
 
 /// The language of the notices (`[notify] language`).
@@ -667,6 +668,59 @@ pub fn reauthorize(lang: Language, login: &str, error: &str, at: &str) -> Mail {
     }
 }
 
+/// The one mail for the documents an ERP connector gave up on after its last attempt: which
+/// ones, why, and how to queue them again once the receiver works.
+pub fn undelivered(lang: Language, connector: &str, documents: &[DeadDocument]) -> Mail {
+    let (connector, n) = (one_line(connector), documents.len());
+    let mut list = String::new();
+    for d in documents {
+        let supplier = d.supplier.as_deref().map(one_line);
+        let _ = writeln!(
+            list,
+            "#{} {} {} ({}) – {}: {}",
+            d.document_id,
+            match (d.kind.as_str(), lang) {
+                ("delivery_note", Language::De) => "Lieferschein",
+                ("order", Language::De) => "Bestellung",
+                ("delivery_note", Language::En) => "delivery note",
+                (_, Language::En) => "order",
+                (_, Language::De) => "Dokument",
+            },
+            quoted(&d.number),
+            supplier.as_deref().unwrap_or("—"),
+            match lang {
+                Language::De => format!("{} Versuche", d.attempts),
+                Language::En => format!("{} attempts", d.attempts),
+            },
+            one_line(&d.error),
+        );
+    }
+    match lang {
+        Language::De => Mail {
+            subject: format!(
+                "eingang: Übergabe an {connector} gescheitert – {n} {} nicht zugestellt",
+                if n == 1 { "Dokument" } else { "Dokumente" }
+            ),
+            body: format!(
+                "eingang hat {n} {} nach dem letzten Versuch nicht an den Connector \"{connector}\" übergeben können:\n\n{list}\nDie Dokumente bleiben gespeichert; eingang versucht es nicht weiter. Andere Dokumente gehen weiter an \"{connector}\".\n\nWas tun:\n  Den Empfänger prüfen (eingang check), dann die Dokumente erneut übergeben:\n    eingang connector replay {connector} --dead\n\n{}",
+                if n == 1 { "Dokument" } else { "Dokumente" },
+                signature(lang)
+            ),
+        },
+        Language::En => Mail {
+            subject: format!(
+                "eingang: hand-off to {connector} failed – {n} {} not delivered",
+                if n == 1 { "document" } else { "documents" }
+            ),
+            body: format!(
+                "eingang could not hand {n} {} to the connector \"{connector}\", and has made its last attempt:\n\n{list}\nThe documents stay stored; eingang does not try again. Other documents still go to \"{connector}\".\n\nWhat to do:\n  Check the receiver (eingang check), then hand the documents off again:\n    eingang connector replay {connector} --dead\n\n{}",
+                if n == 1 { "document" } else { "documents" },
+                signature(lang)
+            ),
+        },
+    }
+}
+
 fn signature(lang: Language) -> &'static str {
     match lang {
         Language::De => "-- \neingang hat diese Nachricht automatisch geschrieben.\n",
@@ -804,6 +858,40 @@ mod tests {
                 .count(),
             3
         );
+    }
+
+    #[test]
+    fn undelivered_documents_are_listed_with_the_replay_command() {
+        let dead = DeadDocument {
+            document_id: 7,
+            kind: "delivery_note".into(),
+            number: "LS-4711\r\nBcc: x@example.invalid".into(),
+            supplier: Some("acme".into()),
+            attempts: 8,
+            error: "HTTP 503: busy".into(),
+        };
+        let de = undelivered(Language::De, "erp", std::slice::from_ref(&dead));
+        assert_eq!(
+            de.subject,
+            "eingang: Übergabe an erp gescheitert – 1 Dokument nicht zugestellt"
+        );
+        assert!(
+            de.body.contains("#7 Lieferschein »LS-4711 Bcc: x@example.invalid« (acme) – 8 Versuche: HTTP 503: busy"),
+            "{}",
+            de.body
+        );
+        assert!(
+            de.body.contains("eingang connector replay erp --dead"),
+            "{}",
+            de.body
+        );
+        let en = undelivered(Language::En, "erp", &[dead.clone(), dead]);
+        assert!(
+            en.subject.ends_with("2 documents not delivered"),
+            "{}",
+            en.subject
+        );
+        assert!(en.body.contains("8 attempts: HTTP 503"), "{}", en.body);
     }
 
     #[test]

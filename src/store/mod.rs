@@ -7,6 +7,7 @@
 //!
 //! Blocking by design; `Store::call` runs one call on the blocking pool for async callers.
 
+pub mod handoff;
 mod oauth;
 pub mod outbox;
 mod requests;
@@ -259,6 +260,7 @@ impl Store {
             });
         }
         schema::migrate(&mut conn)?;
+        handoff::prepare(&conn)?;
         let id: String = conn.query_row("SELECT id FROM store_identity", [], |r| r.get(0))?;
         Ok(Store {
             conn: Mutex::new(conn),
@@ -573,12 +575,17 @@ impl Store {
 
     /// Every stored document with `id > since`, oldest first, with its origin.
     pub fn export(&self, since: i64) -> Result<Vec<Exported>, Error> {
+        self.export_page(since, -1)
+    }
+
+    /// The first `limit` stored documents with `id > since` (`-1`: all), as `export` prints them.
+    pub fn export_page(&self, since: i64, limit: i64) -> Result<Vec<Exported>, Error> {
         let conn = self.lock();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT d.id, d.json, d.file, d.superseded_by, i.source, i.message_id, i.sha256, i.archived
-             FROM documents d JOIN items i ON i.id = d.item_id WHERE d.id > ?1 ORDER BY d.id",
+             FROM documents d JOIN items i ON i.id = d.item_id WHERE d.id > ?1 ORDER BY d.id LIMIT ?2",
         )?;
-        let rows = stmt.query_map([since], |r| {
+        let rows = stmt.query_map([since, limit], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, String>(1)?,
@@ -836,6 +843,8 @@ fn insert_documents(
                 .execute(params![old, id])?;
         }
         insert_lines(conn, id, document)?;
+        // The hand-off rows for the configured connectors, in this same transaction.
+        handoff::queue(conn, id, document.kind(), operation, now)?;
         ids.push(id);
     }
     Ok(Ok(ids))

@@ -43,6 +43,9 @@ pub enum NoticeKind {
         /// The provider's refusal, in words.
         error: String,
     },
+    /// Documents an ERP connector (the notice's `source`) gave up on after its last attempt
+    /// (store/handoff.rs). Goes to the admins.
+    Undelivered(Vec<super::handoff::DeadDocument>),
 }
 
 /// An outbox row that is due to be mailed.
@@ -202,9 +205,11 @@ impl Store {
             "SELECT id, source, created_at, attempts, message_id, kind, outage_since, last_error,
                     detail
              FROM outbox WHERE state = 'pending'
-               AND kind IN ('summary', 'down', 'up', 'stray', 'reauth', 'unrecorded')",
+               AND (kind IN ('summary', 'down', 'up', 'stray', 'reauth', 'unrecorded')
+                    OR (kind = 'undelivered' AND created_at < ?1))",
         )?;
-        let rows = others.query_map([], |r| {
+        let gathered = super::handoff::gathered_before();
+        let rows = others.query_map([gathered], |r| {
             Ok((
                 Notice {
                     id: r.get(0)?,
@@ -249,6 +254,9 @@ impl Store {
                 "reauth" => NoticeKind::Reauthorize {
                     error: error.unwrap_or_default(),
                 },
+                "undelivered" => {
+                    NoticeKind::Undelivered(super::handoff::dead_members(&conn, notice.id)?)
+                }
                 _ => NoticeKind::Up { since },
             };
             notices.push(notice);

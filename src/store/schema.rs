@@ -144,6 +144,26 @@ const MIGRATIONS: &[&str] = &[
         seen_at TEXT NOT NULL,
         PRIMARY KEY (source, at, reference)
     );",
+    // 8: the ERP hand-off (store/handoff.rs): one row per (connector, document), written in
+    // the same transaction as the document, moved along `pending → delivered | dead`; the body
+    // fixed at the first attempt; the notice that tells of a dead one. (Which connectors a
+    // process has configured is a TEMP table of its connection, not part of the file.)
+    "CREATE TABLE handoff (
+        connector TEXT NOT NULL,
+        document_id INTEGER NOT NULL REFERENCES documents(id),
+        event TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'dead')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        next_at TEXT NOT NULL,
+        last_attempt_at TEXT,
+        delivered_at TEXT,
+        last_error TEXT,
+        body TEXT,
+        notice_id INTEGER REFERENCES outbox(id),
+        PRIMARY KEY (connector, document_id)
+    );
+    CREATE INDEX handoff_due ON handoff(connector, state, next_at);",
 ];
 
 /// Brings the schema to the newest version, one transaction per step.
@@ -155,6 +175,12 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         .skip(usize::try_from(current).unwrap_or(0))
     {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // Another process opening the same new store (a `status` beside a starting daemon)
+        // may have taken this step since the version was read: read it again under the lock.
+        let now: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if now > version as i64 {
+            continue;
+        }
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", version as i64 + 1)?;
         tx.commit()?;
@@ -165,4 +191,22 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 /// The schema version this build writes.
 pub fn latest() -> usize {
     MIGRATIONS.len()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn two_processes_opening_a_new_store_at_once_both_get_it_migrated() {
+        for _ in 0..10 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("eingang.db");
+            let open = || {
+                let path = path.clone();
+                std::thread::spawn(move || super::super::Store::open(&path).map(|_| ()))
+            };
+            let (a, b) = (open(), open());
+            a.join().unwrap().unwrap();
+            b.join().unwrap().unwrap();
+        }
+    }
 }

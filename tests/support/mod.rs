@@ -4,6 +4,7 @@
 
 pub mod ftp;
 pub mod smtp;
+pub mod webhook;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
