@@ -447,8 +447,9 @@ fn check_sends_a_signed_test_event_and_finds_each_folder_writable() {
     ));
     let out = ws.run(&["check"]);
     let text = stdout(&out);
-    // The config is found as ./eingang.toml, so its relative paths stay relative.
-    let folder = std::path::Path::new("export/erp");
+    // Paths in the config are relative to its folder, and shown in full.
+    let folder = ws.path("export/erp");
+    let folder = folder.as_path();
     assert!(
         text.contains(&format!(
             "connector erp: test event to {}: ok",
