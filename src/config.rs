@@ -38,6 +38,7 @@ pub struct RawConfig {
     notify: Option<RawNotify>,
     #[serde(default)]
     dns: RawDns,
+    http: Option<crate::web::settings::RawHttp>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -175,6 +176,8 @@ pub struct Config {
     /// `[dns] server`: the resolver for eingang's own DKIM and DMARC look-ups; `None` means
     /// the system's (`/etc/resolv.conf`).
     pub dns_server: Option<SocketAddr>,
+    /// `[http]`: the admin page; `None` means no listener.
+    pub http: Option<crate::web::settings::HttpConfig>,
 }
 
 /// One `[[source]]`.
@@ -456,6 +459,14 @@ impl Config {
                 None
             }
         };
+        let http = match raw.http.map(|h| crate::web::settings::check(h, &resolve)) {
+            Some(Ok(http)) => Some(http),
+            Some(Err(errs)) => {
+                problems.extend(errs.into_iter().map(|e| format!("config: http: {e}")));
+                None
+            }
+            None => None,
+        };
         let limits = raw.limits;
         for (key, zero) in [
             ("max_item_mib", limits.max_item_mib == Some(0)),
@@ -489,6 +500,7 @@ impl Config {
             sources,
             notify,
             dns_server,
+            http,
         })
     }
 

@@ -67,3 +67,4 @@ pub mod schedule;
 pub mod source;
 pub mod stop;
 pub mod store;
+pub mod web;
