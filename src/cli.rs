@@ -1,5 +1,5 @@
 //! The commands of CONTRACT.md: run, sync, check, parse, import, status, export, reprocess,
-//! oauth login, connector replay.
+//! oauth login, connector replay, items, hash-password.
 //! Each returns its exit code; errors become the contract's stderr line `error: <what>: <why>`.
 
 use std::io::{IsTerminal, Write};
@@ -110,6 +110,23 @@ pub enum Command {
         /// The source.
         source: String,
     },
+    /// The ledger, newest first: what came in, what became of it, where it lies now.
+    Items {
+        /// Only the failed items (the error queue).
+        #[arg(long)]
+        failed: bool,
+        /// Only this source's items.
+        #[arg(long)]
+        source: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// At most this many items.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Read a password on stdin and print its argon2id hash for `[http] admin_password_hash`.
+    HashPassword,
     /// OAuth2 sign-in for a mailbox (`auth = "oauth2"`).
     Oauth {
         /// What to do.
@@ -312,6 +329,9 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// Runs one command; returns the exit code.
 pub fn execute(cli: Cli) -> Result<i32> {
+    if let Command::HashPassword = cli.command {
+        return hash_password();
+    }
     let found = discover(cli.config.as_deref());
     let loaded = load_found(&found);
     if !matches!(cli.command, Command::Parse { .. }) && loaded.is_ok() {
@@ -332,6 +352,22 @@ pub fn execute(cli: Cli) -> Result<i32> {
     });
     let embedded = matches!(found, Found::Embedded(_));
     match cli.command {
+        Command::HashPassword => hash_password(),
+        Command::Items {
+            failed,
+            source,
+            json,
+            limit,
+        } => items(
+            &config,
+            cli.config.as_deref(),
+            crate::store::ItemFilter {
+                failed,
+                source,
+                limit,
+            },
+            json,
+        ),
         Command::Parse { file, supplier } => parse(&config, &file, supplier.as_deref()),
         Command::Import { paths } => import(&config, &paths),
         Command::Export { since, jsonl } => export(&config, since.unwrap_or(0), jsonl),
@@ -551,7 +587,10 @@ fn status(config: &Config, as_json: bool) -> Result<i32> {
                 SourceKind::Ftp(_) => "ftp",
                 SourceKind::Imap(_) => "imap",
             });
-            let pending = c.in_flight + kind.map_or(0, |_| waiting_in(&c.name));
+            // What waits in a drop folder is received and pending, so that
+            // received = archived + failed + handled + pending.
+            let waiting = kind.map_or(0, |_| waiting_in(&c.name));
+            let pending = c.in_flight + waiting;
             let note = store
                 .as_ref()
                 .and_then(|s| s.source_note(&c.name).ok().flatten());
@@ -560,8 +599,9 @@ fn status(config: &Config, as_json: bool) -> Result<i32> {
                 .and_then(|s| s.strays(&c.name).ok())
                 .unwrap_or_default();
             json!({
-                "name": c.name, "kind": kind, "received": c.received, "archived": c.archived,
-                "failed": c.failed, "pending": pending, "last_ok": c.last_ok, "last_error": c.last_error,
+                "name": c.name, "kind": kind, "received": c.received + waiting, "archived": c.archived,
+                "failed": c.failed, "handled": c.handled, "pending": pending, "last_ok": c.last_ok,
+                "last_error": c.last_error,
                 "note": note, "left_alone": left_alone,
             })
         })
@@ -593,8 +633,12 @@ fn status(config: &Config, as_json: bool) -> Result<i32> {
     } else {
         for s in &sources {
             let name = escape::text(s["name"].as_str().unwrap_or_default());
+            let handled = match s["handled"].as_i64() {
+                Some(n) if n > 0 => format!(", handled by hand {n}"),
+                _ => String::new(),
+            };
             println!(
-                "{name}: received {}, archived {}, failed {}, pending {}, last error: {}",
+                "{name}: received {}, archived {}, failed {}{handled}, pending {}, last error: {}",
                 s["received"],
                 s["archived"],
                 s["failed"],
@@ -788,20 +832,7 @@ fn check(config: &Config, create_folders: bool) -> Result<i32> {
     );
     let runtime = runtime()?;
     for source in sources(config, None)? {
-        // The token round first, on a line of its own; the login below uses its token.
-        if let SourceKind::Imap(remote) = &source.config.kind
-            && let Some(oauth) = &remote.oauth
-        {
-            line(
-                &format!(
-                    "source {}: {}",
-                    source.name(),
-                    crate::oauth::describe(oauth)
-                ),
-                runtime.block_on(crate::oauth::check(oauth)),
-            );
-        }
-        for (what, result) in runtime.block_on(source.check(create_folders)) {
+        for (what, result) in runtime.block_on(source_checks(&source, create_folders)) {
             line(&format!("source {}: {what}", source.name()), result);
         }
     }
@@ -815,6 +846,153 @@ fn check(config: &Config, create_folders: bool) -> Result<i32> {
         line(&what, result);
     }
     Ok(if failed { 1 } else { 0 })
+}
+
+/// The checks of one source, as `eingang check` prints them and the web page's "test
+/// connection" shows them: the OAuth2 token round first (the login uses its token), then the
+/// source's own.
+pub async fn source_checks(source: &Source, create_folders: bool) -> Vec<crate::source::CheckLine> {
+    let mut lines = Vec::new();
+    if let SourceKind::Imap(remote) = &source.config.kind
+        && let Some(oauth) = &remote.oauth
+    {
+        lines.push((
+            crate::oauth::describe(oauth),
+            crate::oauth::check(oauth).await,
+        ));
+    }
+    lines.extend(source.check(create_folders).await);
+    lines
+}
+
+/// `eingang items`: the ledger newest first, with what became of each item, where it lies
+/// and, for a failed one, the command that tries it again.
+fn items(
+    config: &Config,
+    config_flag: Option<&Path>,
+    filter: crate::store::ItemFilter,
+    as_json: bool,
+) -> Result<i32> {
+    let store = Store::open(&config.store)?;
+    if let Some(name) = filter.source.as_deref()
+        && config.source(name).is_none()
+        && name != "import"
+    {
+        eprintln!(
+            "warning: no source named {:?} in the config; listing its items anyway",
+            escape::text(name)
+        );
+    }
+    let (items, total) = store.items(&filter)?;
+    let again = |id: i64| match config_flag {
+        Some(path) => format!(
+            "eingang --config {} reprocess {id}",
+            escape::text(&path.display().to_string())
+        ),
+        None => format!("eingang reprocess {id}"),
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if as_json {
+        let all: Vec<serde_json::Value> = items
+            .iter()
+            .map(|i| {
+                let state = i.state();
+                json!({
+                    "id": i.id, "received_at": i.received_at, "source": i.source, "kind": i.kind,
+                    "sender": i.sender, "subject": i.subject, "file_name": i.file_name,
+                    "message_id": i.message_id, "supplier": i.supplier, "outcome": i.outcome,
+                    "state": state, "label": i.label, "reason": i.reason, "lies_in": i.lies_in(),
+                    "reprocessed_at": i.reprocessed_at, "handled_at": i.handled_at,
+                    "documents": i.documents,
+                    "reprocess": (state == crate::store::ItemState::Failed).then(|| again(i.id)),
+                })
+            })
+            .collect();
+        let out_json = json!({ "items": all, "total": total });
+        writeln!(out, "{}", serde_json::to_string_pretty(&out_json)?)?;
+    } else {
+        for i in &items {
+            let state = i.state();
+            let supplier = i
+                .supplier
+                .as_deref()
+                .map(|s| format!(" ({})", escape::text(s)))
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "{}  {}  {}  {}  {}{supplier}",
+                i.id,
+                crate::notify::text::one_line(&i.received_at),
+                escape::text(&i.source),
+                state.as_str(),
+                escape::text(&i.what()),
+            )?;
+            if let Some(reason) = &i.reason {
+                writeln!(out, "    reason: {}", escape::text(reason))?;
+            }
+            let lies = match state {
+                crate::store::ItemState::Vanished => "gone".to_owned(),
+                _ => escape::text(&i.lies_in()).into_owned(),
+            };
+            writeln!(out, "    lies in: {lies}")?;
+            if state == crate::store::ItemState::Failed {
+                writeln!(out, "    {}", again(i.id))?;
+            }
+        }
+        out.flush()?;
+        if (items.len() as i64) < total {
+            eprintln!(
+                "{} of {total} items shown; --limit {total} shows all",
+                items.len()
+            );
+        } else if items.is_empty() {
+            eprintln!("no items");
+        }
+    }
+    out.flush()?;
+    Ok(0)
+}
+
+/// `eingang hash-password`: reads one line from stdin (without echo on a terminal, asked
+/// twice there) and prints its argon2id PHC string.
+fn hash_password() -> Result<i32> {
+    let password = if std::io::stdin().is_terminal() {
+        let first = read_hidden("password: ")?;
+        let second = read_hidden("again: ")?;
+        if first != second {
+            bail!("the two passwords differ");
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line.trim_end_matches(['\n', '\r']).to_owned()
+    };
+    if password.is_empty() {
+        bail!(
+            "empty password: type one, or pipe it in (`printf %s 'secret' | eingang hash-password`)"
+        );
+    }
+    let hash = crate::web::auth::hash_password(&password).map_err(anyhow::Error::msg)?;
+    println!("{hash}");
+    Ok(0)
+}
+
+/// Reads a line from the terminal with its echo off (and on again after, also on error).
+fn read_hidden(prompt: &str) -> Result<String> {
+    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+    let stdin = std::io::stdin();
+    let before = tcgetattr(&stdin).context("stdin: cannot read the terminal settings")?;
+    let mut quiet = before.clone();
+    quiet.local_modes.remove(LocalModes::ECHO);
+    tcsetattr(&stdin, OptionalActions::Now, &quiet).context("stdin: cannot turn echo off")?;
+    eprint!("{prompt}");
+    let mut line = String::new();
+    let read = stdin.read_line(&mut line);
+    let _ = tcsetattr(&stdin, OptionalActions::Now, &before);
+    eprintln!();
+    read?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
 }
 
 fn reprocess(config: &Config, ids: &[i64]) -> Result<i32> {
@@ -1015,11 +1193,15 @@ fn run(config: &Config, found: &Found) -> Result<i32> {
     );
     let handoff = crate::connector::Handoff::new(config, intake.store().clone())
         .map_err(|e| BadConfig(vec![format!("config: {e}")]))?;
-    runtime()?.block_on(crate::daemon::run(
+    let runtime = runtime()?;
+    // The listener is bound before anything runs: a taken port is a start-up error (exit 2).
+    let web = crate::web::Web::bind(config).map_err(|e| BadConfig(vec![e]))?;
+    runtime.block_on(crate::daemon::run(
         sources,
         intake,
         notifier,
         handoff,
+        web,
         config.formats.clone(),
     ))?;
     Ok(0)

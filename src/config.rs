@@ -39,6 +39,7 @@ pub struct RawConfig {
     dns: RawDns,
     #[serde(default)]
     connector: Vec<crate::connector::RawConnector>,
+    http: Option<crate::web::settings::RawHttp>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -203,6 +204,8 @@ pub struct Config {
     pub dns_server: Option<SocketAddr>,
     /// Every `[[connector]]` (the ERP hand-off), in file order.
     pub connectors: Vec<crate::connector::ConnectorConfig>,
+    /// `[http]`: the admin page; `None` means no listener.
+    pub http: Option<crate::web::settings::HttpConfig>,
 }
 
 /// One `[[source]]`.
@@ -522,6 +525,14 @@ impl Config {
         };
         let connectors =
             crate::connector::config::check_all(raw.connector, &resolve, &mut problems);
+        let http = match raw.http.map(|h| crate::web::settings::check(h, &resolve)) {
+            Some(Ok(http)) => Some(http),
+            Some(Err(errs)) => {
+                problems.extend(errs.into_iter().map(|e| format!("config: http: {e}")));
+                None
+            }
+            None => None,
+        };
         let limits = raw.limits;
         for (key, zero) in [
             ("max_item_mib", limits.max_item_mib == Some(0)),
@@ -556,6 +567,7 @@ impl Config {
             notify,
             dns_server,
             connectors,
+            http,
         })
     }
 

@@ -9,6 +9,8 @@
 //! While the daemon runs it alone works its sources: `Control` asks a source task for a pass
 //! now (the web page's button, or an `eingang sync` that found the daemon running and wrote a
 //! request into the store, which the `requests` task hands on) and puts failed items back.
+//! `Tasks` is what the supervisor tells the web page and `/readyz`: which task runs, since
+//! when, and when each source passes next. With `[http]` the web page is one more task.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -27,6 +29,7 @@ use crate::schedule::Schedule;
 use crate::source::{Mode, PassReport, Source};
 use crate::stop::{Stop, StopSignal};
 use crate::store::Request;
+use crate::web::Web;
 
 /// How long tasks get to finish their batch after a signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
@@ -50,6 +53,72 @@ pub struct Control {
     sources: Vec<Arc<Source>>,
     intake: Intake,
     passes: HashMap<String, mpsc::Sender<PassRequest>>,
+    tasks: Arc<Tasks>,
+}
+
+/// When a source passes next, as its task last said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextPass {
+    /// A pass runs now.
+    Running,
+    /// At this local time (its schedule).
+    At(chrono::NaiveDateTime),
+    /// On news in the inbox (IDLE, file events), at the latest after this long.
+    OnNews(Duration),
+}
+
+/// What the supervisor knows of one task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskHealth {
+    /// Whether it runs (not dead, not waiting for its restart).
+    pub alive: bool,
+    /// Since when it runs, or since when it is dead.
+    pub since: chrono::DateTime<chrono::Utc>,
+    /// Restarts after it died, in a row.
+    pub restarts: u32,
+    /// For a source task: when it passes next.
+    pub next: Option<NextPass>,
+}
+
+/// The supervisor's board of its tasks, by name, for the web page and `/readyz`.
+#[derive(Debug, Default)]
+pub struct Tasks {
+    board: std::sync::Mutex<HashMap<String, TaskHealth>>,
+}
+
+impl Tasks {
+    fn update(&self, name: &str, f: impl FnOnce(&mut TaskHealth)) {
+        let mut board = self.board.lock().unwrap_or_else(|p| p.into_inner());
+        let health = board.entry(name.to_owned()).or_insert_with(|| TaskHealth {
+            alive: false,
+            since: chrono::Utc::now(),
+            restarts: 0,
+            next: None,
+        });
+        f(health);
+    }
+
+    fn started(&self, name: &str, restarts: u32) {
+        self.update(name, |h| {
+            (h.alive, h.since, h.restarts) = (true, chrono::Utc::now(), restarts);
+        });
+    }
+
+    fn died(&self, name: &str) {
+        self.update(name, |h| {
+            (h.alive, h.since, h.next) = (false, chrono::Utc::now(), None);
+        });
+    }
+
+    fn next_pass(&self, name: &str, next: NextPass) {
+        self.update(name, |h| h.next = Some(next));
+    }
+
+    /// One task's health; `None` for a name the supervisor never started.
+    pub fn get(&self, name: &str) -> Option<TaskHealth> {
+        let board = self.board.lock().unwrap_or_else(|p| p.into_inner());
+        board.get(name).cloned()
+    }
 }
 
 /// The receiving end of one source's pass requests, kept across restarts of its task.
@@ -94,6 +163,38 @@ impl Control {
     pub fn sources(&self) -> &[Arc<Source>] {
         &self.sources
     }
+
+    /// Closes a failed item without reprocessing it ("handled by hand"); it stays where it
+    /// lies.
+    pub async fn mark_handled(&self, id: i64) -> Result<(), String> {
+        match self
+            .intake
+            .store()
+            .call(move |store| store.mark_handled(id))
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(crate::source::ReprocessError::NotFailed.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// The store, for reading the ledger.
+    pub fn store(&self) -> &Arc<crate::store::Store> {
+        self.intake.store()
+    }
+
+    /// What the supervisor knows of its tasks.
+    pub fn tasks(&self) -> &Tasks {
+        &self.tasks
+    }
+
+    /// Whether every source task runs (for `/readyz`).
+    pub fn sources_alive(&self) -> bool {
+        self.sources
+            .iter()
+            .all(|s| self.tasks.get(s.name()).is_some_and(|h| h.alive))
+    }
 }
 
 /// What a supervised task runs.
@@ -103,6 +204,7 @@ enum Job {
     Notifier(Arc<Notifier>),
     Requests(Control),
     Handoff(Arc<Handoff>),
+    Web(Arc<Web>, Control),
 }
 
 /// A running task as the supervisor knows it.
@@ -113,26 +215,30 @@ struct Task {
     restarts: u32,
 }
 
-/// Runs every source and the notifier until SIGTERM or SIGINT, then waits for the batches in
-/// hand.
+/// Runs every source and the notifier (and the web page, when given) until SIGTERM or
+/// SIGINT, then waits for the batches in hand.
 pub async fn run(
     sources: Vec<Arc<Source>>,
     intake: Intake,
     notifier: Notifier,
     handoff: Handoff,
+    web: Option<Web>,
     formats: std::path::PathBuf,
 ) -> std::io::Result<()> {
     let signal = StopSignal::new();
+    let board = Arc::new(Tasks::default());
     let mut supervisor = Supervisor {
         tasks: JoinSet::new(),
         running: HashMap::new(),
         intake: intake.clone(),
         stop: signal.stop(),
+        board: board.clone(),
     };
     let mut control = Control {
         sources: sources.clone(),
         intake: intake.clone(),
         passes: HashMap::new(),
+        tasks: board,
     };
     for source in sources {
         let name = source.name().to_owned();
@@ -155,6 +261,14 @@ pub async fn run(
         .await
     {
         tracing::warn!(error = %e, "cannot clear old requests");
+    }
+    if let Some(web) = web {
+        supervisor.spawn(
+            "http".to_owned(),
+            Job::Web(Arc::new(web), control.clone()),
+            0,
+            Duration::ZERO,
+        );
     }
     supervisor.spawn(
         "requests".to_owned(),
@@ -192,24 +306,28 @@ struct Supervisor {
     running: HashMap<Id, Task>,
     intake: Intake,
     stop: Stop,
+    board: Arc<Tasks>,
 }
 
 impl Supervisor {
     /// Starts a task after `delay` (its restart backoff, which a stop cuts short).
     fn spawn(&mut self, name: String, job: Job, restarts: u32, delay: Duration) {
         let (intake, stop, run) = (self.intake.clone(), self.stop.clone(), job.clone());
+        let (board, task_name) = (self.board.clone(), name.clone());
         let handle = self.tasks.spawn(async move {
             if stop.sleep(delay).await {
                 return;
             }
+            board.started(&task_name, restarts);
             match run {
                 Job::Source(source, queue) => {
                     let mut queue = queue.lock().await;
-                    watch_source(&source, &intake, &stop, &mut queue).await;
+                    watch_source(&source, &intake, &stop, &mut queue, &board).await;
                 }
                 Job::Notifier(notifier) => notifier.run(stop).await,
                 Job::Requests(control) => serve_requests(&control, &stop).await,
                 Job::Handoff(handoff) => handoff.run(stop).await,
+                Job::Web(web, control) => web.serve(control, stop).await,
             }
         });
         let task = Task {
@@ -237,6 +355,7 @@ impl Supervisor {
         let Some(task) = self.running.remove(&id) else {
             return;
         };
+        self.board.died(&task.name);
         if self.stop.is_set() {
             return;
         }
@@ -311,6 +430,7 @@ async fn watch_source(
     intake: &Intake,
     stop: &Stop,
     asked: &mut mpsc::Receiver<PassRequest>,
+    board: &Tasks,
 ) {
     let mut backoff = BACKOFF_START;
     let mut last_start: Option<chrono::NaiveDateTime> = None;
@@ -327,6 +447,7 @@ async fn watch_source(
         } else if !first {
             let now = chrono::Local::now().naive_local();
             let next = source.config.schedule.next_after(now, last_start);
+            board.next_pass(source.name(), next_pass(source, next));
             tokio::select! {
                 () = stop.wait() => return,
                 () = wait(source, next, now) => {}
@@ -348,6 +469,7 @@ async fn watch_source(
             Mode::Sync
         };
         last_start = Some(chrono::Local::now().naive_local());
+        board.next_pass(source.name(), NextPass::Running);
         let pass = source.pass(intake, stop, mode).await;
         let report = &pass.report;
         if report.made_progress() {
@@ -362,7 +484,11 @@ async fn watch_source(
         backoff = next;
         if let (Some(error), Some(pause)) = (error, pause) {
             tracing::error!(source = %source.name(), %error, retry_in = ?pause, "source failed");
-            if stop.sleep(jittered(pause)).await {
+            let pause = jittered(pause);
+            let retry_at = chrono::Local::now().naive_local()
+                + chrono::Duration::from_std(pause).unwrap_or_default();
+            board.next_pass(source.name(), NextPass::At(retry_at));
+            if stop.sleep(pause).await {
                 return;
             }
         }
@@ -457,6 +583,14 @@ async fn answer(control: &Control, request: Request) -> String {
         (kind, ..) => json!({ "error": format!("unknown request {kind:?}") }),
     }
     .to_string()
+}
+
+/// What `wait` will wait for, in the board's words.
+fn next_pass(source: &Source, next: Option<chrono::NaiveDateTime>) -> NextPass {
+    match (&source.config.schedule, next) {
+        (Schedule::Idle, _) | (_, None) => NextPass::OnNews(idle_limit(source)),
+        (_, Some(at)) => NextPass::At(at),
+    }
 }
 
 /// Waits for the next pass: news (or the rescan interval) for `idle`, else the schedule.

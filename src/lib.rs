@@ -34,7 +34,8 @@
 //!   TOML.
 //! - `model` (4): the document types, canonical decimals, validation.
 //! - `store` (5): the SQLite ledger: items with their outcome and place, documents, lines,
-//!   outbox, source health (`source_state`), migrations.
+//!   outbox, source health (`source_state`), migrations; `store::ledger` reads it for people
+//!   (`eingang items`, the admin page).
 //! - `disposition` (6): outcome → archive or error, decided in one place.
 //! - `connector` (8): the ERP hand-off: every stored document of the kinds a `[[connector]]`
 //!   takes, as a signed Standard Webhooks POST or a file (JSON or CSV) written atomically into
@@ -47,7 +48,11 @@
 //!   shared per account, renewed before expiry), refresh tokens rotated into the store, the
 //!   device-code sign-in of `eingang oauth login`, XOAUTH2/OAUTHBEARER, provider presets.
 //! - `daemon`, `schedule`, `stop`: sources watched on their schedules under a supervisor that
-//!   restarts a task that died, until the one stop signal.
+//!   restarts a task that died, until the one stop signal; `daemon::Control` is the way to
+//!   the running sources (a pass now, reprocess), `daemon::Tasks` what runs.
+//! - `web`: the admin page of `[http]` (error queue, documents, sources; login, sessions,
+//!   CSRF) and `/metrics`, `/healthz`, `/readyz`; its actions go through `Control`, its reads
+//!   through `store::ledger`.
 //! - `config`, `cli`, `error`, `fault`: the edges.
 
 pub mod auth;
@@ -73,3 +78,4 @@ pub mod schedule;
 pub mod source;
 pub mod stop;
 pub mod store;
+pub mod web;

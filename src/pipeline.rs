@@ -123,6 +123,17 @@ pub fn handle_batch(
         })
         .collect();
     cx.store.keep_originals(&originals)?;
+    // An imported item's bytes are kept for the admin page's download (size-bounded); a crash
+    // before this costs only the download, never the document.
+    let imported: Vec<(i64, &[u8])> = items
+        .iter()
+        .zip(&outcomes)
+        .filter_map(|(item, outcome)| match outcome {
+            Outcome::Imported { item_id, .. } => Some((*item_id, item.bytes.as_slice())),
+            Outcome::Rejected { .. } => None,
+        })
+        .collect();
+    cx.store.keep_imported_originals(&imported)?;
     fault::point("after_commit");
     Ok(outcomes)
 }

@@ -137,8 +137,8 @@ fn span(lang: Language, d: Duration) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// The reason's label in the notice's language.
-fn label(lang: Language, label: Option<&str>) -> String {
+/// The reason's label in the notice's language (also the admin page's).
+pub fn label(lang: Language, label: Option<&str>) -> String {
     let label = label.unwrap_or("rejected");
     let de = match label {
         "missing field" => "Pflichtfeld fehlt",

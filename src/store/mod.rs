@@ -8,6 +8,7 @@
 //! Blocking by design; `Store::call` runs one call on the blocking pool for async callers.
 
 pub mod handoff;
+pub mod ledger;
 mod oauth;
 pub mod outbox;
 mod requests;
@@ -26,6 +27,7 @@ use crate::error::Reject;
 use crate::extract::Envelope;
 use crate::item::Item;
 use crate::model::{Document, Operation};
+pub use ledger::{DocumentQuery, ItemFilter, ItemState, LedgerItem};
 pub use oauth::OAuthGrant;
 pub use requests::Request;
 pub use source_state::Stray;
@@ -137,7 +139,9 @@ pub struct Exported {
     pub json: Value,
 }
 
-/// One source's counters for `status`.
+/// One source's counters for `status`: `received = archived + failed + handled + in_flight`.
+/// An item put back by `reprocess` is counted once, by its next arrival; one that left its
+/// inbox before it was decided (someone else took it) is not counted.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct SourceCounts {
     /// The source name.
@@ -146,8 +150,10 @@ pub struct SourceCounts {
     pub received: i64,
     /// Items imported and archived.
     pub archived: i64,
-    /// Items rejected and moved to the error folder (not counting reprocessed ones).
+    /// Items rejected and lying in the error folder, not reprocessed nor handled by hand.
     pub failed: i64,
+    /// Items rejected, then closed by hand without reprocessing.
+    pub handled: i64,
     /// Items started or decided but not yet moved.
     pub in_flight: i64,
     /// When the source last finished a pass without error.
@@ -632,24 +638,31 @@ impl Store {
         let conn = self.lock();
         let mut stmt = conn.prepare(
             "SELECT s.source,
-                    COALESCE(c.received, 0), COALESCE(c.archived, 0), COALESCE(c.failed, 0), COALESCE(c.in_flight, 0),
+                    COALESCE(c.archived, 0), COALESCE(c.failed, 0), COALESCE(c.handled, 0),
+                    COALESCE(c.in_flight, 0),
                     st.last_ok, CASE WHEN st.last_error_at > COALESCE(st.last_ok, '') THEN st.last_error END
              FROM (SELECT source FROM items UNION SELECT source FROM source_state) s
-             LEFT JOIN (SELECT source, COUNT(*) AS received,
+             LEFT JOIN (SELECT source,
                                SUM(outcome = 'imported' AND disposed_at IS NOT NULL) AS archived,
-                               SUM(outcome = 'rejected' AND disposed_at IS NOT NULL AND reprocessed_at IS NULL) AS failed,
+                               SUM(outcome = 'rejected' AND disposed_at IS NOT NULL
+                                   AND reprocessed_at IS NULL AND handled_at IS NULL) AS failed,
+                               SUM(outcome = 'rejected' AND disposed_at IS NOT NULL
+                                   AND reprocessed_at IS NULL AND handled_at IS NOT NULL) AS handled,
                                SUM(disposed_at IS NULL) AS in_flight
                         FROM items GROUP BY source) c ON c.source = s.source
              LEFT JOIN source_state st ON st.source = s.source
              ORDER BY s.source",
         )?;
         let rows = stmt.query_map([], |r| {
+            let (archived, failed, handled, in_flight) =
+                (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
             Ok(SourceCounts {
                 name: r.get(0)?,
-                received: r.get(1)?,
-                archived: r.get(2)?,
-                failed: r.get(3)?,
-                in_flight: r.get(4)?,
+                received: archived + failed + handled + in_flight,
+                archived,
+                failed,
+                handled,
+                in_flight,
                 last_ok: r.get(5)?,
                 last_error: r.get(6)?,
             })
@@ -673,13 +686,14 @@ impl Store {
         )?)
     }
 
-    /// The rejected, disposed and not yet reprocessed item with this id.
+    /// The rejected, disposed item with this id, neither reprocessed nor handled by hand.
     pub fn failed_item(&self, id: i64) -> Result<Option<FailedItem>, Error> {
         Ok(self
             .lock()
             .query_row(
                 "SELECT id, source, archived, location, archived_ref FROM items
-                 WHERE id = ?1 AND outcome = 'rejected' AND disposed_at IS NOT NULL AND reprocessed_at IS NULL",
+                 WHERE id = ?1 AND outcome = 'rejected' AND disposed_at IS NOT NULL
+                   AND reprocessed_at IS NULL AND handled_at IS NULL",
                 [id],
                 |r| {
                     Ok(FailedItem {

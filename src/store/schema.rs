@@ -164,6 +164,18 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (connector, document_id)
     );
     CREATE INDEX handoff_due ON handoff(connector, state, next_at);",
+    // 9: the admin's page (store/ledger.rs): a failed item closed by hand without reprocessing,
+    // the start of a source's run of good passes, the originals of imported items kept for
+    // download (size-bounded), and documents searched by date.
+    "ALTER TABLE items ADD COLUMN handled_at TEXT;
+    ALTER TABLE source_state ADD COLUMN up_since TEXT;
+    CREATE TABLE item_original (
+        item_id INTEGER PRIMARY KEY REFERENCES items(id),
+        size INTEGER NOT NULL,
+        kept_at TEXT NOT NULL,
+        bytes BLOB NOT NULL
+    );
+    CREATE INDEX documents_by_date ON documents(date);",
 ];
 
 /// Brings the schema to the newest version, one transaction per step.

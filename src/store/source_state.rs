@@ -1,7 +1,8 @@
 //! The health of each source as `status` shows it: when its last pass succeeded, its last
 //! error and since when it fails (for the one "source down" notice), and a standing note about
 //! its server (an IMAP server that cannot expunge selectively), and what else lies in its
-//! inbox that eingang leaves alone.
+//! inbox that eingang leaves alone. `up_since` is the first success after the last failure,
+//! for the web page's "up since".
 
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
@@ -24,15 +25,19 @@ impl Store {
         let now = now();
         match result {
             Ok(()) => conn.execute(
-                "INSERT INTO source_state (source, last_ok) VALUES (?1, ?2)
-                 ON CONFLICT(source) DO UPDATE SET last_ok = excluded.last_ok, failing_since = NULL",
+                "INSERT INTO source_state (source, last_ok, up_since) VALUES (?1, ?2, ?2)
+                 ON CONFLICT(source) DO UPDATE SET last_ok = excluded.last_ok,
+                   up_since = CASE WHEN source_state.failing_since IS NULL
+                                    AND source_state.up_since IS NOT NULL
+                               THEN source_state.up_since ELSE excluded.last_ok END,
+                   failing_since = NULL",
                 params![source, now],
             )?,
             // `failing_since` keeps the start of an outage, for the one "source down" notice.
             Err(e) => conn.execute(
                 "INSERT INTO source_state (source, last_error, last_error_at, failing_since) VALUES (?1, ?2, ?3, ?3)
                  ON CONFLICT(source) DO UPDATE SET last_error = excluded.last_error,
-                   last_error_at = excluded.last_error_at,
+                   last_error_at = excluded.last_error_at, up_since = NULL,
                    failing_since = COALESCE(source_state.failing_since, excluded.failing_since)",
                 params![source, e, now],
             )?,
