@@ -6,7 +6,8 @@
 /// A verdict about one item. The item goes to the error folder with this reason, and one
 /// notification is written. Every message names the file (or sender) and, where it applies,
 /// the line and the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "reject", rename_all = "snake_case")]
 pub enum Reject {
     /// A required value is absent.
     #[error("{file}: {}{field} is missing", line_prefix(.line))]

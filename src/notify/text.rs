@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Local};
 
+use crate::error::Reject;
 use crate::store::handoff::DeadDocument;
 use crate::store::outbox::RejectedItem;
 
@@ -167,6 +168,117 @@ fn format_file(reason: &str) -> Option<&str> {
         .find(|word| word.ends_with(".toml"))
 }
 
+/// The reason in the notice's language. eingang's own words are translated; what a library or
+/// a server said (why an XML file is broken) stays as it was said.
+fn reason(lang: Language, item: &RejectedItem) -> String {
+    match (lang, &item.reject) {
+        (Language::De, Some(reject)) => german(reject),
+        _ => item.reason.clone(),
+    }
+}
+
+/// A rejection in German.
+fn german(reject: &Reject) -> String {
+    let line = |line: &Option<String>| match line {
+        Some(l) if l.starts_with("row ") => format!("Zeile {}: ", l.trim_start_matches("row ")),
+        Some(l) => format!("Position {l}: "),
+        None => String::new(),
+    };
+    match reject {
+        Reject::Missing {
+            file,
+            line: at,
+            field,
+        } => {
+            format!("{file}: {}{field} fehlt", line(at))
+        }
+        Reject::BadValue {
+            file,
+            line: at,
+            field,
+            value,
+            why,
+        } => format!("{file}: {}{field} {value:?} {}", line(at), german_why(why)),
+        Reject::Malformed { file, why } => format!("{file}: nicht lesbar: {}", german_why(why)),
+        Reject::Unsupported { file, why } => format!("{file}: {}", german_why(why)),
+        Reject::TooLarge { file, why } => format!("{file}: zu groß: {why}"),
+        Reject::UnknownSender { sender, file, hint } => format!(
+            "unbekannter Absender {sender} für {file}: {sender:?} unter `senders` in {hint} eintragen"
+        ),
+        Reject::UnknownFile { file, hint } => format!(
+            "kein Lieferantenformat passt zum Dateinamen {file}: ein Muster dafür unter `files` in {hint} eintragen"
+        ),
+        Reject::NoDocuments { why } => {
+            format!(
+                "kein Lieferschein und keine Bestellung gefunden: {}",
+                german_why(why)
+            )
+        }
+        Reject::Duplicate {
+            kind,
+            number,
+            supplier,
+            existing,
+        } => format!(
+            "doppelt: {} {number}{} ist schon als Dokument {existing} gespeichert",
+            match kind.as_str() {
+                "delivery note" => "Lieferschein",
+                "order" => "Bestellung",
+                other => other,
+            },
+            supplier
+                .as_deref()
+                .map(|s| format!(" von {s}"))
+                .unwrap_or_default()
+        ),
+        Reject::AlreadyImported { existing } => {
+            format!("schon eingelesen: dieselbe Datei kam schon als Eintrag {existing}")
+        }
+        Reject::Poison { attempts } => format!(
+            "diese Lieferung hat eingang {attempts}-mal angehalten; sie ist beiseitegelegt, damit die anderen weiterkommen"
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// eingang's own phrases in a reason, in German; anything else (a library's words) as it is.
+fn german_why(why: &str) -> String {
+    const PHRASES: &[(&str, &str)] = &[
+        ("is not a decimal number", "ist keine Dezimalzahl"),
+        ("is not a date in the format", "ist kein Datum im Format"),
+        (
+            "the message has no attachment",
+            "die Nachricht hat keinen Anhang",
+        ),
+        ("found only", "nur gefunden:"),
+        ("not well-formed XML", "kein wohlgeformtes XML"),
+        ("not readable as CSV", "nicht als CSV lesbar"),
+        (
+            "has no data rows (they start at row",
+            "hat keine Datenzeilen (sie beginnen in Zeile",
+        ),
+        (
+            "is not new, update or delete",
+            "ist weder new noch update noch delete",
+        ),
+        (
+            "the workbook is password-protected; ask the supplier for an unprotected file",
+            "die Arbeitsmappe ist kennwortgeschützt; beim Lieferanten eine ungeschützte Datei erbitten",
+        ),
+        (
+            ", not a delivery note or order",
+            ", kein Lieferschein und keine Bestellung",
+        ),
+        (
+            "is XML with the root element",
+            "ist XML mit dem Wurzelelement",
+        ),
+    ];
+    PHRASES
+        .iter()
+        .fold(why.to_owned(), |text, (en, de)| text.replace(en, de))
+}
+
 /// How people recognize the item: a message's subject, else its file name, else where it was.
 fn what(item: &RejectedItem) -> String {
     item.subject
@@ -275,7 +387,7 @@ pub fn rejected(
         ),
     };
     let values = [
-        one_line(&item.reason),
+        one_line(&reason(lang, item)),
         words(item.sender.as_deref()),
         item.subject
             .as_deref()
@@ -435,22 +547,35 @@ fn advice(lang: Language, item: &RejectedItem) -> String {
 pub fn summary(lang: Language, source: &str, items: &[RejectedItem], window: Duration) -> Mail {
     let n = items.len();
     let window = span(lang, window);
-    let subject = match lang {
-        Language::De => format!(
+    let subject = match (lang, n) {
+        (Language::De, 1) => format!(
+            "eingang: {} – 1 Lieferung abgelehnt (Sammelmeldung)",
+            one_line(source)
+        ),
+        (Language::De, _) => format!(
             "eingang: {} – {n} Lieferungen abgelehnt (Sammelmeldung)",
             one_line(source)
         ),
-        Language::En => format!(
+        (Language::En, 1) => format!("eingang: {} – 1 item rejected (summary)", one_line(source)),
+        (Language::En, _) => format!(
             "eingang: {} – {n} items rejected (summary)",
             one_line(source)
         ),
     };
-    let mut body = match lang {
-        Language::De => format!(
+    let mut body = match (lang, n) {
+        (Language::De, 1) => format!(
+            "Die Quelle \"{}\" hat mehr Lieferungen abgelehnt, als innerhalb von {window} einzeln gemeldet werden; diese eine kommt in der Liste:\n\n",
+            one_line(source)
+        ),
+        (Language::De, _) => format!(
             "Die Quelle \"{}\" hat mehr Lieferungen abgelehnt, als innerhalb von {window} einzeln gemeldet werden. Statt {n} Einzelmeldungen kommt diese Liste:\n\n",
             one_line(source)
         ),
-        Language::En => format!(
+        (Language::En, 1) => format!(
+            "The source \"{}\" rejected more items than are reported one by one within {window}; this one comes in the list:\n\n",
+            one_line(source)
+        ),
+        (Language::En, _) => format!(
             "The source \"{}\" rejected more items than are reported one by one within {window}. Instead of {n} notices, here is the list:\n\n",
             one_line(source)
         ),
@@ -477,7 +602,7 @@ pub fn summary(lang: Language, source: &str, items: &[RejectedItem], window: Dur
             item.item_id,
             one_line(&what(item)),
             label(lang, item.label.as_deref()),
-            one_line(&item.reason),
+            one_line(&reason(lang, item)),
             match lang {
                 Language::De => "liegt in",
                 Language::En => "lies in",
@@ -747,6 +872,7 @@ mod tests {
             archived: Some("/srv/drop/fehler/mail.eml".into()),
             received_at: "2026-11-20T09:00:00.000Z".into(),
             size: 1234,
+            reject: None,
         }
     }
 
@@ -857,6 +983,72 @@ mod tests {
                 .matches("liegt in /srv/drop/fehler/mail.eml")
                 .count(),
             3
+        );
+    }
+
+    #[test]
+    fn a_summary_of_one_item_says_so_in_the_singular() {
+        let one = [item()];
+        let de = summary(Language::De, "drop", &one, Duration::from_secs(300));
+        assert!(
+            de.subject.contains("1 Lieferung abgelehnt"),
+            "{}",
+            de.subject
+        );
+        assert!(!de.subject.contains("Lieferungen"), "{}", de.subject);
+        let en = summary(Language::En, "drop", &one, Duration::from_secs(300));
+        assert!(en.subject.contains("1 item rejected"), "{}", en.subject);
+    }
+
+    #[test]
+    fn eingangs_own_reasons_are_told_in_the_notice_language() {
+        let reject = Reject::BadValue {
+            file: "ls.csv".into(),
+            line: Some("row 7".into()),
+            field: "quantity".into(),
+            value: "zwölf".into(),
+            why: "is not a decimal number".into(),
+        };
+        let item = RejectedItem {
+            reason: reject.to_string(),
+            reject: Some(reject),
+            ..item()
+        };
+        let de = rejected(
+            Language::De,
+            "drop",
+            &item,
+            &Details::default(),
+            &Attached::No,
+        );
+        assert!(
+            de.body
+                .contains("ls.csv: Zeile 7: quantity \"zwölf\" ist keine Dezimalzahl"),
+            "{}",
+            de.body
+        );
+        let en = rejected(
+            Language::En,
+            "drop",
+            &item,
+            &Details::default(),
+            &Attached::No,
+        );
+        assert!(
+            en.body
+                .contains("ls.csv: row 7: quantity \"zwölf\" is not a decimal number"),
+            "{}",
+            en.body
+        );
+        let duplicate = Reject::Duplicate {
+            kind: "delivery note".into(),
+            number: "LS-8".into(),
+            supplier: Some("acme".into()),
+            existing: 3,
+        };
+        assert_eq!(
+            german(&duplicate),
+            "doppelt: Lieferschein LS-8 von acme ist schon als Dokument 3 gespeichert"
         );
     }
 

@@ -481,6 +481,12 @@ impl Store {
                 ),
                 Err(reject) => {
                     let reason = reject.to_string();
+                    // The verdict's parts too, for notices in the admins' language.
+                    tx.prepare_cached("UPDATE items SET reject = ?2 WHERE id = ?1")?
+                        .execute(params![
+                            verdict.item_id,
+                            serde_json::to_string(&reject).expect("a rejection serializes")
+                        ])?;
                     (
                         "rejected",
                         Some(reject.label()),

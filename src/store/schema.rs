@@ -176,6 +176,9 @@ const MIGRATIONS: &[&str] = &[
         bytes BLOB NOT NULL
     );
     CREATE INDEX documents_by_date ON documents(date);",
+    // 10: a rejection's parts (the `Reject` as JSON) beside its English reason, so that a
+    // notice can say it in the admins' language.
+    "ALTER TABLE items ADD COLUMN reject TEXT;",
 ];
 
 /// Brings the schema to the newest version, one transaction per step.
