@@ -287,6 +287,11 @@ fn parse_attachments(
     for document in &mut documents {
         document.set_supplier(route.supplier_name());
     }
-    model::validate(&documents)?;
+    // The one clock of parsing, read per item so that a daemon running for months keeps a
+    // current window; tests fix the day in `limits.today`.
+    let today = limits
+        .today
+        .unwrap_or_else(|| chrono::Local::now().date_naive());
+    model::validate(&documents, today)?;
     Ok(documents)
 }

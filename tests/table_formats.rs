@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use eingang::error::Reject;
 use eingang::format::{Attachment, Limits, Registry, TableFormat, table};
-use eingang::model::{DeliveryNote, Document};
+use eingang::model::{self, DeliveryNote, Document};
 use zip::write::SimpleFileOptions;
 
 fn root() -> &'static Path {
@@ -20,6 +20,11 @@ fn root() -> &'static Path {
 /// The limits eingang runs with, and the real binary as the spreadsheet child.
 fn limits() -> Limits {
     Limits::with_defaults(PathBuf::from(env!("CARGO_BIN_EXE_eingang")))
+}
+
+/// The day the fixtures are validated on.
+fn today() -> chrono::NaiveDate {
+    chrono::NaiveDate::from_ymd_opt(2026, 12, 1).expect("a date")
 }
 
 fn example(name: &str) -> TableFormat {
@@ -155,7 +160,9 @@ fn every_example_fixture_gives_its_expected_output() {
             ) {
                 continue;
             }
-            let result = table::parse(&fixture(supplier, &name), &format, &limits());
+            // Validated as the pipeline does, on a fixed day.
+            let result = table::parse(&fixture(supplier, &name), &format, &limits())
+                .and_then(|documents| model::validate(&documents, today()).map(|()| documents));
             let expected_json = dir.join(format!("{case}.expected.json"));
             let expected_reject = dir.join(format!("{case}.expected-reject.txt"));
             match result {
@@ -175,7 +182,7 @@ fn every_example_fixture_gives_its_expected_output() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 9, "fixtures checked");
+    assert_eq!(checked, 10, "fixtures checked");
 }
 
 #[test]

@@ -17,6 +17,8 @@ pub mod xml;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use chrono::NaiveDate;
+
 use crate::error::Reject;
 use crate::model::Document;
 
@@ -50,6 +52,9 @@ pub struct Limits {
     pub sheet_memory_bytes: u64,
     /// Wall-clock limit of that child.
     pub sheet_timeout: Duration,
+    /// The day dates are validated against (a document dated more than a year after it is
+    /// implausible); `None` is the local date when the item is parsed. Tests set it.
+    pub today: Option<NaiveDate>,
 }
 
 impl Limits {
@@ -64,6 +69,7 @@ impl Limits {
             sheet_reader,
             sheet_memory_bytes: 2 * 1024 * 1024 * 1024,
             sheet_timeout: Duration::from_secs(30),
+            today: None,
         }
     }
 }

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use chrono::NaiveDate;
-use chrono::format::{Item, StrftimeItems};
+use chrono::format::{Item, Numeric, StrftimeItems};
 use encoding_rs::Encoding;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use regex::Regex;
@@ -93,6 +93,7 @@ enum Field {
     Quantity,
     Unit,
     OrderLine,
+    UnitPrice,
     LineTotal,
     SerialNumber,
     Comment,
@@ -117,6 +118,7 @@ impl Field {
             Field::Quantity => "quantity",
             Field::Unit => "unit",
             Field::OrderLine => "order_line",
+            Field::UnitPrice => "unit_price",
             Field::LineTotal => "line_total",
             Field::SerialNumber => "serial_number",
             Field::Comment => "comment",
@@ -523,6 +525,27 @@ fn date_format(format: &str) -> Result<String, String> {
     if StrftimeItems::new(format).any(|item| matches!(item, Item::Error)) {
         return Err(problem());
     }
+    // Without a year no date can be read, and a year alone would leave it to chance whether
+    // the text reads as a plausible one ("24.11." is never a delivery date).
+    let has_year = StrftimeItems::new(format).any(|item| {
+        matches!(
+            item,
+            Item::Numeric(
+                Numeric::Year
+                    | Numeric::YearMod100
+                    | Numeric::IsoYear
+                    | Numeric::IsoYearMod100
+                    | Numeric::Timestamp,
+                _
+            )
+        )
+    });
+    if !has_year {
+        return Err(format!(
+            "date_formats: {format:?} has no year: add %Y (four digits, 2026) or %y (two \
+             digits, 26), e.g. \"%d.%m.%Y\""
+        ));
+    }
     // A date-time sample, so that formats with a time part ("%d.%m.%Y %H:%M") can print it.
     let sample = NaiveDate::from_ymd_opt(2026, 11, 20)
         .and_then(|d| d.and_hms_opt(0, 0, 0))
@@ -652,7 +675,8 @@ pub fn parse(
 #[derive(Default)]
 struct FileNameValues {
     number: Option<String>,
-    date: Option<NaiveDate>,
+    /// The date, with its text as the file name wrote it.
+    date: Option<(NaiveDate, String)>,
     order_ref: Option<String>,
 }
 
@@ -660,6 +684,8 @@ struct FileNameValues {
 struct Note {
     number: String,
     date: Option<NaiveDate>,
+    /// The date's text, when it was read with `date_formats` (not a typed date cell).
+    date_text: Option<String>,
     /// The row that opened the note, named in rejections about the whole note.
     first_row: String,
     order_refs: Vec<String>,
@@ -828,6 +854,7 @@ impl<'a> NoteBuilder<'a> {
         let quantity = self
             .decimal(row, Field::Quantity)?
             .ok_or_else(|| missing("quantity"))?;
+        let unit_price = self.decimal(row, Field::UnitPrice)?;
         let line_total = self.decimal(row, Field::LineTotal)?;
 
         let index = match self.by_number.get(&number) {
@@ -836,7 +863,8 @@ impl<'a> NoteBuilder<'a> {
                 let refs: Vec<String> = self.from_name.order_ref.iter().cloned().collect();
                 self.notes.push(Note {
                     number: number.clone(),
-                    date: self.from_name.date,
+                    date: self.from_name.date.as_ref().map(|(date, _)| *date),
+                    date_text: self.from_name.date.as_ref().map(|(_, text)| text.clone()),
                     first_row: row.label.clone(),
                     seen_refs: refs.iter().cloned().collect(),
                     order_refs: refs,
@@ -847,9 +875,12 @@ impl<'a> NoteBuilder<'a> {
             }
         };
         let note = &mut self.notes[index];
-        if let Some(date) = date {
+        if let Some((date, text)) = date {
             match note.date {
-                None => note.date = Some(date),
+                None => {
+                    note.date = Some(date);
+                    note.date_text = text;
+                }
                 // Rows of one note with two dates mean the grouping column is wrong.
                 Some(earlier) if earlier != date => {
                     return Err(Reject::bad_value(
@@ -891,6 +922,7 @@ impl<'a> NoteBuilder<'a> {
             unit,
             order_ref,
             order_line: row.text(Field::OrderLine),
+            unit_price,
             line_total,
             serial_number: row.text(Field::SerialNumber),
             comment: row.text(Field::Comment),
@@ -921,14 +953,20 @@ impl<'a> NoteBuilder<'a> {
     }
 
     /// A date field: date cells as they are, text and numbers by the format's date formats.
-    fn date(&self, row: &Row, field: Field) -> Result<Option<NaiveDate>, Reject> {
+    /// The text comes with the date when the formats read it, for a rejection that names it.
+    fn date(&self, row: &Row, field: Field) -> Result<Option<(NaiveDate, Option<String>)>, Reject> {
         let Some(cell) = row.cell(field) else {
             return Ok(None);
         };
         let raw = cell.text().unwrap_or("");
         let parsed = match cell {
-            Cell::Date(iso) => NaiveDate::parse_from_str(iso, "%Y-%m-%d").ok(),
-            _ => self.format.parse_date(raw),
+            Cell::Date(iso) => NaiveDate::parse_from_str(iso, "%Y-%m-%d")
+                .ok()
+                .map(|d| (d, None)),
+            _ => self
+                .format
+                .parse_date(raw)
+                .map(|d| (d, Some(raw.to_owned()))),
         };
         parsed.map(Some).ok_or_else(|| {
             Reject::bad_value(
@@ -979,6 +1017,7 @@ impl<'a> NoteBuilder<'a> {
                     order_refs: note.order_refs,
                     lines: note.lines,
                     file: file.to_owned(),
+                    date_text: note.date_text,
                 }))
             })
             .collect()
@@ -1008,11 +1047,18 @@ fn file_name_values(format: &TableFormat, file: &str) -> Result<FileNameValues, 
     let number = capture("number", &patterns.number)?;
     let date = match capture("date", &patterns.date)? {
         None => None,
-        Some(raw) => Some(
-            format
-                .parse_date(&raw)
-                .ok_or_else(|| Reject::bad_value(file, None, "date", &raw, format.date_why()))?,
-        ),
+        Some(raw) => match format.parse_date(&raw) {
+            Some(date) => Some((date, raw)),
+            None => {
+                return Err(Reject::bad_value(
+                    file,
+                    None,
+                    "date",
+                    &raw,
+                    format.date_why(),
+                ));
+            }
+        },
     };
     let order_ref = capture("order_ref", &patterns.order_ref)?;
     Ok(FileNameValues {
@@ -1186,7 +1232,7 @@ mod tests {
         for part in [
             "`delimiter` is only for kind = \"csv\"",
             "decimal and thousands are both ','",
-            "\"%H:%M\" does not hold a whole date",
+            "\"%H:%M\" has no year",
             "\"acme.de\" is neither",
             "position 0 must be 1 or more",
             "columns.quantity is required",
@@ -1230,6 +1276,80 @@ mod tests {
         assert!(
             problem.contains("line 2") && problem.contains("unknown field `delimter`"),
             "{problem}"
+        );
+    }
+
+    #[test]
+    fn a_date_format_without_a_year_is_a_load_error() {
+        for without in ["%d.%m.", "%d.%m", "%m/%d", "%j"] {
+            let problem = date_format(without).unwrap_err();
+            assert_eq!(
+                problem,
+                format!(
+                    "date_formats: {without:?} has no year: add %Y (four digits, 2026) or %y \
+                     (two digits, 26), e.g. \"%d.%m.%Y\""
+                )
+            );
+        }
+        // Half a year is no year either: the century alone does not round-trip.
+        assert!(date_format("%d.%m.%C").is_err());
+        for with in ["%d.%m.%y", "%y%m%d", "%G-W%V-%u", "%Y-%j", "%d.%m.%Y %H:%M"] {
+            assert!(date_format(with).is_ok(), "{with}");
+        }
+    }
+
+    #[test]
+    fn unit_price_and_line_total_are_canonical_decimals() {
+        let f = format(&format!(
+            "{}decimal = \",\"\nthousands = \".\"\n{}unit_price = \"Preis\"\n\
+             line_total = \"Summe\"\n",
+            "kind = \"csv\"\ndelimiter = \";\"\n",
+            "[columns]\nnumber = \"LS\"\ndate = \"Datum\"\nquantity = \"Menge\"\n"
+        ))
+        .unwrap();
+        let header = text_row(&["LS", "Datum", "Menge", "Preis", "Summe"]);
+        let rows = [
+            header.clone(),
+            text_row(&["LS-1", "20.11.2026", "2", "1.234,50", "2.469,00"]),
+            text_row(&["LS-1", "20.11.2026", "1", "", ""]),
+        ];
+        let docs = notes(&f, &rows).unwrap();
+        let lines = &note(&docs[0]).lines;
+        assert_eq!(lines[0].unit_price.unwrap().to_string(), "1234.5");
+        assert_eq!(lines[0].line_total.unwrap().to_string(), "2469");
+        assert_eq!((lines[1].unit_price, lines[1].line_total), (None, None));
+        let json = serde_json::to_value(&docs[0]).unwrap();
+        assert_eq!(json["lines"][0]["unit_price"], "1234.5");
+        assert!(
+            json["lines"][1].get("unit_price").is_none(),
+            "absent is left out"
+        );
+
+        let bad = [header, text_row(&["LS-1", "20.11.2026", "2", "zwölf", ""])];
+        assert_eq!(
+            notes(&f, &bad).unwrap_err().to_string(),
+            "ls.csv: row 2: unit_price \"zwölf\" is not a decimal number"
+        );
+    }
+
+    #[test]
+    fn the_date_text_is_kept_for_the_plausibility_check() {
+        let f = format(MINIMAL).unwrap();
+        let rows = [
+            text_row(&["LS", "Datum", "Menge"]),
+            text_row(&["LS-1", "24.11.26", "1"]),
+        ];
+        let docs = notes(&f, &rows).unwrap();
+        assert_eq!(note(&docs[0]).date, NaiveDate::from_ymd_opt(26, 11, 24));
+        assert_eq!(note(&docs[0]).date_text.as_deref(), Some("24.11.26"));
+        let today = NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+        let reject = crate::model::validate(&docs, today)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            reject
+                .starts_with("ls.csv: date \"24.11.26\" reads as 0026-11-24, before the year 2000"),
+            "{reject}"
         );
     }
 
