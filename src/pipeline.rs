@@ -254,14 +254,24 @@ fn parse_attachments(
     sender: Option<&str>,
     limits: &Limits,
 ) -> Result<Vec<Document>, Reject> {
+    // A ZIP archive's members take its place, each routed like an attachment of its own.
+    let (attachments, empty_archives) = format::archive::expand(attachments, limits)?;
+    ignored.extend(empty_archives);
     let mut documents = Vec::new();
     let mut unrouted = None;
-    for attachment in attachments {
-        let supplier = route.supplier.filter(|s| s.accepts(attachment));
+    for attachment in attachments.iter().map(|a| &**a) {
+        let routed = route.table_supplier(registry, attachment);
+        let supplier = routed.filter(|s| s.accepts(attachment));
         match format::parse(attachment, supplier, limits)? {
-            Parsed::Documents(found) => documents.extend(found),
+            Parsed::Documents(mut found) => {
+                // Tables carry their supplier; standard XML only the sender's (`route`).
+                for document in &mut found {
+                    document.set_supplier(route.standard_supplier());
+                }
+                documents.extend(found);
+            }
             Parsed::Ignored(why) => {
-                if route.supplier.is_none() && format::is_table_file(attachment) {
+                if routed.is_none() && format::is_table_file(attachment) {
                     unrouted.get_or_insert(attachment);
                 }
                 ignored.push(why);
@@ -283,9 +293,6 @@ fn parse_attachments(
             format!("found only {}", ignored.join(", "))
         };
         return Err(Reject::NoDocuments { why });
-    }
-    for document in &mut documents {
-        document.set_supplier(route.supplier_name());
     }
     // The one clock of parsing, read per item so that a daemon running for months keeps a
     // current window; tests fix the day in `limits.today`.

@@ -469,7 +469,7 @@ fn zip_bomb_is_rejected_by_its_declared_size_before_inflating() {
     assert_eq!(
         reject.to_string(),
         "bombe.xlsx: too large: its zip entries declare 2097152 bytes uncompressed; \
-         the limit is 1048576 bytes"
+         the limit is 1048576 bytes (limits.max_inflated_mib)"
     );
 }
 

@@ -228,6 +228,14 @@ impl TableFormat {
             })
     }
 
+    /// Whether this supplier lists an address at exactly this domain (or the domain itself).
+    pub fn lists_domain(&self, domain: &str) -> bool {
+        let domain = domain.trim().to_lowercase();
+        self.senders
+            .iter()
+            .any(|entry| entry.rsplit_once('@').is_some_and(|(_, d)| d == domain))
+    }
+
     /// Whether one of this supplier's file globs matches the name (case-insensitive; only the
     /// last path component counts).
     pub fn matches_file(&self, name: &str) -> bool {
