@@ -1,13 +1,13 @@
 //! Supplier files end to end, through the built binary and a drop folder: ZIP archives opened
 //! (members routed like attachments, bombs and nested archives refused), a source's supplier
-//! binding kept to table files, hints that name the right format file, and implausible dates
-//! rejected.
+//! binding kept to table files, hints that name the right format file, implausible dates
+//! rejected, and overlapping format files refused by `check`.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{Workspace, fixture, opentrans, stderr};
+use support::{Workspace, fixture, opentrans, stderr, stdout};
 
 /// A message from `from` with one base64-encoded attachment of the given type.
 fn message_with(from: &str, name: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
@@ -216,4 +216,40 @@ fn a_two_digit_year_read_with_a_four_digit_format_is_rejected_naming_the_value()
         ),
         "{why}"
     );
+}
+
+#[test]
+fn check_names_both_files_of_an_overlapping_sender_and_glob() {
+    let ws = Workspace::new("");
+    ws.with_format("acme");
+    let copy = std::fs::read_to_string(ws.path("formats/acme.toml"))
+        .unwrap()
+        .replace(
+            "senders = [\"lieferschein@acme-grosshandel.de\", \"@acme-logistik.de\"]",
+            "senders = [\"lieferschein@acme-grosshandel.de\"]",
+        )
+        .replace(
+            "files = [\"lieferschein-*.csv\", \"LS_*.csv\"]",
+            "files = [\"*.csv\"]",
+        );
+    std::fs::write(ws.path("formats/zweitlieferant.toml"), copy).unwrap();
+    let out = ws.run(&["check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(
+            "both list the sender \"lieferschein@acme-grosshandel.de\": a sender belongs to one \
+             supplier"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("the file glob \"lieferschein-*.csv\" in")
+            && text.contains("and \"*.csv\" in")
+            && text.contains("zweitlieferant.toml"),
+        "{text}"
+    );
+    // A broken set of formats keeps sync from working on the wrong supplier.
+    let out = ws.run(&["sync"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }

@@ -653,3 +653,63 @@ fn format_files_with_mistakes_give_clear_load_errors() {
          columns.quantity is required; columns.date (or from_file_name.date) is required"
     );
 }
+
+#[test]
+fn format_files_that_claim_the_same_sender_domain_or_file_are_load_errors_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let columns = "[columns]\nnumber = \"LS\"\ndate = \"Datum\"\nquantity = \"Menge\"\n";
+    let write = |name: &str, head: &str| {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, format!("kind = \"csv\"\n{head}{columns}")).unwrap();
+        path.display().to_string()
+    };
+    let a = write(
+        "a",
+        "senders = [\"ls@acme.de\", \"@lager.de\"]\nfiles = [\"LS_*.csv\", \"we-*.csv\"]\n",
+    );
+    let b = write(
+        "b",
+        "senders = [\"LS@acme.de\", \"@lager.de\"]\nfiles = [\"ls_*.CSV\"]\n",
+    );
+    let c = write(
+        "c",
+        "senders = [\"versand@lager.de\", \"@c.de\"]\nfiles = [\"*-2026.csv\"]\n",
+    );
+    let problems = Registry::load(dir.path()).unwrap_err();
+    let expected = [
+        format!(
+            "formats: {a} and {b} both list the sender \"ls@acme.de\": a sender belongs to one supplier, remove it from one of the files"
+        ),
+        format!(
+            "formats: {a} and {b} both list the domain \"@lager.de\": a sender belongs to one supplier, remove it from one of the files"
+        ),
+        format!(
+            "formats: {a} and {b} both list the file glob \"LS_*.csv\": a file name belongs to one supplier, remove it from one of the files"
+        ),
+        format!(
+            "formats: {a} lists the whole domain \"@lager.de\" and {c} the address \"versand@lager.de\" in it: a message from that address would go to whichever file sorts first; remove the address, or list the domain's addresses one by one"
+        ),
+        format!(
+            "formats: the file glob \"LS_*.csv\" in {a} and \"*-2026.csv\" in {c} both match a name such as \"LS_-2026.csv\": such a file would go to whichever file sorts first; make the globs exclusive"
+        ),
+        format!(
+            "formats: the file glob \"we-*.csv\" in {a} and \"*-2026.csv\" in {c} both match a name such as \"we-2026.csv\": such a file would go to whichever file sorts first; make the globs exclusive"
+        ),
+        format!(
+            "formats: {b} lists the whole domain \"@lager.de\" and {c} the address \"versand@lager.de\" in it: a message from that address would go to whichever file sorts first; remove the address, or list the domain's addresses one by one"
+        ),
+        format!(
+            "formats: the file glob \"ls_*.CSV\" in {b} and \"*-2026.csv\" in {c} both match a name such as \"ls_-2026.CSV\": such a file would go to whichever file sorts first; make the globs exclusive"
+        ),
+    ];
+    assert_eq!(problems, expected);
+
+    // Exclusive files load.
+    std::fs::remove_file(dir.path().join("b.toml")).unwrap();
+    std::fs::remove_file(dir.path().join("c.toml")).unwrap();
+    write(
+        "d",
+        "senders = [\"@d.de\"]\nfiles = [\"LS_[0-9]*.xlsx\", \"lieferung-*.csv\"]\n",
+    );
+    assert!(Registry::load(dir.path()).is_ok());
+}

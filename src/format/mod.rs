@@ -9,6 +9,7 @@ pub mod archive;
 pub mod csv_table;
 pub mod cxml;
 pub mod opentrans;
+mod overlap;
 pub mod standard;
 pub mod table;
 pub mod ubl;
@@ -94,7 +95,8 @@ pub struct Registry {
 
 impl Registry {
     /// Loads every `*.toml` in `dir`. A missing folder is an empty registry (the caller warns);
-    /// every broken file is reported at once.
+    /// every problem is reported at once, one line each: a broken file, two files for one
+    /// supplier, and two files that claim the same sender, domain or file name (`overlap`).
     pub fn load(dir: &Path) -> Result<Registry, Vec<String>> {
         let mut tables = Vec::new();
         let mut problems = Vec::new();
@@ -129,6 +131,7 @@ impl Registry {
                 ));
             }
         }
+        problems.extend(overlap::problems(&tables));
         if problems.is_empty() {
             Ok(Registry {
                 tables,

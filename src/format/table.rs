@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use chrono::NaiveDate;
 use chrono::format::{Item, Numeric, StrftimeItems};
 use encoding_rs::Encoding;
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use globset::{GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +35,8 @@ pub struct TableFormat {
     /// Lowercased addresses and `@domain` entries.
     senders: Vec<String>,
     files: GlobSet,
+    /// The same globs one by one, with their text, for the overlap check across files.
+    file_globs: Vec<GlobMatcher>,
     decimal: char,
     thousands: Option<char>,
     /// 1-based; 0 means the table has no header row.
@@ -228,12 +230,22 @@ impl TableFormat {
             })
     }
 
+    /// The sender entries as listed, lowercased: addresses and `@domain`s.
+    pub fn sender_entries(&self) -> &[String] {
+        &self.senders
+    }
+
     /// Whether this supplier lists an address at exactly this domain (or the domain itself).
     pub fn lists_domain(&self, domain: &str) -> bool {
         let domain = domain.trim().to_lowercase();
         self.senders
             .iter()
             .any(|entry| entry.rsplit_once('@').is_some_and(|(_, d)| d == domain))
+    }
+
+    /// The file globs one by one, case-insensitive, as written.
+    pub fn file_globs(&self) -> &[GlobMatcher] {
+        &self.file_globs
     }
 
     /// Whether one of this supplier's file globs matches the name (case-insensitive; only the
@@ -315,7 +327,8 @@ impl TableFormat {
             .iter()
             .filter_map(|s| noted(&mut problems, sender(s)))
             .collect();
-        let files = noted(&mut problems, globs(&raw.files)).unwrap_or_else(GlobSet::empty);
+        let (files, file_globs) = noted(&mut problems, globs(&raw.files))
+            .unwrap_or_else(|| (GlobSet::empty(), Vec::new()));
         let decimal = noted(&mut problems, separator("decimal", raw.decimal)).flatten();
         let decimal = decimal.unwrap_or('.');
         let thousands = noted(&mut problems, separator("thousands", raw.thousands)).flatten();
@@ -394,6 +407,7 @@ impl TableFormat {
             kind,
             senders,
             files,
+            file_globs,
             decimal,
             thousands,
             header_row,
@@ -508,12 +522,14 @@ fn sender(raw: &str) -> Result<String, String> {
     }
 }
 
-fn globs(patterns: &[String]) -> Result<GlobSet, String> {
+fn globs(patterns: &[String]) -> Result<(GlobSet, Vec<GlobMatcher>), String> {
     let mut set = GlobSetBuilder::new();
+    let mut one_by_one = Vec::new();
     let mut problems = Vec::new();
     for pattern in patterns {
         match GlobBuilder::new(pattern).case_insensitive(true).build() {
             Ok(glob) => {
+                one_by_one.push(glob.compile_matcher());
                 set.add(glob);
             }
             Err(e) => problems.push(format!("files: {pattern:?}: {}", e.kind())),
@@ -522,7 +538,8 @@ fn globs(patterns: &[String]) -> Result<GlobSet, String> {
     if !problems.is_empty() {
         return Err(problems.join("; "));
     }
-    set.build().map_err(|e| format!("files: {e}"))
+    let set = set.build().map_err(|e| format!("files: {e}"))?;
+    Ok((set, one_by_one))
 }
 
 /// A chrono format that can print and read back a date.
