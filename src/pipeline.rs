@@ -231,6 +231,7 @@ fn documents_of(
         item.origin.file_name.as_deref(),
         forced,
     );
+    let mut read_by = None;
     let result = parse_attachments(
         &attachments,
         skipped,
@@ -238,9 +239,11 @@ fn documents_of(
         registry,
         envelope.sender.as_deref(),
         limits,
+        &mut read_by,
     );
     Parse {
-        supplier: route.supplier_name().map(str::to_owned),
+        // A ZIP member may have found a supplier that the item's own name did not.
+        supplier: read_by.or_else(|| route.supplier_name().map(str::to_owned)),
         envelope,
         result,
     }
@@ -253,6 +256,7 @@ fn parse_attachments(
     registry: &Registry,
     sender: Option<&str>,
     limits: &Limits,
+    read_by: &mut Option<String>,
 ) -> Result<Vec<Document>, Reject> {
     // A ZIP archive's members take its place, each routed like an attachment of its own.
     let (attachments, empty_archives) = format::archive::expand(attachments, limits)?;
@@ -262,6 +266,13 @@ fn parse_attachments(
     for attachment in attachments.iter().map(|a| &**a) {
         let routed = route.table_supplier(registry, attachment);
         let supplier = routed.filter(|s| s.accepts(attachment));
+        // The first supplier whose table format takes an attachment is the item's.
+        if let Some(format) = supplier
+            && read_by.is_none()
+            && format::is_table_file(attachment)
+        {
+            *read_by = Some(format.name.clone());
+        }
         match format::parse(attachment, supplier, limits)? {
             Parsed::Documents(mut found) => {
                 // Tables carry their supplier; standard XML only the sender's (`route`).

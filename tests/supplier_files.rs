@@ -94,6 +94,11 @@ fn zip_members_in_a_drop_folder_are_routed_by_their_own_names_and_one_bad_member
         ws.query_i64("SELECT COUNT(*) FROM outbox WHERE kind = 'rejected'"),
         1
     );
+    // Both items are acme's, found by their members' names: the notice says so.
+    assert_eq!(
+        ws.query_i64("SELECT COUNT(*) FROM items WHERE supplier = 'acme'"),
+        2
+    );
 }
 
 #[test]
