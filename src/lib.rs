@@ -31,8 +31,10 @@
 //! - `extract` (2): MIME → attachments, nested `message/rfc822` too, raw bytes kept.
 //! - `format` (3): bytes → documents: `standard` (which standard, by content) with `xml`,
 //!   `cxml`, `opentrans`, `ubl`; `table`, `csv_table`, `xlsx_table` for supplier formats from
-//!   TOML.
-//! - `model` (4): the document types, canonical decimals, validation.
+//!   TOML, `overlap` for two of them claiming one sender or file name; `archive` for ZIP
+//!   containers (the pre-scan of workbooks and ZIP attachments, members as attachments).
+//! - `model` (4): the document types, canonical decimals, validation (dates in a plausible
+//!   window against a `today` passed in).
 //! - `store` (5): the SQLite ledger: items with their outcome and place, documents, lines,
 //!   outbox, source health (`source_state`), migrations; `store::ledger` reads it for people
 //!   (`eingang items`, the admin page).

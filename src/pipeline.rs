@@ -252,6 +252,7 @@ fn documents_of(
         item.origin.file_name.as_deref(),
         forced,
     );
+    let mut read_by = None;
     let result = parse_attachments(
         &attachments,
         skipped,
@@ -259,9 +260,11 @@ fn documents_of(
         registry,
         envelope.sender.as_deref(),
         limits,
+        &mut read_by,
     );
     Parse {
-        supplier: route.supplier_name().map(str::to_owned),
+        // A ZIP member may have found a supplier that the item's own name did not.
+        supplier: read_by.or_else(|| route.supplier_name().map(str::to_owned)),
         envelope,
         result,
     }
@@ -274,15 +277,33 @@ fn parse_attachments(
     registry: &Registry,
     sender: Option<&str>,
     limits: &Limits,
+    read_by: &mut Option<String>,
 ) -> Result<Vec<Document>, Reject> {
+    // A ZIP archive's members take its place, each routed like an attachment of its own.
+    let (attachments, empty_archives) = format::archive::expand(attachments, limits)?;
+    ignored.extend(empty_archives);
     let mut documents = Vec::new();
     let mut unrouted = None;
-    for attachment in attachments {
-        let supplier = route.supplier.filter(|s| s.accepts(attachment));
+    for attachment in attachments.iter().map(|a| &**a) {
+        let routed = route.table_supplier(registry, attachment);
+        let supplier = routed.filter(|s| s.accepts(attachment));
+        // The first supplier whose table format takes an attachment is the item's.
+        if let Some(format) = supplier
+            && read_by.is_none()
+            && format::is_table_file(attachment)
+        {
+            *read_by = Some(format.name.clone());
+        }
         match format::parse(attachment, supplier, limits)? {
-            Parsed::Documents(found) => documents.extend(found),
+            Parsed::Documents(mut found) => {
+                // Tables carry their supplier; standard XML only the sender's (`route`).
+                for document in &mut found {
+                    document.set_supplier(route.standard_supplier());
+                }
+                documents.extend(found);
+            }
             Parsed::Ignored(why) => {
-                if route.supplier.is_none() && format::is_table_file(attachment) {
+                if routed.is_none() && format::is_table_file(attachment) {
                     unrouted.get_or_insert(attachment);
                 }
                 ignored.push(why);
@@ -305,9 +326,11 @@ fn parse_attachments(
         };
         return Err(Reject::NoDocuments { why });
     }
-    for document in &mut documents {
-        document.set_supplier(route.supplier_name());
-    }
-    model::validate(&documents)?;
+    // The one clock of parsing, read per item so that a daemon running for months keeps a
+    // current window; tests fix the day in `limits.today`.
+    let today = limits
+        .today
+        .unwrap_or_else(|| chrono::Local::now().date_naive());
+    model::validate(&documents, today)?;
     Ok(documents)
 }

@@ -892,7 +892,7 @@ fn insert_lines(conn: &Connection, document_id: i64, document: &Document) -> rus
                     text(l.quantity),
                     l.manufacturer_part_id,
                     l.unit,
-                    None::<String>,
+                    text(l.unit_price),
                     text(l.line_total),
                     l.order_ref,
                     l.order_line,
