@@ -1,7 +1,7 @@
 //! A real DNS server for the sender-authenticity tests: a private dnsmasq on a free loopback
-//! port, with no upstream (`--no-resolv --no-hosts`), authoritative for `example` so that every
-//! name it was not given is NXDOMAIN, serving the TXT records a test binary needs (DKIM keys,
-//! DMARC policies). It runs in the foreground (`-k`) under a small `sh` watcher that kills it
+//! port, with no upstream (`--no-resolv --no-hosts`), answering every name itself (`--local=/#/`)
+//! so that every name it was not given is NXDOMAIN and no query ever leaves the machine,
+//! serving the TXT records a test binary needs (DKIM keys, DMARC policies). It runs in the foreground (`-k`) under a small `sh` watcher that kills it
 //! when its stdin closes, which happens when the test binary exits, however it exits
 //! (`PR_SET_PDEATHSIG` does not do here: dnsmasq changes its credentials at start, and that
 //! clears the death signal). An owned one is also stopped on drop. Also here: a "server" that
@@ -107,7 +107,7 @@ impl Dnsmasq {
             .arg(format!("--port={port}"))
             .arg("--listen-address=127.0.0.1")
             .arg("--bind-interfaces")
-            .arg("--local=/example/")
+            .arg("--local=/#/")
             .arg(format!(
                 "--pid-file={}",
                 dir.path().join("dnsmasq.pid").display()
