@@ -204,13 +204,17 @@ async fn watch_source(source: &Source, intake: &Intake, stop: &Stop) {
     let mut last_start: Option<chrono::NaiveDateTime> = None;
     // An `idle` source looks at its inbox right away; the others keep to their schedule.
     let mut first = matches!(source.config.schedule, Schedule::Idle);
+    // Messages left in the inbox until DNS answers are looked at again when due, whatever the
+    // schedule says.
+    let mut retry_at: Option<String> = None;
     loop {
         if !first {
             let now = chrono::Local::now().naive_local();
             let next = source.config.schedule.next_after(now, last_start);
+            let retry = retry_at.take().map(|at| time_until(&at));
             tokio::select! {
                 () = stop.wait() => return,
-                () = wait(source, next, now) => {}
+                () = wait(source, next, now, retry) => {}
             }
         }
         first = false;
@@ -220,6 +224,7 @@ async fn watch_source(source: &Source, intake: &Intake, stop: &Stop) {
         last_start = Some(chrono::Local::now().naive_local());
         let pass = source.pass(intake, stop, Mode::Daemon).await;
         let report = &pass.report;
+        retry_at.clone_from(&report.retry_at);
         if report.made_progress() {
             tracing::info!(source = %source.name(), imported = report.imported, rejected = report.rejected, "pass done");
         }
@@ -241,12 +246,31 @@ async fn watch_source(source: &Source, intake: &Intake, stop: &Stop) {
     }
 }
 
-/// Waits for the next pass: news (or the rescan interval) for `idle`, else the schedule.
-async fn wait(source: &Source, next: Option<chrono::NaiveDateTime>, now: chrono::NaiveDateTime) {
+/// Waits for the next pass: news (or the rescan interval) for `idle`, else the schedule; at
+/// most `retry` (messages left in the inbox are due then).
+async fn wait(
+    source: &Source,
+    next: Option<chrono::NaiveDateTime>,
+    now: chrono::NaiveDateTime,
+    retry: Option<Duration>,
+) {
+    let capped = |d: Duration| retry.map_or(d, |r| d.min(r));
     match (&source.config.schedule, next) {
-        (Schedule::Idle, _) | (_, None) => source.wait_for_news(idle_limit(source)).await,
-        (_, Some(at)) => tokio::time::sleep((at - now).to_std().unwrap_or_default()).await,
+        (Schedule::Idle, _) | (_, None) => source.wait_for_news(capped(idle_limit(source))).await,
+        (_, Some(at)) => tokio::time::sleep(capped((at - now).to_std().unwrap_or_default())).await,
     }
+}
+
+/// How long until an RFC 3339 time (zero if it is past or unreadable).
+fn time_until(at: &str) -> Duration {
+    chrono::DateTime::parse_from_rfc3339(at)
+        .ok()
+        .and_then(|at| {
+            (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+                .to_std()
+                .ok()
+        })
+        .unwrap_or_default()
 }
 
 /// Up to a quarter more or less, so that many daemons do not retry in step.

@@ -123,6 +123,15 @@ const MIGRATIONS: &[&str] = &[
         updated_at TEXT NOT NULL,
         needs_login TEXT
     );",
+    // 6: sender authenticity (auth/). The verdict about a message's sender, as JSON, taken at
+    // first sight and kept for a reprocess; a message left in its inbox because DNS failed
+    // (its supplier requires authentication) is "not decided" until `deferred_until`, its
+    // tries counted apart from the crash attempts; and who sent each document (an
+    // authenticated domain, or the source a file came from), for conflicts and cXML updates.
+    "ALTER TABLE items ADD COLUMN sender_auth TEXT;
+    ALTER TABLE items ADD COLUMN deferred_until TEXT;
+    ALTER TABLE items ADD COLUMN deferrals INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE documents ADD COLUMN sender_identity TEXT;",
 ];
 
 /// Brings the schema to the newest version, one transaction per step.
