@@ -808,6 +808,113 @@ mod tests {
         );
     }
 
+    fn verdict(status: crate::auth::Status) -> crate::auth::Verdict {
+        crate::auth::Verdict {
+            status,
+            from_domain: Some("acme-neu.de".into()),
+            aligned_domain: None,
+            policy: None,
+            decided_by: crate::auth::DecidedBy::Eingang,
+            authserv_id: None,
+            text: "dkim=none, dmarc=fail (p=reject) header.from=acme-neu.de".into(),
+        }
+    }
+
+    #[test]
+    fn a_message_shows_its_sender_verdict_and_a_conflict_says_whether_it_can_replace() {
+        use crate::auth::Status;
+        let conflict = |status| RejectedItem {
+            label: Some("conflict".into()),
+            reason: "duplicate delivery note LS-1 from another sender: …".into(),
+            sender_auth: Some(verdict(status)),
+            ..item()
+        };
+        let mail = rejected(
+            Language::De,
+            "mail",
+            &conflict(Status::Fail),
+            &Details::default(),
+            &Attached::Untrusted,
+        );
+        assert!(
+            mail.body.contains(
+                "Echtheit:    nicht bestätigt: fail (dkim=none, dmarc=fail (p=reject) header.from=acme-neu.de)"
+            ),
+            "{}",
+            mail.body
+        );
+        assert!(mail.subject.contains("Konflikt"), "{}", mail.subject);
+        assert!(
+            mail.body
+                .contains("kann das gespeicherte Dokument nicht ersetzen")
+        );
+        assert!(!mail.body.contains("reprocess"), "{}", mail.body);
+        let mail = rejected(
+            Language::En,
+            "mail",
+            &conflict(Status::Pass),
+            &Details::default(),
+            &Attached::No,
+        );
+        assert!(
+            mail.body.contains("Sender auth: authenticated: pass"),
+            "{}",
+            mail.body
+        );
+        assert!(
+            mail.body.contains("it takes the stored one's place"),
+            "{}",
+            mail.body
+        );
+        assert!(mail.body.contains("eingang reprocess 42"), "{}", mail.body);
+        // A file has no sender to check: no such line.
+        let file = RejectedItem {
+            is_message: false,
+            ..conflict(Status::Pass)
+        };
+        let mail = rejected(
+            Language::En,
+            "drop",
+            &file,
+            &Details::default(),
+            &Attached::No,
+        );
+        assert!(!mail.body.contains("Sender auth"), "{}", mail.body);
+        assert!(mail.body.contains("eingang reprocess 42"), "{}", mail.body);
+    }
+
+    #[test]
+    fn an_unauthenticated_sender_is_told_not_to_be_trusted() {
+        let forged = RejectedItem {
+            label: Some("sender not authenticated".into()),
+            reason: "sender not authenticated: DMARC fails for acme-neu.de, which publishes p=reject (…)".into(),
+            sender_auth: Some(verdict(crate::auth::Status::Fail)),
+            ..item()
+        };
+        let mail = rejected(
+            Language::De,
+            "mail",
+            &forged,
+            &Details::default(),
+            &Attached::Untrusted,
+        );
+        assert!(
+            mail.subject.contains("Absender nicht bestätigt"),
+            "{}",
+            mail.subject
+        );
+        assert!(
+            mail.body.contains("Den Inhalt nicht verwenden"),
+            "{}",
+            mail.body
+        );
+        assert!(
+            mail.body.contains("ihr Absender ist nicht bestätigt"),
+            "{}",
+            mail.body
+        );
+    }
+
     #[test]
     fn a_summary_lists_every_item_and_one_reprocess_command() {
         let items: Vec<RejectedItem> = (1..=3)
