@@ -565,6 +565,16 @@ fn sync(config: &Config, only: Option<&str>, embedded: bool) -> Result<i32> {
             eprintln!("error: source {}: {}", source.name(), escape::text(&e));
             code = 1;
         }
+        // Not handled: neither archived nor filed as error, but waiting for DNS (transient),
+        // so not exit 0; the source itself is fine.
+        if report.deferred > 0 {
+            eprintln!(
+                "error: source {}: {} message(s) left in the inbox: their sender could not be checked (DNS failed) and their supplier requires authentication; tried again on the next run",
+                source.name(),
+                report.deferred
+            );
+            code = 1;
+        }
     }
     // A one-shot run tells people too, within a bound: notices left over wait in the outbox
     // for the next run.
