@@ -143,6 +143,12 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         .skip(usize::try_from(current).unwrap_or(0))
     {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // Another process opening the same new store (`run`, and a `status` beside it) may
+        // have taken this step while this one waited for the write lock.
+        let now: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if now > version as i64 {
+            continue;
+        }
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", version as i64 + 1)?;
         tx.commit()?;
