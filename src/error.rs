@@ -95,6 +95,48 @@ pub enum Reject {
         /// The stored document's id.
         existing: i64,
     },
+    /// A document whose business key is already stored, where the two did not come from the
+    /// same known sender (another sender, or one of them not authenticated): which one is
+    /// genuine is for a person to say. `detail` says what was stored first, from whom, whether
+    /// it was authenticated, and how to replace it.
+    #[error("duplicate {kind} {number}{} from another sender: {detail}", supplier_suffix(.supplier))]
+    Conflict {
+        /// `delivery note` or `order`.
+        kind: String,
+        /// The number (or payloadID).
+        number: String,
+        /// The supplier, when known.
+        supplier: Option<String>,
+        /// The stored document's id.
+        existing: i64,
+        /// The account of both documents and the way to replace the stored one.
+        detail: String,
+    },
+    /// The message's sender is not authenticated as its supplier's `authenticate` setting
+    /// asks; `reason` starts with `sender not authenticated` (CONTRACT.md).
+    #[error("{reason}")]
+    SenderNotAuthenticated {
+        /// The reason, from `auth::decide`.
+        reason: String,
+    },
+    /// A cXML update or delete from another sender than the order it changes.
+    #[error(
+        "{operation} of order {number}{} not accepted: an update or delete is accepted only from \
+         the sender of the order it changes; {detail}",
+        supplier_suffix(.supplier)
+    )]
+    NotOriginalSender {
+        /// `update` or `delete`.
+        operation: String,
+        /// The orderID.
+        number: String,
+        /// The supplier, when known.
+        supplier: Option<String>,
+        /// The stored order's id.
+        existing: i64,
+        /// Who sent the order, and who sent this.
+        detail: String,
+    },
     /// Identical bytes were already imported.
     #[error("already imported: the same file arrived before as item {existing}")]
     AlreadyImported {
@@ -148,6 +190,9 @@ impl Reject {
             Reject::UnknownFile { .. } => "unknown file",
             Reject::NoDocuments { .. } => "no document",
             Reject::Duplicate { .. } => "duplicate",
+            Reject::Conflict { .. } => "conflict",
+            Reject::SenderNotAuthenticated { .. } => "sender not authenticated",
+            Reject::NotOriginalSender { .. } => "not the original sender",
             Reject::AlreadyImported { .. } => "already imported",
             Reject::Poison { .. } => "crashed the parser",
             Reject::OwnNotice { .. } => "own notice",

@@ -54,11 +54,13 @@ fn workspace(user: &str, reach: &Reach<'_>, extra: &str) -> Workspace {
     std::fs::write(ws.path("ca.pem"), &reach.ca).expect("ca");
     std::fs::write(ws.path("password"), format!("{PASSWORD}\n")).expect("password");
     let config = format!(
-        "formats = \"formats\"\n[store]\npath = \"eingang.db\"\n\
+        "formats = \"formats\"\n[store]\npath = \"eingang.db\"\n{}\
          [[source]]\nname = \"mail\"\nkind = \"imap\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"{}\"\n\
          ca_file = \"ca.pem\"\nuser = \"{user}\"\npassword_file = \"password\"\n\
          inbox = \"Lieferscheine/Eingang\"\narchive = \"Lieferscheine/Archiv\"\nerror = \"Lieferscheine/Rückläufer\"\n{extra}",
-        reach.port, reach.tls
+        support::dns_section(),
+        reach.port,
+        reach.tls
     );
     std::fs::write(ws.path("eingang.toml"), config).expect("config");
     ws

@@ -151,6 +151,9 @@ pub fn label(lang: Language, label: Option<&str>) -> String {
         "unknown file" => "unbekannter Dateiname",
         "no document" => "kein Dokument gefunden",
         "duplicate" => "Duplikat",
+        "conflict" => "Konflikt mit einem gespeicherten Dokument",
+        "sender not authenticated" => "Absender nicht bestätigt",
+        "not the original sender" => "nicht vom Absender der Bestellung",
         "already imported" => "schon importiert",
         "crashed the parser" => "bringt eingang zum Absturz",
         _ => "abgelehnt",
@@ -279,6 +282,36 @@ fn german_why(why: &str) -> String {
         .fold(why.to_owned(), |text, (en, de)| text.replace(en, de))
 }
 
+/// The verdict about a message's sender in words: `bestätigt (dkim=pass header.d=…, dmarc=pass)`.
+fn sender_check(lang: Language, verdict: &crate::auth::Verdict) -> String {
+    use crate::auth::Status;
+    let word = match (verdict.status, lang) {
+        (Status::Pass, Language::De) => "bestätigt",
+        (Status::Fail, Language::De) => "nicht bestätigt",
+        (Status::None, Language::De) => "nicht prüfbar (die Domain veröffentlicht nichts dazu)",
+        (Status::TempError, Language::De) => "nicht geprüft (DNS hat nicht geantwortet)",
+        (Status::Pass, Language::En) => "authenticated",
+        (Status::Fail, Language::En) => "not authenticated",
+        (Status::None, Language::En) => "nothing to check it by (the domain publishes nothing)",
+        (Status::TempError, Language::En) => "not checked (DNS did not answer)",
+    };
+    format!(
+        "{word}: {} ({})",
+        verdict.status,
+        short(&verdict.text, 2 * QUOTED_CHARS)
+    )
+}
+
+/// Whether a new try of this item can replace the stored document it conflicts with: its
+/// sender is known (an authenticated message, or a file of a source).
+fn can_replace(item: &RejectedItem) -> bool {
+    !item.is_message
+        || item
+            .sender_auth
+            .as_ref()
+            .is_some_and(|v| v.status == crate::auth::Status::Pass)
+}
+
 /// How people recognize the item: a message's subject, else its file name, else where it was.
 fn what(item: &RejectedItem) -> String {
     item.subject
@@ -346,6 +379,7 @@ pub fn rejected(
             [
                 "Grund",
                 "Absender",
+                "Echtheit",
                 "Betreff",
                 "Message-ID",
                 "Datum",
@@ -364,6 +398,7 @@ pub fn rejected(
             [
                 "Reason",
                 "Sender",
+                "Sender auth",
                 "Subject",
                 "Message-ID",
                 "Date",
@@ -389,6 +424,10 @@ pub fn rejected(
     let values = [
         one_line(&reason(lang, item)),
         words(item.sender.as_deref()),
+        item.sender_auth
+            .as_ref()
+            .map(|v| sender_check(lang, v))
+            .unwrap_or_else(|| none.clone()),
         item.subject
             .as_deref()
             .map(|s| format!("{} {theirs}", quoted(s)))
@@ -410,7 +449,15 @@ pub fn rejected(
         if !item.is_message
             && matches!(
                 *name,
-                "Absender" | "Sender" | "Betreff" | "Subject" | "Message-ID" | "Datum" | "Date"
+                "Absender"
+                    | "Sender"
+                    | "Echtheit"
+                    | "Sender auth"
+                    | "Betreff"
+                    | "Subject"
+                    | "Message-ID"
+                    | "Datum"
+                    | "Date"
             )
         {
             continue; // a file has no envelope
@@ -488,6 +535,44 @@ fn advice(lang: Language, item: &RejectedItem) -> String {
                 format_file.unwrap_or_else(|| "the supplier's format file in formats/".to_owned())
             ),
             true,
+        ),
+        ("sender not authenticated", Language::De) => (
+            format!(
+                "Den Inhalt nicht verwenden: es ist nicht bestätigt, dass die Nachricht vom Lieferanten stammt (sie kann gefälscht sein). Ist sie doch echt, muss der Mailserver des Lieferanten sie mit DKIM für seine Domain signieren; ist die Einstellung `authenticate` in {} zu streng, sie dort ändern. Eine neue Verarbeitung behält das gespeicherte Prüfergebnis.",
+                format_file.unwrap_or_else(|| "der Formatdatei des Lieferanten in formats/".to_owned())
+            ),
+            true,
+        ),
+        ("sender not authenticated", Language::En) => (
+            format!(
+                "Do not use its content: nothing confirms that the message comes from the supplier (it may be forged). If it is genuine after all, the supplier's mail server must sign it with DKIM for its domain; if the `authenticate` setting in {} is too strict, change it there. A new try keeps the stored verdict.",
+                format_file.unwrap_or_else(|| "the supplier's format file in formats/".to_owned())
+            ),
+            true,
+        ),
+        ("conflict", Language::De) if can_replace(item) => (
+            "Mit dem Lieferanten klären, welches der beiden Dokumente echt ist; das zuerst gespeicherte ist womöglich schon weitergegeben (Warenwirtschaft prüfen). Ist das gespeicherte falsch, diese Lieferung neu verarbeiten: sie tritt an seine Stelle, das alte bleibt als ersetzt gespeichert.".to_owned(),
+            true,
+        ),
+        ("conflict", Language::En) if can_replace(item) => (
+            "Ask the supplier which of the two documents is genuine; the one stored first may have been passed on already (check the ERP). If the stored one is false, run this item again: it takes the stored one's place, which stays in the store, marked as superseded.".to_owned(),
+            true,
+        ),
+        ("conflict", Language::De) => (
+            "Der Absender dieser Lieferung ist nicht bestätigt: sie kann das gespeicherte Dokument nicht ersetzen und ist womöglich eine Fälschung. Ist sie echt, den Lieferanten bitten, sie signiert (DKIM) noch einmal zu schicken, und mit ihm klären, welches Dokument gilt.".to_owned(),
+            false,
+        ),
+        ("conflict", Language::En) => (
+            "The sender of this item is not authenticated: it cannot replace the stored document, and it may be a forgery. If it is genuine, ask the supplier to send it again signed (DKIM), and settle with them which document counts.".to_owned(),
+            false,
+        ),
+        ("not the original sender", Language::De) => (
+            "Eine Änderung oder Stornierung wird nur vom Absender der Bestellung angenommen; diese kann gefälscht sein. Kommt sie wirklich vom Besteller, ihn bitten, sie auf demselben Weg zu schicken wie die Bestellung.".to_owned(),
+            false,
+        ),
+        ("not the original sender", Language::En) => (
+            "An update or a cancellation is taken only from the sender of the order; this one may be forged. If it really comes from the buyer, ask them to send it the same way as the order.".to_owned(),
+            false,
         ),
         ("duplicate" | "already imported", Language::De) => (
             "Nichts zu tun, wenn der Lieferant dasselbe Dokument noch einmal geschickt hat: es ist schon gespeichert. Trägt ein anderes Dokument dieselbe Nummer, mit dem Lieferanten klären.".to_owned(),
@@ -594,7 +679,10 @@ pub fn summary(lang: Language, source: &str, items: &[RejectedItem], window: Dur
         let from = item
             .sender
             .as_deref()
-            .map(|s| format!(" ({})", one_line(s)))
+            .map(|s| match &item.sender_auth {
+                Some(v) => format!(" ({}, {})", one_line(s), v.status),
+                None => format!(" ({})", one_line(s)),
+            })
             .unwrap_or_default();
         let _ = writeln!(
             body,
@@ -873,6 +961,7 @@ mod tests {
             received_at: "2026-11-20T09:00:00.000Z".into(),
             size: 1234,
             reject: None,
+            sender_auth: None,
         }
     }
 
@@ -954,6 +1043,113 @@ mod tests {
         assert!(
             !mail.body.contains("reprocess"),
             "a duplicate needs no new try: {}",
+            mail.body
+        );
+    }
+
+    fn verdict(status: crate::auth::Status) -> crate::auth::Verdict {
+        crate::auth::Verdict {
+            status,
+            from_domain: Some("acme-neu.de".into()),
+            aligned_domain: None,
+            policy: None,
+            decided_by: crate::auth::DecidedBy::Eingang,
+            authserv_id: None,
+            text: "dkim=none, dmarc=fail (p=reject) header.from=acme-neu.de".into(),
+        }
+    }
+
+    #[test]
+    fn a_message_shows_its_sender_verdict_and_a_conflict_says_whether_it_can_replace() {
+        use crate::auth::Status;
+        let conflict = |status| RejectedItem {
+            label: Some("conflict".into()),
+            reason: "duplicate delivery note LS-1 from another sender: …".into(),
+            sender_auth: Some(verdict(status)),
+            ..item()
+        };
+        let mail = rejected(
+            Language::De,
+            "mail",
+            &conflict(Status::Fail),
+            &Details::default(),
+            &Attached::Untrusted,
+        );
+        assert!(
+            mail.body.contains(
+                "Echtheit:    nicht bestätigt: fail (dkim=none, dmarc=fail (p=reject) header.from=acme-neu.de)"
+            ),
+            "{}",
+            mail.body
+        );
+        assert!(mail.subject.contains("Konflikt"), "{}", mail.subject);
+        assert!(
+            mail.body
+                .contains("kann das gespeicherte Dokument nicht ersetzen")
+        );
+        assert!(!mail.body.contains("reprocess"), "{}", mail.body);
+        let mail = rejected(
+            Language::En,
+            "mail",
+            &conflict(Status::Pass),
+            &Details::default(),
+            &Attached::No,
+        );
+        assert!(
+            mail.body.contains("Sender auth: authenticated: pass"),
+            "{}",
+            mail.body
+        );
+        assert!(
+            mail.body.contains("it takes the stored one's place"),
+            "{}",
+            mail.body
+        );
+        assert!(mail.body.contains("eingang reprocess 42"), "{}", mail.body);
+        // A file has no sender to check: no such line.
+        let file = RejectedItem {
+            is_message: false,
+            ..conflict(Status::Pass)
+        };
+        let mail = rejected(
+            Language::En,
+            "drop",
+            &file,
+            &Details::default(),
+            &Attached::No,
+        );
+        assert!(!mail.body.contains("Sender auth"), "{}", mail.body);
+        assert!(mail.body.contains("eingang reprocess 42"), "{}", mail.body);
+    }
+
+    #[test]
+    fn an_unauthenticated_sender_is_told_not_to_be_trusted() {
+        let forged = RejectedItem {
+            label: Some("sender not authenticated".into()),
+            reason: "sender not authenticated: DMARC fails for acme-neu.de, which publishes p=reject (…)".into(),
+            sender_auth: Some(verdict(crate::auth::Status::Fail)),
+            ..item()
+        };
+        let mail = rejected(
+            Language::De,
+            "mail",
+            &forged,
+            &Details::default(),
+            &Attached::Untrusted,
+        );
+        assert!(
+            mail.subject.contains("Absender nicht bestätigt"),
+            "{}",
+            mail.subject
+        );
+        assert!(
+            mail.body.contains("Den Inhalt nicht verwenden"),
+            "{}",
+            mail.body
+        );
+        assert!(
+            mail.body.contains("ihr Absender ist nicht bestätigt"),
+            "{}",
             mail.body
         );
     }
