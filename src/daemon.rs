@@ -436,10 +436,10 @@ async fn watch_source(
     let mut last_start: Option<chrono::NaiveDateTime> = None;
     // An `idle` source looks at its inbox right away; the others keep to their schedule.
     let mut first = matches!(source.config.schedule, Schedule::Idle);
-    // Once per start: does the archive hold items the store does not know?
-    if let Err(e) = source.audit(intake).await {
-        tracing::warn!(source = %source.name(), error = %e, "cannot look through the archive for items the store does not know");
-    }
+    // Once per start, after the first pass that went through (so that what a crash left
+    // between move and record is recorded first): does the archive hold items the store does
+    // not know?
+    let mut audited = false;
     // Messages left in the inbox until DNS answers are looked at again when due, whatever the
     // schedule says.
     let mut retry_at: Option<String> = None;
@@ -482,6 +482,12 @@ async fn watch_source(
         }
         let error = pass.result.err().map(|e| e.to_string());
         intake.record_pass(source.name(), error.clone()).await;
+        if !audited && error.is_none() {
+            audited = true;
+            if let Err(e) = source.audit(intake).await {
+                tracing::warn!(source = %source.name(), error = %e, "cannot look through the archive for items the store does not know");
+            }
+        }
         for request in waiting {
             let _ = request.reply.send((report.clone(), error.clone()));
         }
