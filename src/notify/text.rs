@@ -206,10 +206,12 @@ fn german(reject: &Reject) -> String {
         Reject::Unsupported { file, why } => format!("{file}: {}", german_why(why)),
         Reject::TooLarge { file, why } => format!("{file}: zu groß: {why}"),
         Reject::UnknownSender { sender, file, hint } => format!(
-            "unbekannter Absender {sender} für {file}: {sender:?} unter `senders` in {hint} eintragen"
+            "unbekannter Absender {sender} für {file}: {sender:?} unter `senders` in {} eintragen",
+            german_hint(hint)
         ),
         Reject::UnknownFile { file, hint } => format!(
-            "kein Lieferantenformat passt zum Dateinamen {file}: ein Muster dafür unter `files` in {hint} eintragen"
+            "kein Lieferantenformat passt zum Dateinamen {file}: ein Muster dafür unter `files` in {} eintragen",
+            german_hint(hint)
         ),
         Reject::NoDocuments { why } => {
             format!(
@@ -245,6 +247,11 @@ fn german(reject: &Reject) -> String {
 }
 
 /// eingang's own phrases in a reason, in German; anything else (a library's words) as it is.
+/// The format file a hint names, with its English remark in German.
+fn german_hint(hint: &str) -> String {
+    hint.replace("(a new supplier file)", "(neue Lieferantendatei)")
+}
+
 fn german_why(why: &str) -> String {
     const PHRASES: &[(&str, &str)] = &[
         ("is not a decimal number", "ist keine Dezimalzahl"),

@@ -53,6 +53,8 @@ pub struct Web {
 
 struct Shared {
     hash: Option<String>,
+    /// The configured connectors: name and kind.
+    connectors: Vec<(String, &'static str)>,
     lang: Language,
     store_path: PathBuf,
     sessions: auth::Sessions,
@@ -87,6 +89,11 @@ impl Web {
             listener,
             shared: Arc::new(Shared {
                 hash: http.admin_password_hash.clone(),
+                connectors: config
+                    .connectors
+                    .iter()
+                    .map(|c| (c.name.clone(), c.kind_name()))
+                    .collect(),
                 lang,
                 store_path: config.store.clone(),
                 sessions: auth::Sessions::default(),
