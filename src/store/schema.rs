@@ -224,7 +224,7 @@ pub fn latest() -> usize {
 mod tests {
     #[test]
     fn two_processes_opening_a_new_store_at_once_both_get_it_migrated() {
-        for _ in 0..10 {
+        for _ in 0..100 {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("eingang.db");
             let open = || {
