@@ -94,6 +94,24 @@ pub enum Reject {
         /// The stored document's id.
         existing: i64,
     },
+    /// A cXML update or delete from another sender than the order it changes.
+    #[error(
+        "{operation} of order {number}{} not accepted: an update or delete is accepted only from \
+         the sender of the order it changes; {detail}",
+        supplier_suffix(.supplier)
+    )]
+    NotOriginalSender {
+        /// `update` or `delete`.
+        operation: String,
+        /// The orderID.
+        number: String,
+        /// The supplier, when known.
+        supplier: Option<String>,
+        /// The stored order's id.
+        existing: i64,
+        /// Who sent the order, and who sent this.
+        detail: String,
+    },
     /// Identical bytes were already imported.
     #[error("already imported: the same file arrived before as item {existing}")]
     AlreadyImported {
@@ -147,6 +165,7 @@ impl Reject {
             Reject::UnknownFile { .. } => "unknown file",
             Reject::NoDocuments { .. } => "no document",
             Reject::Duplicate { .. } => "duplicate",
+            Reject::NotOriginalSender { .. } => "not the original sender",
             Reject::AlreadyImported { .. } => "already imported",
             Reject::Poison { .. } => "crashed the parser",
             Reject::OwnNotice { .. } => "own notice",

@@ -11,6 +11,7 @@ pub mod handoff;
 pub mod ledger;
 mod oauth;
 pub mod outbox;
+pub mod receiver;
 mod requests;
 mod schema;
 mod source_state;
@@ -824,7 +825,19 @@ fn insert_documents(
             .optional()?;
         let supersedes = match (active, operation) {
             (Some(existing), None | Some(Operation::New)) => return Ok(Err(duplicate(existing))),
-            (Some(existing), Some(Operation::Update | Operation::Delete)) => Some(existing),
+            (Some(existing), Some(op @ (Operation::Update | Operation::Delete))) => {
+                // DESIGN.md promise 8: a cXML partner's order changes only by that partner.
+                if let Some(detail) = receiver::other_partner(conn, existing, item_id)? {
+                    return Ok(Err(Reject::NotOriginalSender {
+                        operation: format!("{op:?}").to_lowercase(),
+                        number: document.number().unwrap_or_default().to_owned(),
+                        supplier: document.supplier().map(str::to_owned),
+                        existing,
+                        detail,
+                    }));
+                }
+                Some(existing)
+            }
             (None, _) => None,
         };
         let json = serde_json::to_string(document).expect("documents always serialize");

@@ -176,6 +176,9 @@ const MIGRATIONS: &[&str] = &[
         bytes BLOB NOT NULL
     );
     CREATE INDEX documents_by_date ON documents(date);",
+    // 10: the cXML receiver answers a repeated payloadID from the ledger (store/receiver.rs):
+    // items found by source (the partner) and location (its payloadID).
+    "CREATE INDEX items_by_location ON items(source, location);",
 ];
 
 /// Brings the schema to the newest version, one transaction per step.
