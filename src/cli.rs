@@ -1196,12 +1196,13 @@ fn run(config: &Config, found: &Found) -> Result<i32> {
     let runtime = runtime()?;
     // The listener is bound before anything runs: a taken port is a start-up error (exit 2).
     let web = crate::web::Web::bind(config).map_err(|e| BadConfig(vec![e]))?;
+    let cxml = crate::cxml_http::Receiver::bind(config).map_err(|e| BadConfig(vec![e]))?;
     runtime.block_on(crate::daemon::run(
         sources,
         intake,
         notifier,
         handoff,
-        web,
+        (web, cxml),
         config.formats.clone(),
     ))?;
     Ok(0)
