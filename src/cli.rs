@@ -877,6 +877,10 @@ fn items(
     if let Some(name) = filter.source.as_deref()
         && config.source(name).is_none()
         && name != "import"
+        && !config
+            .cxml
+            .as_ref()
+            .is_some_and(|c| c.sources().any(|s| s == name))
     {
         eprintln!(
             "warning: no source named {:?} in the config; listing its items anyway",
