@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -264,7 +265,38 @@ def count(dovecot, user, folder):
     return int(data[0].decode().rsplit("MESSAGES", 1)[1].strip(" )"))
 
 
+def nxdomain_server():
+    """A DNS server on loopback answering every query NXDOMAIN, for eingang's sender checks:
+    the benchmark measures eingang, not the machine's resolver. Returns "IP:PORT"."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+
+    def serve():
+        while True:
+            query, peer = sock.recvfrom(1500)
+            end = 12
+            while end < len(query) and query[end] != 0:
+                end += 1 + query[end]
+            end += 5  # the root label, QTYPE, QCLASS
+            if end > len(query):
+                continue
+            reply = bytearray(query[:end])
+            reply[2] = 0x80 | (reply[2] & 0x01)  # QR, keep RD
+            reply[3] = 0x80 | 3  # RA, NXDOMAIN
+            reply[4:12] = b"\x00\x01" + b"\x00" * 6
+            sock.sendto(bytes(reply), peer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return "%s:%d" % sock.getsockname()
+
+
+DNS_SERVER = None
+
+
 def workspace(dovecot, user, schedule):
+    global DNS_SERVER
+    if DNS_SERVER is None:
+        DNS_SERVER = nxdomain_server()
     ws = tempfile.mkdtemp(prefix="eingang-bench-")
     os.makedirs(os.path.join(ws, "formats"))
     shutil.copy(os.path.join(ROOT, "formats/acme.toml"), os.path.join(ws, "formats"))
@@ -273,6 +305,8 @@ def workspace(dovecot, user, schedule):
         f.write(f"""formats = "formats"
 [store]
 path = "eingang.db"
+[dns]
+server = "{DNS_SERVER}"
 [[source]]
 name = "lieferscheine"
 kind = "imap"

@@ -190,6 +190,37 @@ fn eml(n: usize) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A DNS server on loopback that answers every query with NXDOMAIN, for the import's sender
+/// checks: the benchmark measures eingang, not the machine's resolver (nor sends look-ups off
+/// the machine). Its thread ends with the process.
+fn nxdomain_server() -> std::net::SocketAddr {
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a udp port");
+    let addr = udp.local_addr().expect("local addr");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, peer)) = udp.recv_from(&mut buf) {
+            // The header and question back, with QR, RA and NXDOMAIN set (RFC 1035 §4.1).
+            let query = buf.get(..n).unwrap_or_default();
+            let mut end = 12;
+            while let Some(&len) = query.get(end) {
+                end += 1 + usize::from(len);
+                if len == 0 {
+                    break;
+                }
+            }
+            let Some(question) = query.get(..end + 4) else {
+                continue;
+            };
+            let mut reply = question.to_vec();
+            reply[2] = 0x80 | (reply[2] & 0x01);
+            reply[3] = 0x80 | 3;
+            reply[4..12].copy_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+            let _ = udp.send_to(&reply, peer);
+        }
+    });
+    addr
+}
+
 fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::create_dir(dir.path().join("formats")).unwrap();
@@ -243,7 +274,10 @@ fn main() {
     }
     std::fs::write(
         dir.path().join("eingang.toml"),
-        "[store]\npath = \"bench.db\"\n",
+        format!(
+            "[store]\npath = \"bench.db\"\n[dns]\nserver = \"{}\"\n",
+            nxdomain_server()
+        ),
     )
     .unwrap();
     let start = Instant::now();

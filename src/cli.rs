@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::config::{Config, SourceKind};
 use crate::escape;
 use crate::format::Registry;
-use crate::intake::Intake;
+use crate::intake::{Intake, Retry, SenderAuth};
 use crate::item::{Item, ItemKind, Origin};
 use crate::lock::{self, Holder, StoreLock};
 use crate::notify::Notifier;
@@ -298,17 +298,31 @@ fn sheet_reader() -> PathBuf {
     std::env::current_exe().unwrap_or_else(|_| PathBuf::from("eingang"))
 }
 
-fn intake(config: &Config) -> Result<Intake> {
+/// The intake of a command; `retry` says when messages waiting for DNS are tried again.
+fn intake(config: &Config, retry: Retry) -> Result<Intake> {
     let registry = registry(config)?;
     let store =
         Store::open(&config.store).with_context(|| format!("{}", config.store.display()))?;
     // From here on every stored document gets its hand-off rows for the configured connectors.
     store.set_connectors(&crate::connector::registrations(config))?;
+    let auth = SenderAuth::new(config, resolver(config), retry);
     Ok(Intake::new(
         registry,
         config.limits(sheet_reader()),
         Arc::new(store),
+        auth,
     ))
+}
+
+/// The one DNS resolver of the process for sender checks (`[dns] server`, else the
+/// system's); a resolver that cannot start is said once, and every message then gets
+/// `temperror`.
+fn resolver(config: &Config) -> Arc<crate::auth::Resolver> {
+    let resolver = crate::auth::Resolver::new(config.dns_server);
+    if let Some(problem) = resolver.problem() {
+        tracing::warn!(%problem, "sender authenticity cannot be checked: every message gets the verdict temperror");
+    }
+    Arc::new(resolver)
 }
 
 fn sources(config: &Config, only: Option<&str>) -> Result<Vec<Arc<Source>>> {
@@ -482,13 +496,13 @@ fn import(config: &Config, paths: &[PathBuf]) -> Result<i32> {
             "{daemon} works this store; drop the files into a folder it watches, or stop it first"
         ),
     };
-    let intake = intake(config)?;
+    let intake = intake(config, Retry::Now)?;
     let runtime = runtime()?;
     let progress = indicatif::ProgressBar::new(files.len() as u64);
     if !std::io::stderr().is_terminal() {
         progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let (mut imported, mut rejected) = (0usize, 0usize);
+    let (mut imported, mut rejected, mut deferred) = (0usize, 0usize, 0usize);
     for chunk in files.chunks(IMPORT_BATCH) {
         let items = chunk
             .iter()
@@ -508,6 +522,13 @@ fn import(config: &Config, paths: &[PathBuf]) -> Result<i32> {
                     rejected += 1;
                     progress.suspend(|| eprintln!("{}", rejection_line(&name, None, reason)));
                 }
+                // Not decided: it stays where it is, and the next import of it tries again.
+                Outcome::Deferred { reason, .. } => {
+                    deferred += 1;
+                    let why = format!("not imported yet: {reason}; import it again later");
+                    progress.suspend(|| eprintln!("{}", rejection_line(&name, None, &why)));
+                    continue;
+                }
             }
             places.push((outcome.item_id(), Place::at(location)));
         }
@@ -515,8 +536,12 @@ fn import(config: &Config, paths: &[PathBuf]) -> Result<i32> {
         progress.inc(chunk.len() as u64);
     }
     progress.finish_and_clear();
-    eprintln!("imported {imported}, rejected {rejected}");
-    Ok(if rejected == 0 { 0 } else { 1 })
+    if deferred > 0 {
+        eprintln!("imported {imported}, rejected {rejected}, not decided yet {deferred}");
+    } else {
+        eprintln!("imported {imported}, rejected {rejected}");
+    }
+    Ok(if rejected + deferred == 0 { 0 } else { 1 })
 }
 
 /// The store for a command that only reads it: `None` when there is none yet, for no
@@ -572,6 +597,10 @@ fn status(config: &Config, as_json: bool) -> Result<i32> {
         }
     }
     let configured = sources(config, None)?;
+    let auth = match &store {
+        Some(store) => store.auth_by_source()?,
+        None => Default::default(),
+    };
     let waiting_in = |name: &str| -> i64 {
         configured
             .iter()
@@ -603,6 +632,7 @@ fn status(config: &Config, as_json: bool) -> Result<i32> {
                 "failed": c.failed, "handled": c.handled, "pending": pending, "last_ok": c.last_ok,
                 "last_error": c.last_error,
                 "note": note, "left_alone": left_alone,
+                "sender_auth": auth.get(&c.name).cloned().unwrap_or_default(),
             })
         })
         .collect();
@@ -648,6 +678,11 @@ fn status(config: &Config, as_json: bool) -> Result<i32> {
             if let Some(note) = s["note"].as_str() {
                 println!("{name}: note: {}", escape::text(note));
             }
+            if let Some(line) = auth.get(s["name"].as_str().unwrap_or_default())
+                && let Some(line) = auth_line(line)
+            {
+                println!("{name}: senders: {line}");
+            }
             for stray in s["left_alone"].as_array().into_iter().flatten() {
                 println!(
                     "{name}: left alone in the inbox: {} ({})",
@@ -672,6 +707,105 @@ fn status(config: &Config, as_json: bool) -> Result<i32> {
     Ok(0)
 }
 
+/// `3 pass (supplier.example 3), 1 fail, 1 temperror, 1 waiting for DNS`: how a source's
+/// messages fared with sender authenticity; `None` when it had none.
+fn auth_line(counts: &crate::store::AuthCounts) -> Option<String> {
+    if counts.checked() + counts.waiting == 0 {
+        return None;
+    }
+    let mut parts = Vec::new();
+    if counts.pass > 0 {
+        let domains: Vec<String> = counts
+            .passed_for
+            .iter()
+            .map(|(d, n)| format!("{} {n}", escape::text(d)))
+            .collect();
+        parts.push(format!("{} pass ({})", counts.pass, domains.join(", ")));
+    }
+    for (n, word) in [
+        (counts.fail, "fail"),
+        (counts.none, "none"),
+        (counts.temperror, "temperror"),
+        (counts.waiting, "waiting for DNS"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {word}"));
+        }
+    }
+    Some(parts.join(", "))
+}
+
+/// How long `check` looks back at a supplier's mail.
+const CHECK_RECENT_DAYS: i64 = 30;
+
+/// `acme: 12 of 12 passed DKIM for acme.example`: per supplier, how its mail of the last
+/// `CHECK_RECENT_DAYS` fared, so that an admin can tell whether `authenticate = "required"`
+/// would hold.
+fn supplier_auth_lines(config: &Config) -> Vec<String> {
+    let Ok(registry) = registry(config) else {
+        return Vec::new();
+    };
+    let Ok(store) = Store::open(&config.store) else {
+        return Vec::new();
+    };
+    let since = chrono::Utc::now() - chrono::TimeDelta::days(CHECK_RECENT_DAYS);
+    let since = crate::store::outbox::stamp(since);
+    let Ok(counts) = store.auth_by_supplier(&since) else {
+        return Vec::new();
+    };
+    let mut lines = Vec::new();
+    for format in registry.tables() {
+        let Some(c) = counts.get(&format.name) else {
+            continue;
+        };
+        if c.checked() == 0 {
+            continue;
+        }
+        let name = escape::text(&format.name);
+        let passed = match c.passed_for.as_slice() {
+            [] => format!("{} of {} passed", c.pass, c.checked()),
+            [(domain, _)] => format!(
+                "{} of {} passed DKIM for {}",
+                c.pass,
+                c.checked(),
+                escape::text(domain)
+            ),
+            several => {
+                let domains: Vec<String> = several
+                    .iter()
+                    .map(|(d, n)| format!("{} {n}", escape::text(d)))
+                    .collect();
+                format!(
+                    "{} of {} passed DKIM ({})",
+                    c.pass,
+                    c.checked(),
+                    domains.join(", ")
+                )
+            }
+        };
+        let mut rest = Vec::new();
+        for (n, word) in [
+            (c.fail, "failed"),
+            (c.none, "without anything to judge by"),
+            (c.temperror, "unchecked (DNS failed)"),
+        ] {
+            if n > 0 {
+                rest.push(format!("{n} {word}"));
+            }
+        }
+        let rest = if rest.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", rest.join(", "))
+        };
+        lines.push(format!(
+            "supplier {name}: {passed}{rest} in the last {CHECK_RECENT_DAYS} days (authenticate = \"{}\")",
+            format.authenticate().as_str()
+        ));
+    }
+    lines
+}
+
 fn sync(config: &Config, only: Option<&str>, embedded: bool) -> Result<i32> {
     warn_without_formats(config);
     let sources = sources(config, only)?;
@@ -679,7 +813,7 @@ fn sync(config: &Config, only: Option<&str>, embedded: bool) -> Result<i32> {
         Owner::Me(lock) => lock,
         Owner::Daemon(holder) => return sync_by_daemon(config, &sources, &holder),
     };
-    let intake = intake(config)?;
+    let intake = intake(config, Retry::Now)?;
     let stop = Stop::never();
     let mut code = 0;
     let runtime = runtime()?;
@@ -692,8 +826,12 @@ fn sync(config: &Config, only: Option<&str>, embedded: bool) -> Result<i32> {
         runtime.block_on(intake.record_pass(source.name(), error.clone()));
         let report = &pass.report;
         if error.is_none() || report.made_progress() {
+            let deferred = match report.deferred {
+                0 => String::new(),
+                n => format!(", left in the inbox until DNS answers {n}"),
+            };
             eprintln!(
-                "{}: imported {}, rejected {}",
+                "{}: imported {}, rejected {}{deferred}",
                 source.name(),
                 report.imported,
                 report.rejected
@@ -701,6 +839,16 @@ fn sync(config: &Config, only: Option<&str>, embedded: bool) -> Result<i32> {
         }
         if let Some(e) = error {
             eprintln!("error: source {}: {}", source.name(), escape::text(&e));
+            code = 1;
+        }
+        // Not handled: neither archived nor filed as error, but waiting for DNS (transient),
+        // so not exit 0; the source itself is fine.
+        if report.deferred > 0 {
+            eprintln!(
+                "error: source {}: {} message(s) left in the inbox: their sender could not be checked (DNS failed) and their supplier requires authentication; tried again on the next run",
+                source.name(),
+                report.deferred
+            );
             code = 1;
         }
     }
@@ -830,6 +978,9 @@ fn check(config: &Config, create_folders: bool) -> Result<i32> {
             .map(|_| ())
             .map_err(|e| e.to_string()),
     );
+    for line in supplier_auth_lines(config) {
+        println!("{line}");
+    }
     let runtime = runtime()?;
     for source in sources(config, None)? {
         for (what, result) in runtime.block_on(source_checks(&source, create_folders)) {
@@ -1002,7 +1153,7 @@ fn read_hidden(prompt: &str) -> Result<String> {
 fn reprocess(config: &Config, ids: &[i64]) -> Result<i32> {
     let results: Vec<Result<String, String>> = match own_store(config, "reprocess")? {
         Owner::Me(_lock) => {
-            let intake = intake(config)?;
+            let intake = intake(config, Retry::Now)?;
             let sources = sources(config, None)?;
             let runtime = runtime()?;
             ids.iter()
@@ -1067,7 +1218,7 @@ fn backup(config: &Config, file: &Path) -> Result<i32> {
 fn recover(config: &Config, source: &str) -> Result<i32> {
     let results: Vec<(String, Result<String, String>)> = match own_store(config, "recover")? {
         Owner::Me(_lock) => {
-            let intake = intake(config)?;
+            let intake = intake(config, Retry::Now)?;
             let sources = sources(config, None)?;
             runtime()?.block_on(crate::source::recover(&sources, &intake, source))?
         }
@@ -1171,7 +1322,7 @@ fn run(config: &Config, found: &Found) -> Result<i32> {
         tracing::warn!("no [notify] section: failures are logged only");
     }
     // A store that cannot open is fatal for the daemon: exit 2, like a bad config.
-    let intake = intake(config).map_err(|e| BadConfig(vec![format!("{e:#}")]))?;
+    let intake = intake(config, Retry::Backoff).map_err(|e| BadConfig(vec![format!("{e:#}")]))?;
     let notifier = Notifier::new(config, intake.store().clone())
         .map_err(|e| BadConfig(vec![format!("config: notify: {e}")]))?;
     tracing::info!(

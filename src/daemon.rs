@@ -445,10 +445,13 @@ async fn watch_source(
     let mut last_start: Option<chrono::NaiveDateTime> = None;
     // An `idle` source looks at its inbox right away; the others keep to their schedule.
     let mut first = matches!(source.config.schedule, Schedule::Idle);
-    // Once per start: does the archive hold items the store does not know?
-    if let Err(e) = source.audit(intake).await {
-        tracing::warn!(source = %source.name(), error = %e, "cannot look through the archive for items the store does not know");
-    }
+    // Once per start, after the first pass that went through (so that what a crash left
+    // between move and record is recorded first): does the archive hold items the store does
+    // not know?
+    let mut audited = false;
+    // Messages left in the inbox until DNS answers are looked at again when due, whatever the
+    // schedule says.
+    let mut retry_at: Option<String> = None;
     loop {
         let mut waiting: Vec<PassRequest> = Vec::new();
         if !first && let Ok(request) = asked.try_recv() {
@@ -457,9 +460,10 @@ async fn watch_source(
             let now = chrono::Local::now().naive_local();
             let next = source.config.schedule.next_after(now, last_start);
             board.next_pass(source.name(), next_pass(source, next));
+            let retry = retry_at.take().map(|at| time_until(&at));
             tokio::select! {
                 () = stop.wait() => return,
-                () = wait(source, next, now) => {}
+                () = wait(source, next, now, retry) => {}
                 Some(request) = asked.recv() => waiting.push(request),
             }
         }
@@ -481,11 +485,18 @@ async fn watch_source(
         board.next_pass(source.name(), NextPass::Running);
         let pass = source.pass(intake, stop, mode).await;
         let report = &pass.report;
+        retry_at.clone_from(&report.retry_at);
         if report.made_progress() {
             tracing::info!(source = %source.name(), imported = report.imported, rejected = report.rejected, "pass done");
         }
         let error = pass.result.err().map(|e| e.to_string());
         intake.record_pass(source.name(), error.clone()).await;
+        if !audited && error.is_none() {
+            audited = true;
+            if let Err(e) = source.audit(intake).await {
+                tracing::warn!(source = %source.name(), error = %e, "cannot look through the archive for items the store does not know");
+            }
+        }
         for request in waiting {
             let _ = request.reply.send((report.clone(), error.clone()));
         }
@@ -602,12 +613,31 @@ fn next_pass(source: &Source, next: Option<chrono::NaiveDateTime>) -> NextPass {
     }
 }
 
-/// Waits for the next pass: news (or the rescan interval) for `idle`, else the schedule.
-async fn wait(source: &Source, next: Option<chrono::NaiveDateTime>, now: chrono::NaiveDateTime) {
+/// Waits for the next pass: news (or the rescan interval) for `idle`, else the schedule; at
+/// most `retry` (messages left in the inbox are due then).
+async fn wait(
+    source: &Source,
+    next: Option<chrono::NaiveDateTime>,
+    now: chrono::NaiveDateTime,
+    retry: Option<Duration>,
+) {
+    let capped = |d: Duration| retry.map_or(d, |r| d.min(r));
     match (&source.config.schedule, next) {
-        (Schedule::Idle, _) | (_, None) => source.wait_for_news(idle_limit(source)).await,
-        (_, Some(at)) => tokio::time::sleep((at - now).to_std().unwrap_or_default()).await,
+        (Schedule::Idle, _) | (_, None) => source.wait_for_news(capped(idle_limit(source))).await,
+        (_, Some(at)) => tokio::time::sleep(capped((at - now).to_std().unwrap_or_default())).await,
     }
+}
+
+/// How long until an RFC 3339 time (zero if it is past or unreadable).
+fn time_until(at: &str) -> Duration {
+    chrono::DateTime::parse_from_rfc3339(at)
+        .ok()
+        .and_then(|at| {
+            (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+                .to_std()
+                .ok()
+        })
+        .unwrap_or_default()
 }
 
 /// Up to a quarter more or less, so that many daemons do not retry in step.

@@ -17,14 +17,16 @@ pub enum Disposition {
 }
 
 impl Disposition {
-    /// Imported items are archived; rejected ones go to error with their reason.
-    pub fn of(outcome: &Outcome) -> Disposition {
+    /// Imported items are archived; rejected ones go to error with their reason; a deferred
+    /// one (not decided: its sender could not be checked yet) stays in its inbox: `None`.
+    pub fn of(outcome: &Outcome) -> Option<Disposition> {
         match outcome {
-            Outcome::Imported { .. } => Disposition::Archive,
-            Outcome::Rejected { item_id, reason } => Disposition::Error {
+            Outcome::Imported { .. } => Some(Disposition::Archive),
+            Outcome::Rejected { item_id, reason } => Some(Disposition::Error {
                 item_id: *item_id,
                 reason: reason.clone(),
-            },
+            }),
+            Outcome::Deferred { .. } => None,
         }
     }
 }

@@ -6,7 +6,8 @@
 /// A verdict about one item. The item goes to the error folder with this reason, and one
 /// notification is written. Every message names the file (or sender) and, where it applies,
 /// the line and the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "reject", rename_all = "snake_case")]
 pub enum Reject {
     /// A required value is absent.
     #[error("{file}: {}{field} is missing", line_prefix(.line))]
@@ -94,6 +95,30 @@ pub enum Reject {
         /// The stored document's id.
         existing: i64,
     },
+    /// A document whose business key is already stored, where the two did not come from the
+    /// same known sender (another sender, or one of them not authenticated): which one is
+    /// genuine is for a person to say. `detail` says what was stored first, from whom, whether
+    /// it was authenticated, and how to replace it.
+    #[error("duplicate {kind} {number}{} from another sender: {detail}", supplier_suffix(.supplier))]
+    Conflict {
+        /// `delivery note` or `order`.
+        kind: String,
+        /// The number (or payloadID).
+        number: String,
+        /// The supplier, when known.
+        supplier: Option<String>,
+        /// The stored document's id.
+        existing: i64,
+        /// The account of both documents and the way to replace the stored one.
+        detail: String,
+    },
+    /// The message's sender is not authenticated as its supplier's `authenticate` setting
+    /// asks; `reason` starts with `sender not authenticated` (CONTRACT.md).
+    #[error("{reason}")]
+    SenderNotAuthenticated {
+        /// The reason, from `auth::decide`.
+        reason: String,
+    },
     /// A cXML update or delete from another sender than the order it changes.
     #[error(
         "{operation} of order {number}{} not accepted: an update or delete is accepted only from \
@@ -165,6 +190,8 @@ impl Reject {
             Reject::UnknownFile { .. } => "unknown file",
             Reject::NoDocuments { .. } => "no document",
             Reject::Duplicate { .. } => "duplicate",
+            Reject::Conflict { .. } => "conflict",
+            Reject::SenderNotAuthenticated { .. } => "sender not authenticated",
             Reject::NotOriginalSender { .. } => "not the original sender",
             Reject::AlreadyImported { .. } => "already imported",
             Reject::Poison { .. } => "crashed the parser",

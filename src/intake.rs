@@ -6,30 +6,121 @@
 //! The order the promises rest on is the caller's part, written once in `source::pass`:
 //! `unfinished` first (what a crash left), then `accept` (committed: now it may move), then the
 //! move, then `placed`.
+//!
+//! The sender of every message is checked here, at its first sight (DESIGN.md promise 8),
+//! before the blocking part: the check is DNS work, asynchronous and bounded
+//! (`auth::CHECK_DEADLINE`), so the messages of a batch are checked together on the runtime
+//! while no store lock is held, and the pipeline then decides on plain values. A message the
+//! ledger already has a verdict for (a reprocess: the same bytes from the same source) keeps
+//! it without any look-up; one left waiting in its inbox is looked at again only once due.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use futures::StreamExt;
+
+use crate::auth::{self, Resolver, Trust};
+use crate::config::Config;
 use crate::format::{Limits, Registry};
-use crate::item::Item;
-use crate::pipeline::{self, Context};
+use crate::item::{Item, ItemKind};
+use crate::pipeline::{self, Context, SenderCheck};
 use crate::source::Stray;
-use crate::store::{self, FailedItem, Outcome, Place, Store, Unfinished};
+use crate::store::{self, FailedItem, Known, Outcome, Place, Probe, Store, Unfinished};
+
+/// Messages of one batch checked at the same time: each check waits mostly on DNS, so many
+/// run side by side, yet a batch of hundreds does not open hundreds of sockets at once.
+const PARALLEL_CHECKS: usize = 64;
+
+/// When a message left in its inbox (DNS failed, its supplier requires authentication) is
+/// looked at again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Once its wait is over (`store::RETRY_START`, doubling to `store::RETRY_CAP`): the
+    /// daemon, whose passes come often.
+    Backoff,
+    /// Whenever it is met: `sync` and `import`, which a person runs on purpose.
+    Now,
+}
+
+/// How the intake checks the senders of messages.
+pub struct SenderAuth {
+    resolver: Arc<Resolver>,
+    trust: HashMap<String, Trust>,
+    retry: Retry,
+}
+
+impl SenderAuth {
+    /// The one resolver of the process, each source's trusted `Authentication-Results`
+    /// header as configured (`import` trusts none), and when waiting messages are retried.
+    pub fn new(config: &Config, resolver: Arc<Resolver>, retry: Retry) -> SenderAuth {
+        SenderAuth {
+            resolver,
+            trust: config
+                .sources
+                .iter()
+                .map(|s| (s.name.clone(), s.trust.clone()))
+                .collect(),
+            retry,
+        }
+    }
+
+    /// Checks every message (`messages`: indices into `items`) whose sender the ledger knows
+    /// nothing about, side by side; the others get what the ledger knows (`known`, one per
+    /// message), and every other item nothing.
+    async fn check(
+        &self,
+        items: &[Item],
+        messages: &[usize],
+        known: Vec<Known>,
+    ) -> Vec<SenderCheck> {
+        let mut checks = vec![SenderCheck::NotApplicable; items.len()];
+        let mut unknown = Vec::new();
+        for (&i, known) in messages.iter().zip(known) {
+            match known {
+                Known::Stored(verdict) => checks[i] = SenderCheck::Verdict(verdict),
+                Known::Waiting => checks[i] = SenderCheck::Waiting,
+                Known::Unknown => unknown.push(i),
+            }
+        }
+        let resolver = &self.resolver;
+        let verdicts: Vec<(usize, auth::Verdict)> = futures::stream::iter(unknown)
+            .map(|i| {
+                let item = &items[i];
+                let trust = self
+                    .trust
+                    .get(&item.origin.source)
+                    .cloned()
+                    .unwrap_or_default();
+                async move { (i, auth::authenticate(&item.bytes, &trust, resolver).await) }
+            })
+            .buffer_unordered(PARALLEL_CHECKS)
+            .collect()
+            .await;
+        for (i, verdict) in verdicts {
+            tracing::debug!(item = %items[i].name(), verdict = %verdict.summary(), "sender checked");
+            checks[i] = SenderCheck::Verdict(verdict);
+        }
+        checks
+    }
+}
 
 /// The way items reach the store. Cheap to clone: every clone shares one store.
 #[derive(Clone)]
 pub struct Intake {
     cx: Arc<Context>,
+    auth: Arc<SenderAuth>,
 }
 
 impl Intake {
-    /// An intake over these formats, limits and store.
-    pub fn new(registry: Registry, limits: Limits, store: Arc<Store>) -> Intake {
+    /// An intake over these formats, limits and store, checking senders as `auth` says.
+    pub fn new(registry: Registry, limits: Limits, store: Arc<Store>, auth: SenderAuth) -> Intake {
         Intake {
             cx: Arc::new(Context {
                 registry: std::sync::RwLock::new(Arc::new(registry)),
                 limits,
                 store,
             }),
+            auth: Arc::new(auth),
         }
     }
 
@@ -48,9 +139,10 @@ impl Intake {
         self.cx.limits.max_item_bytes
     }
 
-    /// Ledger, route, extract, parse, validate, commit: every item of the batch gets its
-    /// outcome, committed, in input order. `binding` is the supplier a source binds its table
-    /// files to. Nothing has moved yet; an `Err` means "try the batch again later".
+    /// Sender check, ledger, route, extract, parse, validate, commit: every item of the batch
+    /// gets its outcome, committed, in input order. `binding` is the supplier a source binds
+    /// its table files to. Nothing has moved yet; an `Outcome::Deferred` stays where it is
+    /// (not decided, tried again later). An `Err` means "try the batch again later".
     pub async fn accept(
         &self,
         items: Vec<Item>,
@@ -59,10 +151,48 @@ impl Intake {
         if items.is_empty() {
             return Ok(Vec::new());
         }
+        let due_by = match self.auth.retry {
+            Retry::Backoff => store::due_now(),
+            Retry::Now => store::DUE_NOW.to_owned(),
+        };
+        let checks = self.check_senders(&items, &due_by).await?;
         let (cx, binding) = (self.cx.clone(), binding.map(str::to_owned));
-        tokio::task::spawn_blocking(move || pipeline::handle_batch(&items, binding.as_deref(), &cx))
-            .await
-            .map_err(|e| store::Error::Task(e.to_string()))?
+        tokio::task::spawn_blocking(move || {
+            pipeline::handle_batch(&items, binding.as_deref(), &cx, &checks, &due_by)
+        })
+        .await
+        .map_err(|e| store::Error::Task(e.to_string()))?
+    }
+
+    /// What is known about the sender of each item, and a check of every message the ledger
+    /// knows nothing about.
+    async fn check_senders(
+        &self,
+        items: &[Item],
+        due_by: &str,
+    ) -> Result<Vec<SenderCheck>, store::Error> {
+        // Files have no sender; a message over the size limit is not read.
+        let messages: Vec<usize> = (0..items.len())
+            .filter(|&i| items[i].kind == ItemKind::Message && !items[i].bytes.is_empty())
+            .collect();
+        if messages.is_empty() {
+            return Ok(vec![SenderCheck::NotApplicable; items.len()]);
+        }
+        let probes: Vec<Probe> = messages
+            .iter()
+            .map(|&i| Probe {
+                sha256: items[i].key().as_str().to_owned(),
+                source: items[i].origin.source.clone(),
+                location: items[i].origin.location.clone(),
+            })
+            .collect();
+        let due = due_by.to_owned();
+        let found = self
+            .cx
+            .store
+            .call(move |store| store.sender_checks(&probes, &due))
+            .await?;
+        Ok(self.auth.check(items, &messages, found).await)
     }
 
     /// Records where each item lies now, once its source moved it; after this it is done.

@@ -18,12 +18,14 @@
 //!   `source::Inbox` (list, fetch, move, locate; plus put back and check): `dir` (drop
 //!   folders), `ftp` (FTP/FTPS servers), `imap` (mailboxes: IDLE, batched fetch and moves);
 //!   `settle` decides when a listed file is complete, `tls` verifies servers.
-//! - `intake`: the one front door to the store for items: `accept` (commit outcomes),
-//!   `placed` (where each item lies now), `unfinished` (what a crash left). Async at its
-//!   boundary, blocking work on the blocking pool inside.
+//! - `intake`: the one front door to the store for items: `accept` (check the senders of new
+//!   messages, asynchronously, then commit outcomes), `placed` (where each item lies now),
+//!   `unfinished` (what a crash left). Async at its boundary, blocking work on the blocking
+//!   pool inside.
 //! - `item`: the raw bytes of a message or file, where it lies, its key (sha256).
-//! - `pipeline`: what `accept` runs for one batch: ledger → route → extract → parse →
-//!   validate → store; reads like the flow.
+//! - `pipeline`: what `accept` runs for one batch: ledger → route → sender decision →
+//!   extract → parse → validate → store (the envelope is read first: routing needs the
+//!   sender); reads like the flow.
 //! - `route` (1): which supplier: sender, file name, source binding.
 //! - `auth` (1): whether a message's sender is authentic: the trusted Authentication-Results
 //!   header or eingang's own DKIM/DMARC check (DNS through `auth::Resolver`), the verdict
@@ -31,12 +33,15 @@
 //! - `extract` (2): MIME → attachments, nested `message/rfc822` too, raw bytes kept.
 //! - `format` (3): bytes → documents: `standard` (which standard, by content) with `xml`,
 //!   `cxml`, `opentrans`, `ubl`; `table`, `csv_table`, `xlsx_table` for supplier formats from
-//!   TOML.
-//! - `model` (4): the document types, canonical decimals, validation.
+//!   TOML, `overlap` for two of them claiming one sender or file name; `archive` for ZIP
+//!   containers (the pre-scan of workbooks and ZIP attachments, members as attachments).
+//! - `model` (4): the document types, canonical decimals, validation (dates in a plausible
+//!   window against a `today` passed in).
 //! - `store` (5): the SQLite ledger: items with their outcome and place, documents, lines,
 //!   outbox, source health (`source_state`), migrations; `store::ledger` reads it for people
 //!   (`eingang items`, the admin page).
-//! - `disposition` (6): outcome → archive or error, decided in one place.
+//! - `disposition` (6): outcome → archive or error (or it stays in its inbox: a message
+//!   waiting for DNS to check its sender), decided in one place.
 //! - `connector` (8): the ERP hand-off: every stored document of the kinds a `[[connector]]`
 //!   takes, as a signed Standard Webhooks POST or a file (JSON or CSV) written atomically into
 //!   a folder; `fields` renames and `defaults`, retries on a schedule, dead after the last

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::NaiveDate;
+use chrono::{Datelike, Months, NaiveDate};
 use serde::{Serialize, Serializer};
 
 use crate::error::Reject;
@@ -108,6 +108,10 @@ pub struct DeliveryNote {
     /// The attachment this note came from (for messages and errors, not printed).
     #[serde(skip)]
     pub file: String,
+    /// The date as a supplier table wrote it, when it was read with the format's
+    /// `date_formats` (`24.11.26`): named when the date is implausible (not printed).
+    #[serde(skip)]
+    pub date_text: Option<String>,
 }
 
 /// One line of a delivery note.
@@ -134,6 +138,9 @@ pub struct DeliveryLine {
     pub order_ref: Option<String>,
     /// The line of that order.
     pub order_line: Option<String>,
+    /// Net price of one unit, where the format carries one (supplier tables).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit_price: Option<Decimal>,
     /// Net price of the whole line, where the format carries one (supplier tables).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line_total: Option<Decimal>,
@@ -286,10 +293,26 @@ impl Document {
     }
 }
 
-/// Checks that every document is complete: number, date and at least one line, and a
-/// quantity on every line. The first problem is the rejection; it names the file, the line and
-/// the field.
-pub fn validate(documents: &[Document]) -> Result<(), Reject> {
+/// The earliest date eingang believes a document carries. No delivery note in use is older,
+/// and a two-digit year read with `%Y` (`24.11.26` becomes the year 26) falls before it.
+pub const EARLIEST_DATE: NaiveDate = match NaiveDate::from_ymd_opt(2000, 1, 1) {
+    Some(date) => date,
+    None => panic!("2000-01-01 is a date"),
+};
+
+/// The latest date eingang believes a document carries when it is validated on `today`: one
+/// year later. A note is dated when the goods leave, an order at most a season ahead.
+pub fn latest_date(today: NaiveDate) -> NaiveDate {
+    today
+        .checked_add_months(Months::new(12))
+        .unwrap_or(NaiveDate::MAX)
+}
+
+/// Checks that every document is complete and plausible: number, a date between
+/// `EARLIEST_DATE` and a year after `today`, at least one line, and a quantity on every line.
+/// The first problem is the rejection; it names the file, the line and the field. `today`
+/// comes from the caller, so that this stays free of clocks.
+pub fn validate(documents: &[Document], today: NaiveDate) -> Result<(), Reject> {
     for document in documents {
         let file = document.file();
         let missing = |line: Option<&str>, field: &str| Reject::Missing {
@@ -302,9 +325,10 @@ pub fn validate(documents: &[Document]) -> Result<(), Reject> {
                 if note.number.trim().is_empty() {
                     return Err(missing(None, "number"));
                 }
-                if note.date.is_none() {
+                let Some(date) = note.date else {
                     return Err(missing(None, "date"));
-                }
+                };
+                plausible_date(document, date, note.date_text.as_deref(), today)?;
                 if note.lines.is_empty() {
                     return Err(missing(None, "lines"));
                 }
@@ -318,9 +342,10 @@ pub fn validate(documents: &[Document]) -> Result<(), Reject> {
                 if document.number().is_none() {
                     return Err(missing(None, "order_id"));
                 }
-                if order.date.is_none() {
+                let Some(date) = order.date else {
                     return Err(missing(None, "date"));
-                }
+                };
+                plausible_date(document, date, None, today)?;
                 if order.lines.is_empty() {
                     return Err(missing(None, "lines"));
                 }
@@ -333,6 +358,47 @@ pub fn validate(documents: &[Document]) -> Result<(), Reject> {
         }
     }
     Ok(())
+}
+
+/// Rejects a date outside the plausible window, naming the value as written and what to check:
+/// the supplier format's `date_formats` when eingang read the text with them, else the sender.
+fn plausible_date(
+    document: &Document,
+    date: NaiveDate,
+    text: Option<&str>,
+    today: NaiveDate,
+) -> Result<(), Reject> {
+    let latest = latest_date(today);
+    let when = if date < EARLIEST_DATE {
+        "before the year 2000".to_owned()
+    } else if date > latest {
+        format!("more than a year after today ({today})")
+    } else {
+        return Ok(());
+    };
+    let iso = date.format("%Y-%m-%d").to_string();
+    let (value, reading) = match text.map(str::trim).filter(|t| *t != iso) {
+        Some(text) => (text.to_owned(), format!("reads as {iso}, {when}")),
+        None => (iso, format!("is {when}")),
+    };
+    let supplier = document.supplier().unwrap_or("the supplier");
+    let hint = match (text, document.format().starts_with("table:")) {
+        (Some(_), true) if date.year() < 100 => format!(
+            "check date_formats in the format file of {supplier}: a two-digit year needs %y, not %Y"
+        ),
+        (Some(_), true) => format!("check date_formats in the format file of {supplier}"),
+        (None, true) => format!("the file holds this date as a date: ask {supplier} to correct it"),
+        (_, false) => {
+            "the document itself carries this date: ask its sender to correct it".to_owned()
+        }
+    };
+    Err(Reject::bad_value(
+        document.file(),
+        None,
+        "date",
+        &value,
+        format!("{reading}: {hint}"),
+    ))
 }
 
 #[cfg(test)]
@@ -372,21 +438,119 @@ mod tests {
         assert!(Decimal::parse_localized("1.5", ',', None).is_none());
     }
 
-    #[test]
-    fn validation_names_the_line_and_field() {
-        let note = Document::DeliveryNote(DeliveryNote {
-            format: "table:acme".into(),
-            supplier: Some("acme".into()),
+    fn note(date: NaiveDate, date_text: Option<&str>, format: &str) -> Document {
+        Document::DeliveryNote(DeliveryNote {
+            format: format.into(),
+            supplier: format.strip_prefix("table:").map(str::to_owned),
             number: "LS-1".into(),
-            date: NaiveDate::from_ymd_opt(2026, 11, 20),
+            date: Some(date),
             order_refs: vec![],
             lines: vec![DeliveryLine {
-                line_no: "2".into(),
+                line_no: "1".into(),
+                quantity: Decimal::parse("1"),
                 ..Default::default()
             }],
             file: "ls.csv".into(),
-        });
-        let err = validate(&[note]).unwrap_err().to_string();
+            date_text: date_text.map(str::to_owned),
+        })
+    }
+
+    fn day(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).unwrap()
+    }
+
+    #[test]
+    fn validation_names_the_line_and_field() {
+        let Document::DeliveryNote(mut note) = note(day(2026, 11, 20), None, "table:acme") else {
+            unreachable!()
+        };
+        note.lines[0].line_no = "2".into();
+        note.lines[0].quantity = None;
+        let err = validate(&[Document::DeliveryNote(note)], day(2026, 12, 1))
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, "ls.csv: line 2: quantity is missing");
+    }
+
+    #[test]
+    fn a_two_digit_year_read_with_four_digits_is_rejected_naming_the_text() {
+        let today = day(2026, 12, 1);
+        let read = note(day(26, 11, 24), Some("24.11.26"), "table:acme");
+        assert_eq!(
+            validate(&[read], today).unwrap_err().to_string(),
+            "ls.csv: date \"24.11.26\" reads as 0026-11-24, before the year 2000: check \
+             date_formats in the format file of acme: a two-digit year needs %y, not %Y"
+        );
+    }
+
+    #[test]
+    fn dates_outside_the_window_are_rejected_for_every_format() {
+        let today = day(2026, 12, 1);
+        let reject = |date, text, format| {
+            validate(&[note(date, text, format)], today)
+                .err()
+                .map(|r| r.to_string())
+        };
+        // The window's edges are inside it.
+        assert_eq!(reject(day(2000, 1, 1), None, "opentrans-2.1"), None);
+        assert_eq!(reject(day(2027, 12, 1), None, "opentrans-2.1"), None);
+        assert_eq!(
+            reject(day(1999, 12, 31), None, "opentrans-2.1").unwrap(),
+            "ls.csv: date \"1999-12-31\" is before the year 2000: the document itself \
+             carries this date: ask its sender to correct it"
+        );
+        assert_eq!(
+            reject(day(2027, 12, 2), Some("02.12.2027"), "table:acme").unwrap(),
+            "ls.csv: date \"02.12.2027\" reads as 2027-12-02, more than a year after today \
+             (2026-12-01): check date_formats in the format file of acme"
+        );
+        // A typed spreadsheet date cell: nothing to set in the format, the file is wrong.
+        assert_eq!(
+            reject(day(1900, 1, 1), None, "table:optikhaus").unwrap(),
+            "ls.csv: date \"1900-01-01\" is before the year 2000: the file holds this date \
+             as a date: ask optikhaus to correct it"
+        );
+        // The text equal to the ISO form is not repeated.
+        assert_eq!(
+            reject(day(1999, 1, 1), Some("1999-01-01"), "table:acme").unwrap(),
+            "ls.csv: date \"1999-01-01\" is before the year 2000: check date_formats in the \
+             format file of acme"
+        );
+    }
+
+    #[test]
+    fn order_dates_are_checked_too() {
+        let order = Document::Order(Order {
+            format: "cxml-order-request".into(),
+            supplier: None,
+            payload_id: Some("p@x".into()),
+            order_id: Some("PO-1".into()),
+            operation: Operation::New,
+            date: Some(day(3026, 1, 1)),
+            currency: None,
+            total: None,
+            buyer_cookie: None,
+            ship_to: None,
+            document_ref: None,
+            lines: vec![OrderLine {
+                line_no: "1".into(),
+                quantity: Decimal::parse("1"),
+                ..Default::default()
+            }],
+            file: "po.xml".into(),
+        });
+        let err = validate(&[order], day(2026, 12, 1))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("po.xml: date \"3026-01-01\" is more than a year after today"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_latest_date_is_a_year_ahead_even_from_a_leap_day() {
+        assert_eq!(latest_date(day(2028, 2, 29)), day(2029, 2, 28));
+        assert_eq!(latest_date(NaiveDate::MAX), NaiveDate::MAX);
     }
 }

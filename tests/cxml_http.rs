@@ -466,7 +466,10 @@ async fn an_update_and_a_delete_supersede_the_order_only_from_its_own_partner() 
         .send(&order("c-1@coupa.example", "PO-7100", "delete", COUPA, "2"))
         .await;
     assert_eq!((foreign.http, foreign.code), (200, 403), "{foreign:?}");
-    assert!(foreign.detail.contains("cXML partner ariba"), "{foreign:?}");
+    assert!(
+        foreign.detail.contains("the source cxml:ariba"),
+        "{foreign:?}"
+    );
     let delete = rx
         .send(&order("u-3@buyer.example", "PO-7100", "delete", ARIBA, "2"))
         .await;
@@ -894,7 +897,7 @@ async fn a_slow_client_is_cut_off_while_others_are_served() {
             .await;
         assert_eq!(answer.code, 200, "{answer:?}");
         assert!(
-            started.elapsed() < Duration::from_secs(2),
+            started.elapsed() < Duration::from_secs(3),
             "{:?}",
             started.elapsed()
         );

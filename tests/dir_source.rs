@@ -467,3 +467,29 @@ fn an_item_over_the_size_limit_is_rejected_without_being_parsed() {
     // The bytes stay as they were: the file moved whole.
     assert_eq!(std::fs::read(ws.path("fehler/riesig.xml")).unwrap(), big);
 }
+
+#[test]
+fn nothing_twice_the_same_standard_note_by_mail_and_as_a_file_is_stored_once() {
+    let ws = Workspace::new("");
+    ws.with_format("acme");
+    // By mail from a sender acme lists: the note's supplier is acme.
+    let note = opentrans("LS-X1", "4");
+    let mail = message(
+        "lieferschein@acme-grosshandel.de",
+        "x1@acme-grosshandel.de",
+        "ls-x1.xml",
+        "application/xml",
+        &note,
+    );
+    ws.drop_file("in", "lieferung.eml", &mail);
+    assert!(ws.run(&["sync"]).status.success());
+    // The same note as a file: no supplier is known for it, yet it is the same note.
+    ws.drop_file("in", "ls-x1.xml", &note);
+    assert!(ws.run(&["sync"]).status.success());
+    let docs = ws.exported();
+    assert_eq!(docs.len(), 1, "{docs:?}");
+    assert_eq!(docs[0]["supplier"], "acme");
+    assert_eq!(ws.files("fehler"), ["ls-x1.xml", "ls-x1.xml.error.txt"]);
+    let reason = std::fs::read_to_string(ws.path("fehler/ls-x1.xml.error.txt")).unwrap();
+    assert!(reason.contains("LS-X1"), "{reason}");
+}

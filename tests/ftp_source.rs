@@ -547,3 +547,18 @@ fn a_move_the_server_refuses_costs_that_file_only_and_adds_no_row_or_notice() {
         "a second notice"
     );
 }
+
+#[test]
+fn implicit_tls_on_the_explicit_port_is_told_in_an_admins_words() {
+    let server = FtpServer::start();
+    let source = server
+        .source("edi", "")
+        .replace("tls = \"explicit\"", "tls = \"implicit\"");
+    let ws = Workspace::new(&source);
+    let started = std::time::Instant::now();
+    let out = ws.run(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(text.contains("the server answered without TLS"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}

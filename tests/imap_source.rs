@@ -54,11 +54,13 @@ fn workspace(user: &str, reach: &Reach<'_>, extra: &str) -> Workspace {
     std::fs::write(ws.path("ca.pem"), &reach.ca).expect("ca");
     std::fs::write(ws.path("password"), format!("{PASSWORD}\n")).expect("password");
     let config = format!(
-        "formats = \"formats\"\n[store]\npath = \"eingang.db\"\n\
+        "formats = \"formats\"\n[store]\npath = \"eingang.db\"\n{}\
          [[source]]\nname = \"mail\"\nkind = \"imap\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"{}\"\n\
          ca_file = \"ca.pem\"\nuser = \"{user}\"\npassword_file = \"password\"\n\
          inbox = \"Lieferscheine/Eingang\"\narchive = \"Lieferscheine/Archiv\"\nerror = \"Lieferscheine/Rückläufer\"\n{extra}",
-        reach.port, reach.tls
+        support::dns_section(),
+        reach.port,
+        reach.tls
     );
     std::fs::write(ws.path("eingang.toml"), config).expect("config");
     ws
@@ -825,5 +827,55 @@ fn reprocess_moves_a_failed_message_back_and_the_next_pass_imports_it() {
     assert_eq!(
         ws.run(&["reprocess", &id.to_string()]).status.code(),
         Some(1)
+    );
+}
+
+#[test]
+fn connection_mistakes_are_told_in_an_admins_words_without_long_waits() {
+    let dovecot = Dovecot::shared();
+    let user = new_user("wording");
+    let ca = dovecot::shared_certificates().0.clone();
+    let reach = |tls, port| Reach {
+        tls,
+        port,
+        ca: ca.clone(),
+    };
+    let check = |reach: &Reach<'_>, extra: &str| {
+        let ws = workspace(&user, reach, extra);
+        let started = std::time::Instant::now();
+        let out = ws.run(&["check"]);
+        (stdout(&out), started.elapsed())
+    };
+    // Implicit TLS on the plain port: the server answers in plain text at once.
+    let (text, took) = check(&reach("implicit", dovecot.imap_port), "");
+    assert!(text.contains("the server answered without TLS"), "{text}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // STARTTLS on the TLS port: the server waits for a TLS hello, eingang for a greeting.
+    let (text, took) = check(&reach("starttls", dovecot.imaps_port), "");
+    assert!(
+        text.contains("seems to expect TLS from the first byte; use tls = \"implicit\""),
+        "{text}"
+    );
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    // A certificate of another CA: what to give.
+    let (other, _, _) = dovecot::certificates();
+    let (text, _) = check(
+        &Reach {
+            tls: "implicit",
+            port: dovecot.imaps_port,
+            ca: other,
+        },
+        "",
+    );
+    assert!(text.contains("give that certificate as ca_file"), "{text}");
+    // A wrong password: the server's words, no library dump, and what to check.
+    let ws = workspace(&user, &Reach::implicit(dovecot), "");
+    std::fs::write(ws.path("password"), "falsch\n").unwrap();
+    let text = stdout(&ws.run(&["check"]));
+    assert!(text.contains("refused: [AUTHENTICATIONFAILED]"), "{text}");
+    assert!(text.contains("(check user and password)"), "{text}");
+    assert!(
+        !text.contains("code: None") && !text.contains("info: Some"),
+        "{text}"
     );
 }

@@ -79,11 +79,12 @@ fn case(
         Reach::Plain(port) => (port, "none"),
     };
     let config = format!(
-        "formats = \"formats\"\n[store]\npath = \"eingang.db\"\n\
+        "formats = \"formats\"\n[store]\npath = \"eingang.db\"\n{}\
          [[source]]\nname = \"mail\"\nkind = \"imap\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"{tls}\"\n\
          ca_file = \"ca.pem\"\nuser = \"{user}\"\nauth = \"oauth2\"\n\
          oauth_token_url = \"{}\"\noauth_device_url = \"{}\"\noauth_client_id = \"{}\"\noauth_scope = \"{SCOPE}\"\n\
          inbox = \"Eingang\"\narchive = \"Archiv\"\nerror = \"Fehler\"\n{source}\n{tail}",
+        support::dns_section(),
         idp.url("/token"),
         idp.url("/device"),
         client.id,

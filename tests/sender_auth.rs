@@ -3,24 +3,23 @@
 //! messages are signed here with mail-auth's signer, and `eingang::auth` checks them through
 //! its hickory resolver pointed at that server, as `[dns] server` does.
 //!
-//! Published in this DNS (every other name under `example` is NXDOMAIN):
+//! Published in this DNS (every other name is NXDOMAIN):
 //! - `supplier.example`: DKIM key `sel` (RSA) and `ed` (Ed25519), `p=reject`;
 //! - `attacker.example`: DKIM key `sel`, no DMARC policy;
 //! - `monitor.example`: `p=none` (monitoring only);
 //! - `nodmarc.example`: nothing.
 
+#[path = "support/dkim.rs"]
+mod dkim;
 #[path = "support/dns.rs"]
 mod dns;
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
+use mail_auth::common::crypto::Ed25519Key;
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::{Canonicalization, DkimSigner};
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use dns::{Dnsmasq, Failing, Silent};
 use eingang::auth::{
@@ -28,48 +27,10 @@ use eingang::auth::{
     authenticate, decide,
 };
 
-/// The test-only RSA key (tests/data/dkim/README.md).
-const RSA_PEM: &str = include_str!("data/dkim/test-only-rsa-2048.pem");
-
 struct Keys {
     rsa_record: String,
     ed_pkcs8: Vec<u8>,
     ed_record: String,
-}
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// A DER length.
-fn der_len(len: usize) -> Vec<u8> {
-    match len {
-        0..=0x7f => vec![len as u8],
-        0x80..=0xff => vec![0x81, len as u8],
-        _ => vec![0x82, (len >> 8) as u8, len as u8],
-    }
-}
-
-/// A PKCS#1 RSA public key wrapped as SubjectPublicKeyInfo, the form `openssl pkey -pubout`
-/// prints and DKIM records carry.
-fn spki(pkcs1: &[u8]) -> Vec<u8> {
-    let algorithm = [
-        0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
-    ];
-    let mut bits = vec![0x03];
-    bits.extend(der_len(pkcs1.len() + 1));
-    bits.push(0x00);
-    bits.extend_from_slice(pkcs1);
-    let mut out = vec![0x30];
-    out.extend(der_len(algorithm.len() + bits.len()));
-    out.extend_from_slice(&algorithm);
-    out.extend(bits);
-    out
-}
-
-fn rsa_key() -> RsaKey<Sha256> {
-    let der = PrivatePkcs8KeyDer::from_pem_slice(RSA_PEM.as_bytes()).expect("the test key is PEM");
-    RsaKey::<Sha256>::from_key_der(PrivateKeyDer::Pkcs8(der)).expect("the test key is RSA")
 }
 
 fn keys() -> &'static Keys {
@@ -80,7 +41,7 @@ fn keys() -> &'static Keys {
             .expect("ed25519 key")
             .public_key();
         Keys {
-            rsa_record: format!("v=DKIM1; k=rsa; p={}", b64(&spki(&rsa_key().public_key()))),
+            rsa_record: dkim::rsa_record(),
             ed_record: format!("v=DKIM1; k=ed25519; p={}", b64(&ed_public)),
             ed_pkcs8,
         }
@@ -130,23 +91,15 @@ fn message(from: &str) -> String {
     )
 }
 
-const SIGNED_HEADERS: [&str; 5] = ["From", "To", "Subject", "Date", "Message-ID"];
+use dkim::{SIGNED_HEADERS, b64};
 
 /// `message` with an RSA signature of `domain` (selector `sel`), relaxed/relaxed.
 fn signed(domain: &str, message: &str) -> Vec<u8> {
-    signed_with(domain, message, Canonicalization::Relaxed)
+    dkim::sign(domain, message.as_bytes())
 }
 
 fn signed_with(domain: &str, message: &str, canonicalization: Canonicalization) -> Vec<u8> {
-    let signature = DkimSigner::from_key(rsa_key())
-        .domain(domain)
-        .selector("sel")
-        .headers(SIGNED_HEADERS)
-        .header_canonicalization(canonicalization)
-        .body_canonicalization(canonicalization)
-        .sign(message.as_bytes())
-        .expect("sign");
-    format!("{}{message}", signature.to_header()).into_bytes()
+    dkim::sign_with(domain, message.as_bytes(), canonicalization)
 }
 
 async fn check(raw: &[u8], trust: &Trust) -> Verdict {

@@ -283,3 +283,63 @@ fn backup_while_the_daemon_runs_is_a_consistent_copy() {
         stderr(&again)
     );
 }
+
+#[test]
+fn the_example_config_loads_as_it_is_shipped() {
+    // The example names system paths; here they move below a temporary root.
+    let root = tempfile::tempdir().unwrap();
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/eingang.example.toml"))
+            .unwrap();
+    let moved = text
+        .replace("/etc/eingang/", &format!("{}/etc/", root.path().display()))
+        .replace(
+            "/var/lib/eingang/",
+            &format!("{}/var/", root.path().display()),
+        )
+        .replace("/srv/", &format!("{}/srv/", root.path().display()));
+    for dir in ["etc", "var", "srv", "formats"] {
+        std::fs::create_dir_all(root.path().join(dir)).unwrap();
+    }
+    let secret = |name: &str, text: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        let path = root.path().join("etc").join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    secret("edi.password", "geheim\n");
+    // The admin password's hash, made as the README says.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_eingang"))
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"admin-passwort\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    secret("admin.hash", &String::from_utf8_lossy(&out.stdout));
+    let config = root.path().join("eingang.toml");
+    std::fs::write(&config, moved).unwrap();
+    let out = run_in(
+        root.path(),
+        &["status", "--config", config.to_str().unwrap()],
+        &[
+            ("EINGANG_IMAP_PASSWORD", "x"),
+            ("EINGANG_SMTP_PASSWORD", "y"),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    for source in ["lieferscheine", "ablage", "edi"] {
+        assert!(
+            stdout(&out).contains(&format!("{source}: received 0")),
+            "{}",
+            stdout(&out)
+        );
+    }
+}

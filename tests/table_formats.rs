@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use eingang::error::Reject;
 use eingang::format::{Attachment, Limits, Registry, TableFormat, table};
-use eingang::model::{DeliveryNote, Document};
+use eingang::model::{self, DeliveryNote, Document};
 use zip::write::SimpleFileOptions;
 
 fn root() -> &'static Path {
@@ -20,6 +20,11 @@ fn root() -> &'static Path {
 /// The limits eingang runs with, and the real binary as the spreadsheet child.
 fn limits() -> Limits {
     Limits::with_defaults(PathBuf::from(env!("CARGO_BIN_EXE_eingang")))
+}
+
+/// The day the fixtures are validated on.
+fn today() -> chrono::NaiveDate {
+    chrono::NaiveDate::from_ymd_opt(2026, 12, 1).expect("a date")
 }
 
 fn example(name: &str) -> TableFormat {
@@ -155,7 +160,9 @@ fn every_example_fixture_gives_its_expected_output() {
             ) {
                 continue;
             }
-            let result = table::parse(&fixture(supplier, &name), &format, &limits());
+            // Validated as the pipeline does, on a fixed day.
+            let result = table::parse(&fixture(supplier, &name), &format, &limits())
+                .and_then(|documents| model::validate(&documents, today()).map(|()| documents));
             let expected_json = dir.join(format!("{case}.expected.json"));
             let expected_reject = dir.join(format!("{case}.expected-reject.txt"));
             match result {
@@ -175,7 +182,7 @@ fn every_example_fixture_gives_its_expected_output() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 9, "fixtures checked");
+    assert_eq!(checked, 10, "fixtures checked");
 }
 
 #[test]
@@ -462,7 +469,7 @@ fn zip_bomb_is_rejected_by_its_declared_size_before_inflating() {
     assert_eq!(
         reject.to_string(),
         "bombe.xlsx: too large: its zip entries declare 2097152 bytes uncompressed; \
-         the limit is 1048576 bytes"
+         the limit is 1048576 bytes (limits.max_inflated_mib)"
     );
 }
 
@@ -645,4 +652,64 @@ fn format_files_with_mistakes_give_clear_load_errors() {
         "encoding \"klingonisch\" is unknown (e.g. \"utf-8\", \"windows-1252\"); \
          columns.quantity is required; columns.date (or from_file_name.date) is required"
     );
+}
+
+#[test]
+fn format_files_that_claim_the_same_sender_domain_or_file_are_load_errors_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let columns = "[columns]\nnumber = \"LS\"\ndate = \"Datum\"\nquantity = \"Menge\"\n";
+    let write = |name: &str, head: &str| {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, format!("kind = \"csv\"\n{head}{columns}")).unwrap();
+        path.display().to_string()
+    };
+    let a = write(
+        "a",
+        "senders = [\"ls@acme.de\", \"@lager.de\"]\nfiles = [\"LS_*.csv\", \"we-*.csv\"]\n",
+    );
+    let b = write(
+        "b",
+        "senders = [\"LS@acme.de\", \"@lager.de\"]\nfiles = [\"ls_*.CSV\"]\n",
+    );
+    let c = write(
+        "c",
+        "senders = [\"versand@lager.de\", \"@c.de\"]\nfiles = [\"*-2026.csv\"]\n",
+    );
+    let problems = Registry::load(dir.path()).unwrap_err();
+    let expected = [
+        format!(
+            "formats: {a} and {b} both list the sender \"ls@acme.de\": a sender belongs to one supplier, remove it from one of the files"
+        ),
+        format!(
+            "formats: {a} and {b} both list the domain \"@lager.de\": a sender belongs to one supplier, remove it from one of the files"
+        ),
+        format!(
+            "formats: {a} and {b} both list the file glob \"LS_*.csv\": a file name belongs to one supplier, remove it from one of the files"
+        ),
+        format!(
+            "formats: {a} lists the whole domain \"@lager.de\" and {c} the address \"versand@lager.de\" in it: a message from that address would go to whichever file sorts first; remove the address, or list the domain's addresses one by one"
+        ),
+        format!(
+            "formats: the file glob \"LS_*.csv\" in {a} and \"*-2026.csv\" in {c} both match a name such as \"LS_-2026.csv\": such a file would go to whichever file sorts first; make the globs exclusive"
+        ),
+        format!(
+            "formats: the file glob \"we-*.csv\" in {a} and \"*-2026.csv\" in {c} both match a name such as \"we-2026.csv\": such a file would go to whichever file sorts first; make the globs exclusive"
+        ),
+        format!(
+            "formats: {b} lists the whole domain \"@lager.de\" and {c} the address \"versand@lager.de\" in it: a message from that address would go to whichever file sorts first; remove the address, or list the domain's addresses one by one"
+        ),
+        format!(
+            "formats: the file glob \"ls_*.CSV\" in {b} and \"*-2026.csv\" in {c} both match a name such as \"ls_-2026.CSV\": such a file would go to whichever file sorts first; make the globs exclusive"
+        ),
+    ];
+    assert_eq!(problems, expected);
+
+    // Exclusive files load.
+    std::fs::remove_file(dir.path().join("b.toml")).unwrap();
+    std::fs::remove_file(dir.path().join("c.toml")).unwrap();
+    write(
+        "d",
+        "senders = [\"@d.de\"]\nfiles = [\"LS_[0-9]*.xlsx\", \"lieferung-*.csv\"]\n",
+    );
+    assert!(Registry::load(dir.path()).is_ok());
 }

@@ -151,9 +151,136 @@ impl Verdict {
     }
 }
 
+/// Who sent an item, as far as eingang can tell: what a cXML update or delete must match (the
+/// sender of the order it changes) and what a second document with a stored business key is
+/// compared by (the same sender again, or a conflict). Stored with each document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sender {
+    /// A message whose From domain passed DMARC: that domain, lowercased.
+    Domain(String),
+    /// A file: whoever can put files into this source's inbox (a drop folder, an FTP account,
+    /// the operator running `eingang import`).
+    Source(String),
+    /// A message whose sender is not authenticated (`fail`, `none`, `temperror`).
+    Unauthenticated,
+}
+
+impl Sender {
+    /// The sender of a message with this verdict (`None`: never checked).
+    pub fn of_message(verdict: Option<&Verdict>) -> Sender {
+        match verdict {
+            Some(v) if v.status == Status::Pass => {
+                match v.from_domain.as_deref().or(v.aligned_domain.as_deref()) {
+                    Some(domain) => Sender::Domain(domain.to_ascii_lowercase()),
+                    None => Sender::Unauthenticated,
+                }
+            }
+            _ => Sender::Unauthenticated,
+        }
+    }
+
+    /// The sender of a file found in this source.
+    pub fn of_file(source: &str) -> Sender {
+        Sender::Source(source.to_owned())
+    }
+
+    /// Whether the sender is known (an authenticated domain, or a source's inbox).
+    pub fn is_known(&self) -> bool {
+        !matches!(self, Sender::Unauthenticated)
+    }
+
+    /// The form stored with a document: `domain:supplier.example`, `source:drop`; `None` for
+    /// an unauthenticated sender.
+    pub fn stored(&self) -> Option<String> {
+        match self {
+            Sender::Domain(d) => Some(format!("domain:{d}")),
+            Sender::Source(s) => Some(format!("source:{s}")),
+            Sender::Unauthenticated => None,
+        }
+    }
+
+    /// Reads the stored form back; anything else (a document stored before eingang recorded
+    /// senders) counts as unauthenticated.
+    pub fn from_stored(text: Option<&str>) -> Sender {
+        match text.and_then(|t| t.split_once(':')) {
+            Some(("domain", d)) if !d.is_empty() => Sender::Domain(d.to_owned()),
+            Some(("source", s)) if !s.is_empty() => Sender::Source(s.to_owned()),
+            _ => Sender::Unauthenticated,
+        }
+    }
+
+    /// Whether two documents came from the same known sender. Two unauthenticated senders are
+    /// never the same: nothing says who they were.
+    pub fn same_as(&self, other: &Sender) -> bool {
+        self.is_known() && self == other
+    }
+}
+
+impl std::fmt::Display for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sender::Domain(d) => write!(f, "authenticated for {d}"),
+            Sender::Source(s) => write!(f, "a file of the source {s}"),
+            Sender::Unauthenticated => f.write_str("not authenticated"),
+        }
+    }
+}
+
 /// Checks one message (its raw bytes, as fetched): the trusted header first, then eingang's
 /// own DKIM and DMARC check. Never fails and never takes longer than [`CHECK_DEADLINE`]; DNS
 /// trouble gives `temperror`.
 pub async fn authenticate(raw: &[u8], trust: &Trust, resolver: &Resolver) -> Verdict {
     check::run(raw, trust, resolver).await
+}
+
+#[cfg(test)]
+mod sender_tests {
+    use super::*;
+
+    fn verdict(status: Status) -> Verdict {
+        Verdict {
+            status,
+            from_domain: Some("Supplier.Example".into()),
+            aligned_domain: Some("mail.supplier.example".into()),
+            policy: None,
+            decided_by: DecidedBy::Eingang,
+            authserv_id: None,
+            text: String::new(),
+        }
+    }
+
+    #[test]
+    fn only_a_pass_makes_a_known_sender_and_it_is_the_from_domain() {
+        let pass = Sender::of_message(Some(&verdict(Status::Pass)));
+        assert_eq!(pass, Sender::Domain("supplier.example".into()));
+        for status in [Status::Fail, Status::None, Status::TempError] {
+            assert_eq!(
+                Sender::of_message(Some(&verdict(status))),
+                Sender::Unauthenticated
+            );
+        }
+        assert_eq!(Sender::of_message(None), Sender::Unauthenticated);
+        assert!(pass.same_as(&Sender::Domain("supplier.example".into())));
+        assert!(!Sender::Unauthenticated.same_as(&Sender::Unauthenticated));
+        assert!(!Sender::of_file("drop").same_as(&pass));
+    }
+
+    #[test]
+    fn the_stored_form_reads_back() {
+        for sender in [
+            Sender::Domain("supplier.example".into()),
+            Sender::of_file("drop"),
+            Sender::Unauthenticated,
+        ] {
+            assert_eq!(Sender::from_stored(sender.stored().as_deref()), sender);
+        }
+        assert_eq!(
+            Sender::from_stored(Some("partner:")),
+            Sender::Unauthenticated
+        );
+        assert_eq!(
+            Sender::Domain("a.example".into()).to_string(),
+            "authenticated for a.example"
+        );
+    }
 }

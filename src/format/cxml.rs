@@ -278,6 +278,7 @@ fn ship_notice(request: &Element, file: &str) -> Result<Document, Reject> {
         order_refs,
         lines,
         file: file.to_owned(),
+        date_text: None,
     }))
 }
 

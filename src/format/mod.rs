@@ -5,9 +5,11 @@
 //! content and needs no supplier; a table needs the supplier that routing found. It never
 //! decides where an item goes (that is `disposition`) and never stores anything.
 
+pub mod archive;
 pub mod csv_table;
 pub mod cxml;
 pub mod opentrans;
+mod overlap;
 pub mod standard;
 pub mod table;
 pub mod ubl;
@@ -16,6 +18,8 @@ pub mod xml;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use chrono::NaiveDate;
 
 use crate::error::Reject;
 use crate::model::Document;
@@ -50,6 +54,9 @@ pub struct Limits {
     pub sheet_memory_bytes: u64,
     /// Wall-clock limit of that child.
     pub sheet_timeout: Duration,
+    /// The day dates are validated against (a document dated more than a year after it is
+    /// implausible); `None` is the local date when the item is parsed. Tests set it.
+    pub today: Option<NaiveDate>,
 }
 
 impl Limits {
@@ -64,6 +71,7 @@ impl Limits {
             sheet_reader,
             sheet_memory_bytes: 2 * 1024 * 1024 * 1024,
             sheet_timeout: Duration::from_secs(30),
+            today: None,
         }
     }
 }
@@ -87,7 +95,8 @@ pub struct Registry {
 
 impl Registry {
     /// Loads every `*.toml` in `dir`. A missing folder is an empty registry (the caller warns);
-    /// every broken file is reported at once.
+    /// every problem is reported at once, one line each: a broken file, two files for one
+    /// supplier, and two files that claim the same sender, domain or file name (`overlap`).
     pub fn load(dir: &Path) -> Result<Registry, Vec<String>> {
         let mut tables = Vec::new();
         let mut problems = Vec::new();
@@ -122,6 +131,7 @@ impl Registry {
                 ));
             }
         }
+        problems.extend(overlap::problems(&tables));
         if problems.is_empty() {
             Ok(Registry {
                 tables,
@@ -152,29 +162,61 @@ impl Registry {
         self.tables.iter().find(|t| t.matches_file(name))
     }
 
-    /// Where a new sender or glob should be written: the matching supplier's file, else a new
-    /// file named after `stem` in the formats folder.
-    pub fn hint_for(&self, supplier: Option<&TableFormat>, stem: &str) -> String {
-        match supplier {
-            Some(t) => t.path.display().to_string(),
-            None => {
-                let dir = self.dir.as_deref().unwrap_or(Path::new("formats"));
-                let stem: String = stem
-                    .chars()
-                    .map(|c| {
-                        if c.is_ascii_alphanumeric() {
-                            c.to_ascii_lowercase()
-                        } else {
-                            '-'
-                        }
-                    })
-                    .collect();
-                format!(
-                    "{} (a new supplier file)",
-                    dir.join(format!("{stem}.toml")).display()
-                )
-            }
+    /// The one supplier that lists an address at exactly this domain, if only one does: a new
+    /// address of that domain most likely belongs to it.
+    pub fn by_sender_domain(&self, domain: &str) -> Option<&TableFormat> {
+        let mut listing = self.tables.iter().filter(|t| t.lists_domain(domain));
+        match (listing.next(), listing.next()) {
+            (Some(only), None) => Some(only),
+            _ => None,
         }
+    }
+
+    /// A new format file to create, named after the first of `stems` that no supplier has
+    /// (a name and a file of their own), else after the first with a number:
+    /// `formats/acme-neu.toml (a new supplier file)`. It never names an existing supplier's
+    /// file.
+    pub fn new_file_hint(&self, stems: &[&str]) -> String {
+        let dir = self.dir.as_deref().unwrap_or(Path::new("formats"));
+        let taken = |stem: &str| {
+            let path = dir.join(format!("{stem}.toml"));
+            self.tables.iter().any(|t| t.name == stem || t.path == path)
+        };
+        let stems: Vec<String> = stems.iter().map(|s| file_stem(s)).collect();
+        let first = stems
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "supplier".to_owned());
+        let stem = stems
+            .iter()
+            .find(|s| !taken(s))
+            .cloned()
+            .or_else(|| (2..).map(|n| format!("{first}-{n}")).find(|s| !taken(s)))
+            .expect("an endless range has a free name");
+        format!(
+            "{} (a new supplier file)",
+            dir.join(format!("{stem}.toml")).display()
+        )
+    }
+}
+
+/// A supplier name made of what a format file name may hold: ASCII letters and digits,
+/// lowercase, everything else `-`.
+fn file_stem(text: &str) -> String {
+    let stem: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if stem.is_empty() {
+        "supplier".to_owned()
+    } else {
+        stem
     }
 }
 

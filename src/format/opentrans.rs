@@ -42,6 +42,7 @@ pub fn parse(root: &Element, file: &str) -> Result<Document, Reject> {
         order_refs,
         lines,
         file: file.to_owned(),
+        date_text: None,
     }))
 }
 

@@ -10,9 +10,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use chrono::NaiveDate;
-use chrono::format::{Item, StrftimeItems};
+use chrono::format::{Item, Numeric, StrftimeItems};
 use encoding_rs::Encoding;
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use globset::{GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +35,8 @@ pub struct TableFormat {
     /// Lowercased addresses and `@domain` entries.
     senders: Vec<String>,
     files: GlobSet,
+    /// The same globs one by one, with their text, for the overlap check across files.
+    file_globs: Vec<GlobMatcher>,
     decimal: char,
     thousands: Option<char>,
     /// 1-based; 0 means the table has no header row.
@@ -93,6 +95,7 @@ enum Field {
     Quantity,
     Unit,
     OrderLine,
+    UnitPrice,
     LineTotal,
     SerialNumber,
     Comment,
@@ -117,6 +120,7 @@ impl Field {
             Field::Quantity => "quantity",
             Field::Unit => "unit",
             Field::OrderLine => "order_line",
+            Field::UnitPrice => "unit_price",
             Field::LineTotal => "line_total",
             Field::SerialNumber => "serial_number",
             Field::Comment => "comment",
@@ -226,6 +230,24 @@ impl TableFormat {
             })
     }
 
+    /// The sender entries as listed, lowercased: addresses and `@domain`s.
+    pub fn sender_entries(&self) -> &[String] {
+        &self.senders
+    }
+
+    /// Whether this supplier lists an address at exactly this domain (or the domain itself).
+    pub fn lists_domain(&self, domain: &str) -> bool {
+        let domain = domain.trim().to_lowercase();
+        self.senders
+            .iter()
+            .any(|entry| entry.rsplit_once('@').is_some_and(|(_, d)| d == domain))
+    }
+
+    /// The file globs one by one, case-insensitive, as written.
+    pub fn file_globs(&self) -> &[GlobMatcher] {
+        &self.file_globs
+    }
+
     /// Whether one of this supplier's file globs matches the name (case-insensitive; only the
     /// last path component counts).
     pub fn matches_file(&self, name: &str) -> bool {
@@ -305,7 +327,8 @@ impl TableFormat {
             .iter()
             .filter_map(|s| noted(&mut problems, sender(s)))
             .collect();
-        let files = noted(&mut problems, globs(&raw.files)).unwrap_or_else(GlobSet::empty);
+        let (files, file_globs) = noted(&mut problems, globs(&raw.files))
+            .unwrap_or_else(|| (GlobSet::empty(), Vec::new()));
         let decimal = noted(&mut problems, separator("decimal", raw.decimal)).flatten();
         let decimal = decimal.unwrap_or('.');
         let thousands = noted(&mut problems, separator("thousands", raw.thousands)).flatten();
@@ -384,6 +407,7 @@ impl TableFormat {
             kind,
             senders,
             files,
+            file_globs,
             decimal,
             thousands,
             header_row,
@@ -498,12 +522,14 @@ fn sender(raw: &str) -> Result<String, String> {
     }
 }
 
-fn globs(patterns: &[String]) -> Result<GlobSet, String> {
+fn globs(patterns: &[String]) -> Result<(GlobSet, Vec<GlobMatcher>), String> {
     let mut set = GlobSetBuilder::new();
+    let mut one_by_one = Vec::new();
     let mut problems = Vec::new();
     for pattern in patterns {
         match GlobBuilder::new(pattern).case_insensitive(true).build() {
             Ok(glob) => {
+                one_by_one.push(glob.compile_matcher());
                 set.add(glob);
             }
             Err(e) => problems.push(format!("files: {pattern:?}: {}", e.kind())),
@@ -512,7 +538,8 @@ fn globs(patterns: &[String]) -> Result<GlobSet, String> {
     if !problems.is_empty() {
         return Err(problems.join("; "));
     }
-    set.build().map_err(|e| format!("files: {e}"))
+    let set = set.build().map_err(|e| format!("files: {e}"))?;
+    Ok((set, one_by_one))
 }
 
 /// A chrono format that can print and read back a date.
@@ -522,6 +549,27 @@ fn date_format(format: &str) -> Result<String, String> {
     // A bad specifier would make the formatter fail, so look for one before formatting.
     if StrftimeItems::new(format).any(|item| matches!(item, Item::Error)) {
         return Err(problem());
+    }
+    // Without a year no date can be read, and a year alone would leave it to chance whether
+    // the text reads as a plausible one ("24.11." is never a delivery date).
+    let has_year = StrftimeItems::new(format).any(|item| {
+        matches!(
+            item,
+            Item::Numeric(
+                Numeric::Year
+                    | Numeric::YearMod100
+                    | Numeric::IsoYear
+                    | Numeric::IsoYearMod100
+                    | Numeric::Timestamp,
+                _
+            )
+        )
+    });
+    if !has_year {
+        return Err(format!(
+            "date_formats: {format:?} has no year: add %Y (four digits, 2026) or %y (two \
+             digits, 26), e.g. \"%d.%m.%Y\""
+        ));
     }
     // A date-time sample, so that formats with a time part ("%d.%m.%Y %H:%M") can print it.
     let sample = NaiveDate::from_ymd_opt(2026, 11, 20)
@@ -652,7 +700,8 @@ pub fn parse(
 #[derive(Default)]
 struct FileNameValues {
     number: Option<String>,
-    date: Option<NaiveDate>,
+    /// The date, with its text as the file name wrote it.
+    date: Option<(NaiveDate, String)>,
     order_ref: Option<String>,
 }
 
@@ -660,6 +709,8 @@ struct FileNameValues {
 struct Note {
     number: String,
     date: Option<NaiveDate>,
+    /// The date's text, when it was read with `date_formats` (not a typed date cell).
+    date_text: Option<String>,
     /// The row that opened the note, named in rejections about the whole note.
     first_row: String,
     order_refs: Vec<String>,
@@ -828,6 +879,7 @@ impl<'a> NoteBuilder<'a> {
         let quantity = self
             .decimal(row, Field::Quantity)?
             .ok_or_else(|| missing("quantity"))?;
+        let unit_price = self.decimal(row, Field::UnitPrice)?;
         let line_total = self.decimal(row, Field::LineTotal)?;
 
         let index = match self.by_number.get(&number) {
@@ -836,7 +888,8 @@ impl<'a> NoteBuilder<'a> {
                 let refs: Vec<String> = self.from_name.order_ref.iter().cloned().collect();
                 self.notes.push(Note {
                     number: number.clone(),
-                    date: self.from_name.date,
+                    date: self.from_name.date.as_ref().map(|(date, _)| *date),
+                    date_text: self.from_name.date.as_ref().map(|(_, text)| text.clone()),
                     first_row: row.label.clone(),
                     seen_refs: refs.iter().cloned().collect(),
                     order_refs: refs,
@@ -847,9 +900,12 @@ impl<'a> NoteBuilder<'a> {
             }
         };
         let note = &mut self.notes[index];
-        if let Some(date) = date {
+        if let Some((date, text)) = date {
             match note.date {
-                None => note.date = Some(date),
+                None => {
+                    note.date = Some(date);
+                    note.date_text = text;
+                }
                 // Rows of one note with two dates mean the grouping column is wrong.
                 Some(earlier) if earlier != date => {
                     return Err(Reject::bad_value(
@@ -891,6 +947,7 @@ impl<'a> NoteBuilder<'a> {
             unit,
             order_ref,
             order_line: row.text(Field::OrderLine),
+            unit_price,
             line_total,
             serial_number: row.text(Field::SerialNumber),
             comment: row.text(Field::Comment),
@@ -921,14 +978,20 @@ impl<'a> NoteBuilder<'a> {
     }
 
     /// A date field: date cells as they are, text and numbers by the format's date formats.
-    fn date(&self, row: &Row, field: Field) -> Result<Option<NaiveDate>, Reject> {
+    /// The text comes with the date when the formats read it, for a rejection that names it.
+    fn date(&self, row: &Row, field: Field) -> Result<Option<(NaiveDate, Option<String>)>, Reject> {
         let Some(cell) = row.cell(field) else {
             return Ok(None);
         };
         let raw = cell.text().unwrap_or("");
         let parsed = match cell {
-            Cell::Date(iso) => NaiveDate::parse_from_str(iso, "%Y-%m-%d").ok(),
-            _ => self.format.parse_date(raw),
+            Cell::Date(iso) => NaiveDate::parse_from_str(iso, "%Y-%m-%d")
+                .ok()
+                .map(|d| (d, None)),
+            _ => self
+                .format
+                .parse_date(raw)
+                .map(|d| (d, Some(raw.to_owned()))),
         };
         parsed.map(Some).ok_or_else(|| {
             Reject::bad_value(
@@ -979,6 +1042,7 @@ impl<'a> NoteBuilder<'a> {
                     order_refs: note.order_refs,
                     lines: note.lines,
                     file: file.to_owned(),
+                    date_text: note.date_text,
                 }))
             })
             .collect()
@@ -1008,11 +1072,18 @@ fn file_name_values(format: &TableFormat, file: &str) -> Result<FileNameValues, 
     let number = capture("number", &patterns.number)?;
     let date = match capture("date", &patterns.date)? {
         None => None,
-        Some(raw) => Some(
-            format
-                .parse_date(&raw)
-                .ok_or_else(|| Reject::bad_value(file, None, "date", &raw, format.date_why()))?,
-        ),
+        Some(raw) => match format.parse_date(&raw) {
+            Some(date) => Some((date, raw)),
+            None => {
+                return Err(Reject::bad_value(
+                    file,
+                    None,
+                    "date",
+                    &raw,
+                    format.date_why(),
+                ));
+            }
+        },
     };
     let order_ref = capture("order_ref", &patterns.order_ref)?;
     Ok(FileNameValues {
@@ -1186,7 +1257,7 @@ mod tests {
         for part in [
             "`delimiter` is only for kind = \"csv\"",
             "decimal and thousands are both ','",
-            "\"%H:%M\" does not hold a whole date",
+            "\"%H:%M\" has no year",
             "\"acme.de\" is neither",
             "position 0 must be 1 or more",
             "columns.quantity is required",
@@ -1230,6 +1301,80 @@ mod tests {
         assert!(
             problem.contains("line 2") && problem.contains("unknown field `delimter`"),
             "{problem}"
+        );
+    }
+
+    #[test]
+    fn a_date_format_without_a_year_is_a_load_error() {
+        for without in ["%d.%m.", "%d.%m", "%m/%d", "%j"] {
+            let problem = date_format(without).unwrap_err();
+            assert_eq!(
+                problem,
+                format!(
+                    "date_formats: {without:?} has no year: add %Y (four digits, 2026) or %y \
+                     (two digits, 26), e.g. \"%d.%m.%Y\""
+                )
+            );
+        }
+        // Half a year is no year either: the century alone does not round-trip.
+        assert!(date_format("%d.%m.%C").is_err());
+        for with in ["%d.%m.%y", "%y%m%d", "%G-W%V-%u", "%Y-%j", "%d.%m.%Y %H:%M"] {
+            assert!(date_format(with).is_ok(), "{with}");
+        }
+    }
+
+    #[test]
+    fn unit_price_and_line_total_are_canonical_decimals() {
+        let f = format(&format!(
+            "{}decimal = \",\"\nthousands = \".\"\n{}unit_price = \"Preis\"\n\
+             line_total = \"Summe\"\n",
+            "kind = \"csv\"\ndelimiter = \";\"\n",
+            "[columns]\nnumber = \"LS\"\ndate = \"Datum\"\nquantity = \"Menge\"\n"
+        ))
+        .unwrap();
+        let header = text_row(&["LS", "Datum", "Menge", "Preis", "Summe"]);
+        let rows = [
+            header.clone(),
+            text_row(&["LS-1", "20.11.2026", "2", "1.234,50", "2.469,00"]),
+            text_row(&["LS-1", "20.11.2026", "1", "", ""]),
+        ];
+        let docs = notes(&f, &rows).unwrap();
+        let lines = &note(&docs[0]).lines;
+        assert_eq!(lines[0].unit_price.unwrap().to_string(), "1234.5");
+        assert_eq!(lines[0].line_total.unwrap().to_string(), "2469");
+        assert_eq!((lines[1].unit_price, lines[1].line_total), (None, None));
+        let json = serde_json::to_value(&docs[0]).unwrap();
+        assert_eq!(json["lines"][0]["unit_price"], "1234.5");
+        assert!(
+            json["lines"][1].get("unit_price").is_none(),
+            "absent is left out"
+        );
+
+        let bad = [header, text_row(&["LS-1", "20.11.2026", "2", "zwölf", ""])];
+        assert_eq!(
+            notes(&f, &bad).unwrap_err().to_string(),
+            "ls.csv: row 2: unit_price \"zwölf\" is not a decimal number"
+        );
+    }
+
+    #[test]
+    fn the_date_text_is_kept_for_the_plausibility_check() {
+        let f = format(MINIMAL).unwrap();
+        let rows = [
+            text_row(&["LS", "Datum", "Menge"]),
+            text_row(&["LS-1", "24.11.26", "1"]),
+        ];
+        let docs = notes(&f, &rows).unwrap();
+        assert_eq!(note(&docs[0]).date, NaiveDate::from_ymd_opt(26, 11, 24));
+        assert_eq!(note(&docs[0]).date_text.as_deref(), Some("24.11.26"));
+        let today = NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+        let reject = crate::model::validate(&docs, today)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            reject
+                .starts_with("ls.csv: date \"24.11.26\" reads as 0026-11-24, before the year 2000"),
+            "{reject}"
         );
     }
 

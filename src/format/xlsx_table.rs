@@ -3,7 +3,8 @@
 //!
 //! calamine can abort the whole process on a 2 KB hostile workbook (CRATES.md: a sharedStrings
 //! `uniqueCount="4000000000"` ends in SIGABRT). So the parent first pre-scans the container from
-//! its metadata, without inflating it, and then lets a child process (`eingang parse-sheet`,
+//! its metadata, without inflating it (the zip checks are `archive::scan`, shared with ZIP
+//! attachments), and then lets a child process (`eingang parse-sheet`,
 //! under `setrlimit` and a timeout) run calamine and send the rows back as JSON lines. A child
 //! that dies is a rejection of the file, never the end of eingang. Cells are interpreted by
 //! `table`, not here.
@@ -16,22 +17,15 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use calamine::{Data, DataType, Range, Reader, Sheets};
-use zip::{CompressionMethod, ZipArchive};
+use zip::ZipArchive;
 
+use super::archive::{self, Container, Scanned, ZIP_MAGIC};
 use super::table::{Cell, RowSink, SheetChoice};
 use super::{Attachment, Limits};
 use crate::error::Reject;
 
-/// XLSX, XLSM and ODS are zip containers (local file header signature).
-const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
 /// XLS (and a password-protected XLSX) is a Compound File Binary container.
 const CFB_MAGIC: &[u8] = &[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
-/// Workbooks hold a few dozen entries; thousands mean a "10 000 sheets" bomb.
-const MAX_ZIP_ENTRIES: usize = 2_000;
-/// Sheet XML inflates 10 to 30 times; deflate's ceiling is about 1 000, which bombs reach.
-const MAX_RATIO: u64 = 250;
-/// Below this size an entry cannot hurt, whatever its ratio.
-const RATIO_MIN_BYTES: u64 = 1024 * 1024;
 /// How much of sharedStrings.xml and each sheet is inflated to read their first start tags.
 const HEAD_BYTES: u64 = 4096;
 /// The smallest shared string, `<si/>`: a uniqueCount above size / 5 cannot be true.
@@ -87,7 +81,7 @@ fn prescan(bytes: &[u8], file: &str, limits: &Limits) -> Result<(), Reject> {
             .flat_map(u16::to_le_bytes)
             .collect();
         if bytes.windows(needle.len()).any(|w| w == needle.as_slice()) {
-            Err(password_protected(file))
+            Err(Container::Workbook.protected(file))
         } else {
             Ok(())
         }
@@ -99,76 +93,31 @@ fn prescan(bytes: &[u8], file: &str, limits: &Limits) -> Result<(), Reject> {
     }
 }
 
-fn password_protected(file: &str) -> Reject {
-    Reject::Unsupported {
-        file: file.to_owned(),
-        why: "the workbook is password-protected; ask the supplier for an unprotected file"
-            .to_owned(),
-    }
-}
-
+/// The container checks every zip gets (`archive::scan`), then the two kinds of OOXML part
+/// whose first start tags tell how much calamine would allocate.
 fn prescan_zip(bytes: &[u8], file: &str, limits: &Limits) -> Result<(), Reject> {
-    let broken =
-        |e: zip::result::ZipError| Reject::malformed(file, format!("broken zip container: {e}"));
-    let mut archive = ZipArchive::new(Cursor::new(bytes)).map_err(broken)?;
-    if archive.len() > MAX_ZIP_ENTRIES {
-        return Err(Reject::too_large(
-            file,
-            format!(
-                "{} zip entries; the limit is {MAX_ZIP_ENTRIES}",
-                archive.len()
-            ),
-        ));
-    }
-    let mut inflated: u64 = 0;
-    let mut too_steep: Option<(String, u64)> = None;
+    let Scanned {
+        mut archive,
+        entries,
+        inflated,
+    } = archive::scan(
+        bytes,
+        file,
+        Container::Workbook,
+        limits.max_inflated_bytes,
+        0,
+    )?;
     let mut shared_strings = Vec::new();
     let mut sheets = Vec::new();
-    for index in 0..archive.len() {
-        let entry = archive.by_index_data(index).map_err(broken)?;
-        let name = entry.name().map_err(broken)?.into_owned();
-        if entry.encrypted() {
-            return Err(password_protected(file));
-        }
-        let method = entry.compression();
-        if !matches!(
-            method,
-            CompressionMethod::Stored | CompressionMethod::Deflated
-        ) {
-            return Err(Reject::Unsupported {
-                file: file.to_owned(),
-                why: format!("{name} is compressed with {method:?}, which eingang does not read"),
-            });
-        }
-        let size = entry.size();
-        inflated = inflated.saturating_add(size);
-        let ratio = size / entry.compressed_size().max(1);
-        if size > RATIO_MIN_BYTES && ratio > MAX_RATIO && too_steep.is_none() {
-            too_steep = Some((name.clone(), ratio));
-        }
+    for entry in entries {
         // Part names are found through relationships and compared without case, so look at
         // every entry that could be one (ECMA-376 Part 2, 9.1.1).
-        let lower = name.to_ascii_lowercase();
+        let lower = entry.name.to_ascii_lowercase();
         if lower.ends_with("sharedstrings.xml") {
-            shared_strings.push((index, name, size));
+            shared_strings.push((entry.index, entry.name, entry.size));
         } else if lower.contains("worksheets/") && lower.ends_with(".xml") {
-            sheets.push((index, name));
+            sheets.push((entry.index, entry.name));
         }
-    }
-    if inflated > limits.max_inflated_bytes {
-        return Err(Reject::too_large(
-            file,
-            format!(
-                "its zip entries declare {inflated} bytes uncompressed; the limit is {} bytes",
-                limits.max_inflated_bytes
-            ),
-        ));
-    }
-    if let Some((name, ratio)) = too_steep {
-        return Err(Reject::too_large(
-            file,
-            format!("{name} would inflate {ratio} times (a zip bomb?); the limit is {MAX_RATIO}"),
-        ));
     }
     for (index, name, size) in shared_strings {
         let head = entry_head(&mut archive, index, &name, file)?;

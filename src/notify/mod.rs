@@ -526,9 +526,14 @@ impl Notifier {
                 let original = self.store(move |s| s.original(item_id)).await?;
                 let details = details_of(item, original.as_deref());
                 let name = attachment_name(item);
-                // A message from a mailbox is passed on only from an authenticated sender
-                // (DESIGN.md promise 7); a file someone put in a folder or on the server is.
-                let trusted = !self.mailboxes.contains(&notice.source);
+                // A message from a mailbox is passed on only from an authenticated sender, by
+                // the verdict stored at its first sight (DESIGN.md promise 7); a file someone
+                // put in a folder or on the server is.
+                let authenticated = item
+                    .sender_auth
+                    .as_ref()
+                    .is_some_and(|v| v.status == crate::auth::Status::Pass);
+                let trusted = !self.mailboxes.contains(&notice.source) || authenticated;
                 let original = original.filter(|_| trusted);
                 let attached = match &original {
                     Some(_) => Attached::Yes(name.clone()),

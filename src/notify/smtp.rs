@@ -182,7 +182,7 @@ impl Mailer {
     fn connect_error(&self, why: impl fmt::Display) -> Error {
         Error::Connect {
             endpoint: self.endpoint(),
-            why: why.to_string(),
+            why: crate::source::tls::plain_words(&why.to_string(), &self.host),
         }
     }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Local};
 
+use crate::error::Reject;
 use crate::store::handoff::DeadDocument;
 use crate::store::outbox::RejectedItem;
 
@@ -150,6 +151,9 @@ pub fn label(lang: Language, label: Option<&str>) -> String {
         "unknown file" => "unbekannter Dateiname",
         "no document" => "kein Dokument gefunden",
         "duplicate" => "Duplikat",
+        "conflict" => "Konflikt mit einem gespeicherten Dokument",
+        "sender not authenticated" => "Absender nicht bestätigt",
+        "not the original sender" => "nicht vom Absender der Bestellung",
         "already imported" => "schon importiert",
         "crashed the parser" => "bringt eingang zum Absturz",
         _ => "abgelehnt",
@@ -165,6 +169,147 @@ fn format_file(reason: &str) -> Option<&str> {
     reason
         .split(|c: char| c.is_whitespace() || c == '"' || c == '`' || c == '(' || c == ')')
         .find(|word| word.ends_with(".toml"))
+}
+
+/// The reason in the notice's language. eingang's own words are translated; what a library or
+/// a server said (why an XML file is broken) stays as it was said.
+fn reason(lang: Language, item: &RejectedItem) -> String {
+    match (lang, &item.reject) {
+        (Language::De, Some(reject)) => german(reject),
+        _ => item.reason.clone(),
+    }
+}
+
+/// A rejection in German.
+fn german(reject: &Reject) -> String {
+    let line = |line: &Option<String>| match line {
+        Some(l) if l.starts_with("row ") => format!("Zeile {}: ", l.trim_start_matches("row ")),
+        Some(l) => format!("Position {l}: "),
+        None => String::new(),
+    };
+    match reject {
+        Reject::Missing {
+            file,
+            line: at,
+            field,
+        } => {
+            format!("{file}: {}{field} fehlt", line(at))
+        }
+        Reject::BadValue {
+            file,
+            line: at,
+            field,
+            value,
+            why,
+        } => format!("{file}: {}{field} {value:?} {}", line(at), german_why(why)),
+        Reject::Malformed { file, why } => format!("{file}: nicht lesbar: {}", german_why(why)),
+        Reject::Unsupported { file, why } => format!("{file}: {}", german_why(why)),
+        Reject::TooLarge { file, why } => format!("{file}: zu groß: {why}"),
+        Reject::UnknownSender { sender, file, hint } => format!(
+            "unbekannter Absender {sender} für {file}: {sender:?} unter `senders` in {hint} eintragen"
+        ),
+        Reject::UnknownFile { file, hint } => format!(
+            "kein Lieferantenformat passt zum Dateinamen {file}: ein Muster dafür unter `files` in {hint} eintragen"
+        ),
+        Reject::NoDocuments { why } => {
+            format!(
+                "kein Lieferschein und keine Bestellung gefunden: {}",
+                german_why(why)
+            )
+        }
+        Reject::Duplicate {
+            kind,
+            number,
+            supplier,
+            existing,
+        } => format!(
+            "doppelt: {} {number}{} ist schon als Dokument {existing} gespeichert",
+            match kind.as_str() {
+                "delivery note" => "Lieferschein",
+                "order" => "Bestellung",
+                other => other,
+            },
+            supplier
+                .as_deref()
+                .map(|s| format!(" von {s}"))
+                .unwrap_or_default()
+        ),
+        Reject::AlreadyImported { existing } => {
+            format!("schon eingelesen: dieselbe Datei kam schon als Eintrag {existing}")
+        }
+        Reject::Poison { attempts } => format!(
+            "diese Lieferung hat eingang {attempts}-mal angehalten; sie ist beiseitegelegt, damit die anderen weiterkommen"
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// eingang's own phrases in a reason, in German; anything else (a library's words) as it is.
+fn german_why(why: &str) -> String {
+    const PHRASES: &[(&str, &str)] = &[
+        ("is not a decimal number", "ist keine Dezimalzahl"),
+        ("is not a date in the format", "ist kein Datum im Format"),
+        (
+            "the message has no attachment",
+            "die Nachricht hat keinen Anhang",
+        ),
+        ("found only", "nur gefunden:"),
+        ("not well-formed XML", "kein wohlgeformtes XML"),
+        ("not readable as CSV", "nicht als CSV lesbar"),
+        (
+            "has no data rows (they start at row",
+            "hat keine Datenzeilen (sie beginnen in Zeile",
+        ),
+        (
+            "is not new, update or delete",
+            "ist weder new noch update noch delete",
+        ),
+        (
+            "the workbook is password-protected; ask the supplier for an unprotected file",
+            "die Arbeitsmappe ist kennwortgeschützt; beim Lieferanten eine ungeschützte Datei erbitten",
+        ),
+        (
+            ", not a delivery note or order",
+            ", kein Lieferschein und keine Bestellung",
+        ),
+        (
+            "is XML with the root element",
+            "ist XML mit dem Wurzelelement",
+        ),
+    ];
+    PHRASES
+        .iter()
+        .fold(why.to_owned(), |text, (en, de)| text.replace(en, de))
+}
+
+/// The verdict about a message's sender in words: `bestätigt (dkim=pass header.d=…, dmarc=pass)`.
+fn sender_check(lang: Language, verdict: &crate::auth::Verdict) -> String {
+    use crate::auth::Status;
+    let word = match (verdict.status, lang) {
+        (Status::Pass, Language::De) => "bestätigt",
+        (Status::Fail, Language::De) => "nicht bestätigt",
+        (Status::None, Language::De) => "nicht prüfbar (die Domain veröffentlicht nichts dazu)",
+        (Status::TempError, Language::De) => "nicht geprüft (DNS hat nicht geantwortet)",
+        (Status::Pass, Language::En) => "authenticated",
+        (Status::Fail, Language::En) => "not authenticated",
+        (Status::None, Language::En) => "nothing to check it by (the domain publishes nothing)",
+        (Status::TempError, Language::En) => "not checked (DNS did not answer)",
+    };
+    format!(
+        "{word}: {} ({})",
+        verdict.status,
+        short(&verdict.text, 2 * QUOTED_CHARS)
+    )
+}
+
+/// Whether a new try of this item can replace the stored document it conflicts with: its
+/// sender is known (an authenticated message, or a file of a source).
+fn can_replace(item: &RejectedItem) -> bool {
+    !item.is_message
+        || item
+            .sender_auth
+            .as_ref()
+            .is_some_and(|v| v.status == crate::auth::Status::Pass)
 }
 
 /// How people recognize the item: a message's subject, else its file name, else where it was.
@@ -234,6 +379,7 @@ pub fn rejected(
             [
                 "Grund",
                 "Absender",
+                "Echtheit",
                 "Betreff",
                 "Message-ID",
                 "Datum",
@@ -252,6 +398,7 @@ pub fn rejected(
             [
                 "Reason",
                 "Sender",
+                "Sender auth",
                 "Subject",
                 "Message-ID",
                 "Date",
@@ -275,8 +422,12 @@ pub fn rejected(
         ),
     };
     let values = [
-        one_line(&item.reason),
+        one_line(&reason(lang, item)),
         words(item.sender.as_deref()),
+        item.sender_auth
+            .as_ref()
+            .map(|v| sender_check(lang, v))
+            .unwrap_or_else(|| none.clone()),
         item.subject
             .as_deref()
             .map(|s| format!("{} {theirs}", quoted(s)))
@@ -298,7 +449,15 @@ pub fn rejected(
         if !item.is_message
             && matches!(
                 *name,
-                "Absender" | "Sender" | "Betreff" | "Subject" | "Message-ID" | "Datum" | "Date"
+                "Absender"
+                    | "Sender"
+                    | "Echtheit"
+                    | "Sender auth"
+                    | "Betreff"
+                    | "Subject"
+                    | "Message-ID"
+                    | "Datum"
+                    | "Date"
             )
         {
             continue; // a file has no envelope
@@ -377,6 +536,44 @@ fn advice(lang: Language, item: &RejectedItem) -> String {
             ),
             true,
         ),
+        ("sender not authenticated", Language::De) => (
+            format!(
+                "Den Inhalt nicht verwenden: es ist nicht bestätigt, dass die Nachricht vom Lieferanten stammt (sie kann gefälscht sein). Ist sie doch echt, muss der Mailserver des Lieferanten sie mit DKIM für seine Domain signieren; ist die Einstellung `authenticate` in {} zu streng, sie dort ändern. Eine neue Verarbeitung behält das gespeicherte Prüfergebnis.",
+                format_file.unwrap_or_else(|| "der Formatdatei des Lieferanten in formats/".to_owned())
+            ),
+            true,
+        ),
+        ("sender not authenticated", Language::En) => (
+            format!(
+                "Do not use its content: nothing confirms that the message comes from the supplier (it may be forged). If it is genuine after all, the supplier's mail server must sign it with DKIM for its domain; if the `authenticate` setting in {} is too strict, change it there. A new try keeps the stored verdict.",
+                format_file.unwrap_or_else(|| "the supplier's format file in formats/".to_owned())
+            ),
+            true,
+        ),
+        ("conflict", Language::De) if can_replace(item) => (
+            "Mit dem Lieferanten klären, welches der beiden Dokumente echt ist; das zuerst gespeicherte ist womöglich schon weitergegeben (Warenwirtschaft prüfen). Ist das gespeicherte falsch, diese Lieferung neu verarbeiten: sie tritt an seine Stelle, das alte bleibt als ersetzt gespeichert.".to_owned(),
+            true,
+        ),
+        ("conflict", Language::En) if can_replace(item) => (
+            "Ask the supplier which of the two documents is genuine; the one stored first may have been passed on already (check the ERP). If the stored one is false, run this item again: it takes the stored one's place, which stays in the store, marked as superseded.".to_owned(),
+            true,
+        ),
+        ("conflict", Language::De) => (
+            "Der Absender dieser Lieferung ist nicht bestätigt: sie kann das gespeicherte Dokument nicht ersetzen und ist womöglich eine Fälschung. Ist sie echt, den Lieferanten bitten, sie signiert (DKIM) noch einmal zu schicken, und mit ihm klären, welches Dokument gilt.".to_owned(),
+            false,
+        ),
+        ("conflict", Language::En) => (
+            "The sender of this item is not authenticated: it cannot replace the stored document, and it may be a forgery. If it is genuine, ask the supplier to send it again signed (DKIM), and settle with them which document counts.".to_owned(),
+            false,
+        ),
+        ("not the original sender", Language::De) => (
+            "Eine Änderung oder Stornierung wird nur vom Absender der Bestellung angenommen; diese kann gefälscht sein. Kommt sie wirklich vom Besteller, ihn bitten, sie auf demselben Weg zu schicken wie die Bestellung.".to_owned(),
+            false,
+        ),
+        ("not the original sender", Language::En) => (
+            "An update or a cancellation is taken only from the sender of the order; this one may be forged. If it really comes from the buyer, ask them to send it the same way as the order.".to_owned(),
+            false,
+        ),
         ("duplicate" | "already imported", Language::De) => (
             "Nichts zu tun, wenn der Lieferant dasselbe Dokument noch einmal geschickt hat: es ist schon gespeichert. Trägt ein anderes Dokument dieselbe Nummer, mit dem Lieferanten klären.".to_owned(),
             false,
@@ -435,22 +632,35 @@ fn advice(lang: Language, item: &RejectedItem) -> String {
 pub fn summary(lang: Language, source: &str, items: &[RejectedItem], window: Duration) -> Mail {
     let n = items.len();
     let window = span(lang, window);
-    let subject = match lang {
-        Language::De => format!(
+    let subject = match (lang, n) {
+        (Language::De, 1) => format!(
+            "eingang: {} – 1 Lieferung abgelehnt (Sammelmeldung)",
+            one_line(source)
+        ),
+        (Language::De, _) => format!(
             "eingang: {} – {n} Lieferungen abgelehnt (Sammelmeldung)",
             one_line(source)
         ),
-        Language::En => format!(
+        (Language::En, 1) => format!("eingang: {} – 1 item rejected (summary)", one_line(source)),
+        (Language::En, _) => format!(
             "eingang: {} – {n} items rejected (summary)",
             one_line(source)
         ),
     };
-    let mut body = match lang {
-        Language::De => format!(
+    let mut body = match (lang, n) {
+        (Language::De, 1) => format!(
+            "Die Quelle \"{}\" hat mehr Lieferungen abgelehnt, als innerhalb von {window} einzeln gemeldet werden; diese eine kommt in der Liste:\n\n",
+            one_line(source)
+        ),
+        (Language::De, _) => format!(
             "Die Quelle \"{}\" hat mehr Lieferungen abgelehnt, als innerhalb von {window} einzeln gemeldet werden. Statt {n} Einzelmeldungen kommt diese Liste:\n\n",
             one_line(source)
         ),
-        Language::En => format!(
+        (Language::En, 1) => format!(
+            "The source \"{}\" rejected more items than are reported one by one within {window}; this one comes in the list:\n\n",
+            one_line(source)
+        ),
+        (Language::En, _) => format!(
             "The source \"{}\" rejected more items than are reported one by one within {window}. Instead of {n} notices, here is the list:\n\n",
             one_line(source)
         ),
@@ -469,7 +679,10 @@ pub fn summary(lang: Language, source: &str, items: &[RejectedItem], window: Dur
         let from = item
             .sender
             .as_deref()
-            .map(|s| format!(" ({})", one_line(s)))
+            .map(|s| match &item.sender_auth {
+                Some(v) => format!(" ({}, {})", one_line(s), v.status),
+                None => format!(" ({})", one_line(s)),
+            })
             .unwrap_or_default();
         let _ = writeln!(
             body,
@@ -477,7 +690,7 @@ pub fn summary(lang: Language, source: &str, items: &[RejectedItem], window: Dur
             item.item_id,
             one_line(&what(item)),
             label(lang, item.label.as_deref()),
-            one_line(&item.reason),
+            one_line(&reason(lang, item)),
             match lang {
                 Language::De => "liegt in",
                 Language::En => "lies in",
@@ -805,6 +1018,8 @@ mod tests {
             archived: Some("/srv/drop/fehler/mail.eml".into()),
             received_at: "2026-11-20T09:00:00.000Z".into(),
             size: 1234,
+            reject: None,
+            sender_auth: None,
         }
     }
 
@@ -890,6 +1105,113 @@ mod tests {
         );
     }
 
+    fn verdict(status: crate::auth::Status) -> crate::auth::Verdict {
+        crate::auth::Verdict {
+            status,
+            from_domain: Some("acme-neu.de".into()),
+            aligned_domain: None,
+            policy: None,
+            decided_by: crate::auth::DecidedBy::Eingang,
+            authserv_id: None,
+            text: "dkim=none, dmarc=fail (p=reject) header.from=acme-neu.de".into(),
+        }
+    }
+
+    #[test]
+    fn a_message_shows_its_sender_verdict_and_a_conflict_says_whether_it_can_replace() {
+        use crate::auth::Status;
+        let conflict = |status| RejectedItem {
+            label: Some("conflict".into()),
+            reason: "duplicate delivery note LS-1 from another sender: …".into(),
+            sender_auth: Some(verdict(status)),
+            ..item()
+        };
+        let mail = rejected(
+            Language::De,
+            "mail",
+            &conflict(Status::Fail),
+            &Details::default(),
+            &Attached::Untrusted,
+        );
+        assert!(
+            mail.body.contains(
+                "Echtheit:    nicht bestätigt: fail (dkim=none, dmarc=fail (p=reject) header.from=acme-neu.de)"
+            ),
+            "{}",
+            mail.body
+        );
+        assert!(mail.subject.contains("Konflikt"), "{}", mail.subject);
+        assert!(
+            mail.body
+                .contains("kann das gespeicherte Dokument nicht ersetzen")
+        );
+        assert!(!mail.body.contains("reprocess"), "{}", mail.body);
+        let mail = rejected(
+            Language::En,
+            "mail",
+            &conflict(Status::Pass),
+            &Details::default(),
+            &Attached::No,
+        );
+        assert!(
+            mail.body.contains("Sender auth: authenticated: pass"),
+            "{}",
+            mail.body
+        );
+        assert!(
+            mail.body.contains("it takes the stored one's place"),
+            "{}",
+            mail.body
+        );
+        assert!(mail.body.contains("eingang reprocess 42"), "{}", mail.body);
+        // A file has no sender to check: no such line.
+        let file = RejectedItem {
+            is_message: false,
+            ..conflict(Status::Pass)
+        };
+        let mail = rejected(
+            Language::En,
+            "drop",
+            &file,
+            &Details::default(),
+            &Attached::No,
+        );
+        assert!(!mail.body.contains("Sender auth"), "{}", mail.body);
+        assert!(mail.body.contains("eingang reprocess 42"), "{}", mail.body);
+    }
+
+    #[test]
+    fn an_unauthenticated_sender_is_told_not_to_be_trusted() {
+        let forged = RejectedItem {
+            label: Some("sender not authenticated".into()),
+            reason: "sender not authenticated: DMARC fails for acme-neu.de, which publishes p=reject (…)".into(),
+            sender_auth: Some(verdict(crate::auth::Status::Fail)),
+            ..item()
+        };
+        let mail = rejected(
+            Language::De,
+            "mail",
+            &forged,
+            &Details::default(),
+            &Attached::Untrusted,
+        );
+        assert!(
+            mail.subject.contains("Absender nicht bestätigt"),
+            "{}",
+            mail.subject
+        );
+        assert!(
+            mail.body.contains("Den Inhalt nicht verwenden"),
+            "{}",
+            mail.body
+        );
+        assert!(
+            mail.body.contains("ihr Absender ist nicht bestätigt"),
+            "{}",
+            mail.body
+        );
+    }
+
     #[test]
     fn a_summary_lists_every_item_and_one_reprocess_command() {
         let items: Vec<RejectedItem> = (1..=3)
@@ -915,6 +1237,72 @@ mod tests {
                 .matches("liegt in /srv/drop/fehler/mail.eml")
                 .count(),
             3
+        );
+    }
+
+    #[test]
+    fn a_summary_of_one_item_says_so_in_the_singular() {
+        let one = [item()];
+        let de = summary(Language::De, "drop", &one, Duration::from_secs(300));
+        assert!(
+            de.subject.contains("1 Lieferung abgelehnt"),
+            "{}",
+            de.subject
+        );
+        assert!(!de.subject.contains("Lieferungen"), "{}", de.subject);
+        let en = summary(Language::En, "drop", &one, Duration::from_secs(300));
+        assert!(en.subject.contains("1 item rejected"), "{}", en.subject);
+    }
+
+    #[test]
+    fn eingangs_own_reasons_are_told_in_the_notice_language() {
+        let reject = Reject::BadValue {
+            file: "ls.csv".into(),
+            line: Some("row 7".into()),
+            field: "quantity".into(),
+            value: "zwölf".into(),
+            why: "is not a decimal number".into(),
+        };
+        let item = RejectedItem {
+            reason: reject.to_string(),
+            reject: Some(reject),
+            ..item()
+        };
+        let de = rejected(
+            Language::De,
+            "drop",
+            &item,
+            &Details::default(),
+            &Attached::No,
+        );
+        assert!(
+            de.body
+                .contains("ls.csv: Zeile 7: quantity \"zwölf\" ist keine Dezimalzahl"),
+            "{}",
+            de.body
+        );
+        let en = rejected(
+            Language::En,
+            "drop",
+            &item,
+            &Details::default(),
+            &Attached::No,
+        );
+        assert!(
+            en.body
+                .contains("ls.csv: row 7: quantity \"zwölf\" is not a decimal number"),
+            "{}",
+            en.body
+        );
+        let duplicate = Reject::Duplicate {
+            kind: "delivery note".into(),
+            number: "LS-8".into(),
+            supplier: Some("acme".into()),
+            existing: 3,
+        };
+        assert_eq!(
+            german(&duplicate),
+            "doppelt: Lieferschein LS-8 von acme ist schon als Dokument 3 gespeichert"
         );
     }
 

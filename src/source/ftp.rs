@@ -370,7 +370,9 @@ impl FtpSource {
         for addr in addrs {
             match tokio::time::timeout(CONNECT_TIMEOUT, self.open_at(addr)).await {
                 Ok(Ok(ftp)) => return Ok(ftp),
-                Ok(Err(e)) => last = connect_error(describe(&e)),
+                Ok(Err(e)) => {
+                    last = connect_error(super::tls::plain_words(&describe(&e), &remote.host));
+                }
                 Err(_) => {
                     last =
                         connect_error(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()));
@@ -436,7 +438,10 @@ impl FtpSource {
         .await?
         .map_err(|e| Error::Login {
             user: remote.user.clone(),
-            why: describe(&e),
+            why: match describe(&e) {
+                why if why.starts_with("530") => format!("{why} (check user and password)"),
+                why => why,
+            },
         })?;
         within("TYPE I", ftp.transfer_type(FileType::Binary)).await?;
         let home = within("PWD", ftp.pwd()).await?;

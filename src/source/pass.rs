@@ -16,6 +16,10 @@
 //! A failed move costs that item only: it stays in the inbox with its outcome, and the pass
 //! goes on and ends with an error that names it. A broken connection ends the pass; what was
 //! committed and not moved is finished by step 1 of the next one.
+//!
+//! A deferred item (its sender could not be checked because DNS failed, and its supplier
+//! requires authentication) is not moved at all: it stays in the inbox, is not listed again in
+//! this pass, and the report says when the first of them is due again.
 
 use std::collections::{HashMap, HashSet};
 
@@ -47,6 +51,10 @@ pub struct PassReport {
     pub rejected: usize,
     /// Items seen but not yet settled (still being written); they wait for the next pass.
     pub waiting: usize,
+    /// Messages left in the inbox, not decided, until DNS answers for their sender's check.
+    pub deferred: usize,
+    /// When the first of them is due again (RFC 3339, UTC).
+    pub retry_at: Option<String>,
 }
 
 impl PassReport {
@@ -230,10 +238,9 @@ impl Run<'_> {
                 });
             // Either failure ends the pass; what was committed and not moved is moved at the
             // start of the next one.
-            committed = Some(Decided {
-                entries,
-                outcomes: accepted?,
-            });
+            let outcomes = accepted?;
+            self.note_deferred(&outcomes, &entries, &mut state.report);
+            committed = Some(Decided { entries, outcomes });
             fault::panic_point("mid_pass");
             prefetched = fetched_next?;
         }
@@ -241,6 +248,24 @@ impl Run<'_> {
             self.finish(inbox, moves_of(last), state).await?;
         }
         Ok(())
+    }
+
+    /// Counts the entries that stay in the inbox, not decided, and when the first is due.
+    fn note_deferred<E: Entry>(
+        &self,
+        outcomes: &[Outcome],
+        entries: &[E],
+        report: &mut PassReport,
+    ) {
+        for (outcome, entry) in outcomes.iter().zip(entries) {
+            if let Outcome::Deferred { reason, until, .. } = outcome {
+                report.deferred += 1;
+                if report.retry_at.as_ref().is_none_or(|at| until < at) {
+                    report.retry_at = Some(until.clone());
+                }
+                tracing::warn!(source = %self.source, item = %entry.name(), %reason, retry_at = %until, "left in the inbox, not decided");
+            }
+        }
     }
 
     /// Moves decided entries and records where they lie now.
@@ -291,16 +316,18 @@ impl Run<'_> {
     }
 }
 
-/// The moves of a committed batch, by its outcomes.
+/// The moves of a committed batch, by its outcomes; a deferred item is not moved.
 fn moves_of<E>(decided: Decided<E>) -> Vec<Move<E>> {
     decided
         .entries
         .into_iter()
         .zip(decided.outcomes)
-        .map(|(entry, outcome)| Move {
-            entry,
-            item_id: outcome.item_id(),
-            disposition: Disposition::of(&outcome),
+        .filter_map(|(entry, outcome)| {
+            Some(Move {
+                entry,
+                item_id: outcome.item_id(),
+                disposition: Disposition::of(&outcome)?,
+            })
         })
         .collect()
 }

@@ -19,7 +19,7 @@ pub struct Wanted {
 impl Wanted {
     /// The item, with the folder its outcome sends it to.
     pub fn of(item: Unfinished) -> Wanted {
-        let look_in = item.outcome.as_ref().map(Disposition::of);
+        let look_in = item.outcome.as_ref().and_then(Disposition::of);
         Wanted { item, look_in }
     }
 }
@@ -61,9 +61,9 @@ pub enum Step<E> {
 pub fn plan<E>(item: &Unfinished, seen: Seen<E>) -> Step<E> {
     match seen {
         Seen::Listed | Seen::Elsewhere => Step::Leave,
-        Seen::InInbox(entry) => match &item.outcome {
-            Some(outcome) => Step::Move(entry, Disposition::of(outcome)),
-            // Never decided: the pass parses it again, its attempt counted first.
+        Seen::InInbox(entry) => match item.outcome.as_ref().and_then(Disposition::of) {
+            Some(disposition) => Step::Move(entry, disposition),
+            // Never decided (or waiting for DNS): the pass meets it again.
             None => Step::Leave,
         },
         Seen::Found(place) => Step::Record(place),

@@ -16,7 +16,7 @@ mod requests;
 mod schema;
 mod source_state;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -24,6 +24,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 
+use crate::auth::{self, Sender};
 use crate::error::Reject;
 use crate::extract::Envelope;
 use crate::item::Item;
@@ -35,6 +36,15 @@ pub use source_state::Stray;
 
 /// An item whose parse was started this many times without an outcome is set aside.
 pub const MAX_ATTEMPTS: u32 = 3;
+/// A message left in its inbox because DNS failed (its supplier requires authentication) is
+/// tried again after this long, the wait doubling with every further failure: a lost packet
+/// or a resolver restart is over within seconds.
+pub const RETRY_START: Duration = Duration::from_secs(5);
+/// The longest wait between two tries of such a message: an outage of hours costs one DNS
+/// round per message this often.
+pub const RETRY_CAP: Duration = Duration::from_secs(10 * 60);
+/// `due_by` for a caller that tries every waiting message now (`sync`, `import`).
+pub const DUE_NOW: &str = "9999-12-31T23:59:59.999Z";
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A store error. Busy and I/O errors are transient: the item stays where it is.
@@ -88,6 +98,16 @@ pub enum Prior {
         /// The earlier item.
         existing: i64,
     },
+    /// Left in its inbox before (DNS failed, see `Store::defer`) and not due for another try
+    /// yet: it stays, untouched, and no attempt is counted.
+    Waiting {
+        /// The ledger row.
+        item_id: i64,
+        /// Why it waits.
+        reason: String,
+        /// When it is due (RFC 3339, UTC).
+        until: String,
+    },
 }
 
 /// A committed outcome.
@@ -107,15 +127,51 @@ pub enum Outcome {
         /// The reason as shown to people.
         reason: String,
     },
+    /// Not decided: the item stays in its inbox and is tried again from `until` on (its
+    /// sender could not be checked because DNS failed, and its supplier requires
+    /// authentication). Committed as such, so that it is neither lost nor counted as a crash.
+    Deferred {
+        /// The ledger row.
+        item_id: i64,
+        /// Why it stays.
+        reason: String,
+        /// When it is tried again (RFC 3339, UTC).
+        until: String,
+    },
 }
 
 impl Outcome {
     /// The ledger row.
     pub fn item_id(&self) -> i64 {
         match self {
-            Outcome::Imported { item_id, .. } | Outcome::Rejected { item_id, .. } => *item_id,
+            Outcome::Imported { item_id, .. }
+            | Outcome::Rejected { item_id, .. }
+            | Outcome::Deferred { item_id, .. } => *item_id,
         }
     }
+}
+
+/// A message as `sender_checks` looks it up: its key and where it lies.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    /// The sha256 of its bytes.
+    pub sha256: String,
+    /// Its source.
+    pub source: String,
+    /// Where it lies in its source.
+    pub location: String,
+}
+
+/// What the ledger knows about the sender of a message before it is handled (`sender_checks`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Known {
+    /// The verdict taken when these bytes were first seen in this source: a reprocess uses it
+    /// (DKIM keys rotate; a new check could fail what passed). A `temperror` is never kept.
+    Stored(auth::Verdict),
+    /// Left in its inbox before and not due for another try yet: no DNS now.
+    Waiting,
+    /// Never checked: check it now.
+    Unknown,
 }
 
 /// The parse result of one item, ready to commit.
@@ -129,6 +185,51 @@ pub struct Verdict {
     pub supplier: Option<String>,
     /// Documents, or the rejection.
     pub result: Result<Vec<Document>, Reject>,
+    /// The verdict about a message's sender, stored with the item (`None` for a file).
+    pub sender_auth: Option<auth::Verdict>,
+    /// Who sent it: stored with its documents, compared for duplicates and cXML updates.
+    pub sender: Sender,
+}
+
+/// A message that stays in its inbox, not decided: DNS failed, and its supplier requires
+/// authentication (`auth::Decision::RetryLater`).
+#[derive(Debug)]
+pub struct Held {
+    /// The ledger row from `begin`.
+    pub item_id: i64,
+    /// The message's envelope.
+    pub envelope: Envelope,
+    /// The routed supplier.
+    pub supplier: Option<String>,
+    /// The `temperror` verdict.
+    pub sender_auth: Option<auth::Verdict>,
+    /// Why it stays.
+    pub reason: String,
+}
+
+/// How the messages of one source (or supplier) fared, for `status` and `check`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AuthCounts {
+    /// Messages whose sender passed.
+    pub pass: i64,
+    /// Messages whose sender failed.
+    pub fail: i64,
+    /// Messages with nothing to judge by.
+    pub none: i64,
+    /// Messages checked while DNS failed.
+    pub temperror: i64,
+    /// Messages left in their inbox until DNS answers.
+    pub waiting: i64,
+    /// The domains that passed, with how many messages each, most first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub passed_for: Vec<(String, i64)>,
+}
+
+impl AuthCounts {
+    /// Messages with a verdict.
+    pub fn checked(&self) -> i64 {
+        self.pass + self.fail + self.none + self.temperror
+    }
 }
 
 /// A stored document as `export` prints it.
@@ -329,17 +430,69 @@ impl Store {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// What the ledger knows about the sender of each item, before `begin` and before any DNS
+    /// look-up: the verdict stored when the same bytes came from the same source before (a
+    /// reprocess), or that the message waits in its inbox until after `due_by`, or nothing.
+    /// Reads only.
+    pub fn sender_checks(&self, items: &[Probe], due_by: &str) -> Result<Vec<Known>, Error> {
+        let conn = self.lock();
+        let mut latest = conn.prepare_cached(
+            "SELECT outcome, deferred_until, location FROM items
+             WHERE sha256 = ?1 ORDER BY id DESC LIMIT 1",
+        )?;
+        let mut stored = conn.prepare_cached(
+            "SELECT sender_auth FROM items
+             WHERE sha256 = ?1 AND source = ?2 AND sender_auth IS NOT NULL
+               AND json_extract(sender_auth, '$.status') != 'temperror'
+             ORDER BY id DESC LIMIT 1",
+        )?;
+        let mut known = Vec::with_capacity(items.len());
+        for item in items {
+            let key = item.sha256.as_str();
+            let row = latest
+                .query_row([key], |r| {
+                    Ok((
+                        r.get::<_, Option<String>>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })
+                .optional()?;
+            if let Some((None, Some(until), location)) = row
+                && location == item.location
+                && until.as_str() > due_by
+            {
+                known.push(Known::Waiting);
+                continue;
+            }
+            let verdict = stored
+                .query_row(params![key, item.source], |r| r.get::<_, String>(0))
+                .optional()?
+                .and_then(|json| serde_json::from_str::<auth::Verdict>(&json).ok());
+            known.push(verdict.map_or(Known::Unknown, Known::Stored));
+        }
+        Ok(known)
+    }
+
     /// Looks up every item's bytes in the ledger and records the new arrivals, in one
-    /// transaction, before anything is parsed.
-    pub fn begin(&self, items: &[&Item]) -> Result<Vec<Prior>, Error> {
+    /// transaction, before anything is parsed. A message left in its inbox (`defer`) is taken
+    /// up again once `due_by` has reached its time, as a fresh arrival on its own row; before
+    /// that it is `Prior::Waiting`.
+    pub fn begin(&self, items: &[&Item], due_by: &str) -> Result<Vec<Prior>, Error> {
         let mut conn = self.lock();
         let mut started = self.started.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut priors = Vec::with_capacity(items.len());
         {
             let mut latest = tx.prepare_cached(
-                "SELECT id, attempts, outcome, disposed_at IS NOT NULL, reason, location
+                "SELECT id, attempts, outcome, disposed_at IS NOT NULL, reason, location,
+                        deferred_until
                  FROM items WHERE sha256 = ?1 ORDER BY id DESC LIMIT 1",
+            )?;
+            // A waiting message taken up again is a fresh try: no crash attempt counted
+            // against it, and no longer "waiting", so that a crash while it is parsed counts.
+            let mut resume = tx.prepare_cached(
+                "UPDATE items SET deferred_until = NULL, attempts = 1 WHERE id = ?1",
             )?;
             let mut insert = tx.prepare_cached(
                 "INSERT INTO items (sha256, source, kind, location, file_name, size, received_at, attempts)
@@ -356,6 +509,7 @@ impl Store {
                             r.get::<_, bool>(3)?,
                             r.get::<_, Option<String>>(4)?,
                             r.get::<_, String>(5)?,
+                            r.get::<_, Option<String>>(6)?,
                         ))
                     })
                     .optional()?;
@@ -379,20 +533,37 @@ impl Store {
                     // The same bytes are being parsed right now for another arrival (another
                     // source, or a second copy in this batch): this one is an arrival of its own;
                     // the business key decides between them at commit.
-                    Some((id, _, None, _, _, _)) if started.contains(&id) => Prior::Fresh {
+                    Some((id, _, None, _, _, _, _)) if started.contains(&id) => Prior::Fresh {
                         item_id: insert_new()?,
                     },
-                    Some((id, attempts, None, _, _, _)) if attempts >= MAX_ATTEMPTS => {
+                    Some((id, _, None, _, reason, location, Some(until))) if here(&location) => {
+                        if until.as_str() > due_by {
+                            Prior::Waiting {
+                                item_id: id,
+                                reason: reason.unwrap_or_default(),
+                                until,
+                            }
+                        } else {
+                            resume.execute([id])?;
+                            Prior::Fresh { item_id: id }
+                        }
+                    }
+                    // Waiting in another place (the same bytes in another inbox): this one is
+                    // an arrival of its own.
+                    Some((_, _, None, _, _, _, Some(_))) => Prior::Fresh {
+                        item_id: insert_new()?,
+                    },
+                    Some((id, attempts, None, _, _, _, _)) if attempts >= MAX_ATTEMPTS => {
                         Prior::Poison {
                             item_id: id,
                             attempts,
                         }
                     }
-                    Some((id, _, None, _, _, _)) => Prior::Retry { item_id: id },
-                    Some((id, _, Some(outcome), false, reason, location)) if here(&location) => {
+                    Some((id, _, None, _, _, _, _)) => Prior::Retry { item_id: id },
+                    Some((id, _, Some(outcome), false, reason, location, _)) if here(&location) => {
                         Prior::Decided(decided(&tx, id, &outcome, reason)?)
                     }
-                    Some((id, _, Some(outcome), _, _, _)) if outcome == "imported" => {
+                    Some((id, _, Some(outcome), _, _, _, _)) if outcome == "imported" => {
                         Prior::AlreadyImported {
                             item_id: insert_new()?,
                             existing: id,
@@ -456,7 +627,12 @@ impl Store {
                 }),
                 Ok(documents) => {
                     let sp = tx.savepoint()?;
-                    match insert_documents(&sp, verdict.item_id, &documents, &now)? {
+                    let arrival = Arrival {
+                        sender: &verdict.sender,
+                        from: verdict.envelope.sender.as_deref(),
+                        verdict: verdict.sender_auth.as_ref(),
+                    };
+                    match insert_documents(&sp, verdict.item_id, &documents, &now, &arrival)? {
                         Ok(ids) => {
                             sp.commit()?;
                             Ok(ids)
@@ -482,6 +658,12 @@ impl Store {
                 ),
                 Err(reject) => {
                     let reason = reject.to_string();
+                    // The verdict's parts too, for notices in the admins' language.
+                    tx.prepare_cached("UPDATE items SET reject = ?2 WHERE id = ?1")?
+                        .execute(params![
+                            verdict.item_id,
+                            serde_json::to_string(&reject).expect("a rejection serializes")
+                        ])?;
                     (
                         "rejected",
                         Some(reject.label()),
@@ -495,7 +677,8 @@ impl Store {
             };
             tx.prepare_cached(
                 "UPDATE items SET outcome = ?2, label = ?3, reason = ?4, supplier = ?5,
-                 sender = ?6, subject = ?7, message_id = ?8, decided_at = ?9 WHERE id = ?1",
+                 sender = ?6, subject = ?7, message_id = ?8, decided_at = ?9, sender_auth = ?10,
+                 deferred_until = NULL WHERE id = ?1",
             )?
             .execute(params![
                 verdict.item_id,
@@ -506,7 +689,8 @@ impl Store {
                 envelope.sender,
                 envelope.subject,
                 envelope.message_id,
-                now
+                now,
+                verdict.sender_auth.as_ref().map(verdict_json),
             ])?;
             if state == "rejected" {
                 // Promise 4: the notice is written in the same transaction as the rejection;
@@ -522,6 +706,59 @@ impl Store {
                 ])?;
             }
             outcomes.push(outcome);
+        }
+        tx.commit()?;
+        Ok(outcomes)
+    }
+
+    /// Leaves messages in their inbox, not decided (`auth::Decision::RetryLater`): each row
+    /// records its `temperror` verdict, why it waits and until when, its envelope for `status`,
+    /// and one more deferral, which doubles its wait (`RETRY_START` up to `RETRY_CAP`). No
+    /// outcome, no notice, no crash attempt: `begin` takes it up again when it is due.
+    pub fn defer(&self, held: Vec<Held>) -> Result<Vec<Outcome>, Error> {
+        {
+            let mut started = self.started.lock().unwrap_or_else(|p| p.into_inner());
+            for h in &held {
+                started.remove(&h.item_id);
+            }
+        }
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut outcomes = Vec::with_capacity(held.len());
+        {
+            let mut deferrals = tx.prepare_cached("SELECT deferrals FROM items WHERE id = ?1")?;
+            let mut update = tx.prepare_cached(
+                "UPDATE items SET deferred_until = ?2, deferrals = ?3, reason = ?4, supplier = ?5,
+                 sender = ?6, subject = ?7, message_id = ?8, sender_auth = ?9 WHERE id = ?1",
+            )?;
+            let now = chrono::Utc::now();
+            for h in held {
+                let before: u32 = deferrals.query_row([h.item_id], |r| r.get(0))?;
+                let count = before.saturating_add(1);
+                let wait = retry_wait(count);
+                let until = outbox::stamp(
+                    now + chrono::TimeDelta::from_std(wait).unwrap_or(chrono::TimeDelta::zero()),
+                );
+                update.execute(params![
+                    h.item_id,
+                    until,
+                    count,
+                    h.reason,
+                    h.supplier,
+                    h.envelope.sender,
+                    h.envelope.subject,
+                    h.envelope.message_id,
+                    h.sender_auth.as_ref().map(verdict_json),
+                ])?;
+                outcomes.push(Outcome::Deferred {
+                    item_id: h.item_id,
+                    reason: h.reason,
+                    until,
+                });
+            }
         }
         tx.commit()?;
         Ok(outcomes)
@@ -589,7 +826,8 @@ impl Store {
     pub fn export_page(&self, since: i64, limit: i64) -> Result<Vec<Exported>, Error> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
-            "SELECT d.id, d.json, d.file, d.superseded_by, i.source, i.message_id, i.sha256, i.archived
+            "SELECT d.id, d.json, d.file, d.superseded_by, i.source, i.message_id, i.sha256, i.archived,
+                    i.sender_auth
              FROM documents d JOIN items i ON i.id = d.item_id WHERE d.id > ?1 ORDER BY d.id LIMIT ?2",
         )?;
         let rows = stmt.query_map([since, limit], |r| {
@@ -602,11 +840,13 @@ impl Store {
                 r.get::<_, Option<String>>(5)?,
                 r.get::<_, String>(6)?,
                 r.get::<_, Option<String>>(7)?,
+                r.get::<_, Option<String>>(8)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, json, file, superseded_by, source, message_id, sha256, archived) = row?;
+            let (id, json, file, superseded_by, source, message_id, sha256, archived, sender_auth) =
+                row?;
             let mut doc: serde_json::Map<String, Value> =
                 serde_json::from_str(&json).unwrap_or_default();
             let mut origin = serde_json::Map::new();
@@ -619,6 +859,8 @@ impl Store {
             if let Some(a) = archived {
                 origin.insert("archived".into(), a.into());
             }
+            let verdict = sender_auth.and_then(|j| serde_json::from_str::<auth::Verdict>(&j).ok());
+            export_sender_auth(&mut origin, verdict.as_ref());
             let mut json = serde_json::Map::new();
             json.insert("id".into(), id.into());
             json.append(&mut doc);
@@ -669,6 +911,81 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// How the messages of each source fared with sender authenticity, by source name: what
+    /// `status` shows.
+    pub fn auth_by_source(&self) -> Result<BTreeMap<String, AuthCounts>, Error> {
+        self.auth_counts("source", None)
+    }
+
+    /// How the messages routed to each supplier fared since `since` (RFC 3339), by supplier
+    /// name: what `check` shows, so that an admin can tell whether `authenticate = "required"`
+    /// would hold.
+    pub fn auth_by_supplier(&self, since: &str) -> Result<BTreeMap<String, AuthCounts>, Error> {
+        self.auth_counts("supplier", Some(since))
+    }
+
+    /// Verdict counts per `column` (`source` or `supplier`); an item put back by `reprocess`
+    /// counts once, as its newest arrival.
+    fn auth_counts(
+        &self,
+        column: &'static str,
+        since: Option<&str>,
+    ) -> Result<BTreeMap<String, AuthCounts>, Error> {
+        let conn = self.lock();
+        let since = since.unwrap_or("");
+        let mut out: BTreeMap<String, AuthCounts> = BTreeMap::new();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {column}, json_extract(sender_auth, '$.status'),
+                    outcome IS NULL AND deferred_until IS NOT NULL, COUNT(*)
+             FROM items
+             WHERE sender_auth IS NOT NULL AND {column} IS NOT NULL AND reprocessed_at IS NULL
+               AND received_at >= ?1
+             GROUP BY 1, 2, 3"
+        ))?;
+        let rows = stmt.query_map([since], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, bool>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        for row in rows {
+            let (name, status, waiting, n) = row?;
+            let counts = out.entry(name).or_default();
+            if waiting {
+                counts.waiting += n;
+                continue;
+            }
+            match status.as_deref() {
+                Some("pass") => counts.pass += n,
+                Some("fail") => counts.fail += n,
+                Some("temperror") => counts.temperror += n,
+                _ => counts.none += n,
+            }
+        }
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {column}, COALESCE(json_extract(sender_auth, '$.aligned_domain'),
+                                       json_extract(sender_auth, '$.from_domain'), ''), COUNT(*)
+             FROM items
+             WHERE json_extract(sender_auth, '$.status') = 'pass' AND {column} IS NOT NULL
+               AND reprocessed_at IS NULL AND received_at >= ?1
+             GROUP BY 1, 2 ORDER BY 3 DESC, 2"
+        ))?;
+        let rows = stmt.query_map([since], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (name, domain, n) = row?;
+            out.entry(name).or_default().passed_for.push((domain, n));
+        }
+        Ok(out)
     }
 
     /// How many documents are stored (superseded ones included).
@@ -750,6 +1067,48 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// The time as the store writes it: what `begin` and `sender_checks` compare a waiting
+/// message's time with.
+pub fn due_now() -> String {
+    now()
+}
+
+/// The wait before the next try of a message left in its inbox for the `count`th time.
+pub fn retry_wait(count: u32) -> Duration {
+    RETRY_START
+        .saturating_mul(2u32.saturating_pow(count.saturating_sub(1).min(16)))
+        .min(RETRY_CAP)
+}
+
+/// `origin.sender_auth` (CONTRACT.md: `pass`, `fail` or `none`), `auth_domain` on a pass, and
+/// `auth_verdict`, the stored verdict word. `temperror` (DNS did not answer; accepted under
+/// `if-published`) is not a judgement about the sender: it is exported as `none`, nothing to
+/// judge by, with `auth_verdict: "temperror"` saying why. A file has no sender to check:
+/// `none`, without `auth_verdict`.
+fn export_sender_auth(
+    origin: &mut serde_json::Map<String, Value>,
+    verdict: Option<&auth::Verdict>,
+) {
+    let word = match verdict.map(|v| v.status) {
+        Some(auth::Status::Pass) => "pass",
+        Some(auth::Status::Fail) => "fail",
+        Some(auth::Status::None | auth::Status::TempError) | None => "none",
+    };
+    origin.insert("sender_auth".into(), word.into());
+    if let Some(v) = verdict {
+        if v.status == auth::Status::Pass
+            && let Some(domain) = v.aligned_domain.as_deref().or(v.from_domain.as_deref())
+        {
+            origin.insert("auth_domain".into(), domain.into());
+        }
+        origin.insert("auth_verdict".into(), v.status.as_str().into());
+    }
+}
+
+fn verdict_json(verdict: &auth::Verdict) -> String {
+    serde_json::to_string(verdict).expect("a verdict always serializes")
+}
+
 fn decided(
     conn: &Connection,
     id: i64,
@@ -788,52 +1147,224 @@ pub fn business_key(document: &Document) -> String {
     }
 }
 
-/// Inserts an item's documents. `Ok(Err(reject))` is a duplicate: the caller rolls back.
+/// The stored, not superseded document a new one clashes with. A table document is known by
+/// its business key (its supplier is the format that read it). A standard one (openTRANS,
+/// UBL, cXML) is the same document when format and number agree and the suppliers do not
+/// differ: the same note by mail from a listed sender (supplier known) and through a drop
+/// folder (supplier unknown, a binding is never stamped on standard XML) is one note.
+fn active_document(
+    conn: &Connection,
+    document: &Document,
+    key: &str,
+) -> rusqlite::Result<Option<i64>> {
+    let standard = match document {
+        Document::DeliveryNote(n) => !n.format.starts_with("table:"),
+        Document::Order(o) => o.order_id.is_some(),
+    };
+    if !standard {
+        return conn
+            .prepare_cached(
+                "SELECT id FROM documents WHERE business_key = ?1 AND superseded_by IS NULL LIMIT 1",
+            )?
+            .query_row([key], |r| r.get(0))
+            .optional();
+    }
+    conn.prepare_cached(
+        "SELECT id FROM documents
+         WHERE kind = ?1 AND number = ?2 AND superseded_by IS NULL
+           AND (kind = 'order' OR format = ?3)
+           AND (supplier IS ?4 OR supplier IS NULL OR ?4 IS NULL)
+         ORDER BY id LIMIT 1",
+    )?
+    .query_row(
+        params![
+            document.kind(),
+            document.number().unwrap_or_default().trim(),
+            document.format(),
+            document.supplier()
+        ],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+/// The sender of the item whose documents are being stored, as far as a conflict needs it.
+struct Arrival<'a> {
+    sender: &'a Sender,
+    /// The From address of a message.
+    from: Option<&'a str>,
+    verdict: Option<&'a auth::Verdict>,
+}
+
+/// Who sent a stored document, read back for a conflict or a cXML update.
+struct FirstSender {
+    sender: Sender,
+    account: String,
+}
+
+/// How a sender is told in a conflict: `from a@b (authenticated for b)`, `from a@b (not
+/// authenticated: fail)`, `the file x.xml of the source drop`.
+fn account(
+    sender: &Sender,
+    from: Option<&str>,
+    status: Option<auth::Status>,
+    file: &str,
+) -> String {
+    match sender {
+        Sender::Source(source) => format!("the file {file} of the source {source}"),
+        Sender::Domain(_) => format!("from {} ({sender})", from.unwrap_or("(no From address)")),
+        Sender::Unauthenticated => match status {
+            Some(status) => format!(
+                "from {} (not authenticated: {status})",
+                from.unwrap_or("(no From address)")
+            ),
+            None => format!(
+                "from {} (not authenticated)",
+                from.unwrap_or("(no From address)")
+            ),
+        },
+    }
+}
+
+fn first_sender(conn: &Connection, document: i64) -> rusqlite::Result<FirstSender> {
+    conn.prepare_cached(
+        "SELECT d.sender_identity, d.item_id, i.sender, i.sender_auth, i.received_at, i.source,
+                COALESCE(i.file_name, i.location)
+         FROM documents d JOIN items i ON i.id = d.item_id WHERE d.id = ?1",
+    )?
+    .query_row([document], |r| {
+        let sender = Sender::from_stored(r.get::<_, Option<String>>(0)?.as_deref());
+        let item: i64 = r.get(1)?;
+        let from: Option<String> = r.get(2)?;
+        let status = r
+            .get::<_, Option<String>>(3)?
+            .and_then(|json| serde_json::from_str::<auth::Verdict>(&json).ok())
+            .map(|v| v.status);
+        let received: String = r.get(4)?;
+        let source: String = r.get(5)?;
+        let file: String = r.get(6)?;
+        let who = account(&sender, from.as_deref(), status, &file);
+        Ok(FirstSender {
+            sender,
+            account: format!("{who}, item {item} of the source {source}, received {received}"),
+        })
+    })
+}
+
+/// Whether this arrival is a reprocess of an item rejected as a conflict: a person looked at
+/// both and asks for this one. Its documents then take the place of the stored ones, if its
+/// sender is known.
+fn is_replacing(conn: &Connection, item_id: i64) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM items earlier JOIN items this ON this.sha256 = earlier.sha256
+                        WHERE this.id = ?1 AND earlier.id < this.id AND earlier.label = 'conflict'
+                          AND earlier.reprocessed_at IS NOT NULL)",
+    )?
+    .query_row([item_id], |r| r.get(0))
+}
+
+/// Inserts an item's documents. `Ok(Err(reject))` is a duplicate, a conflict or an update
+/// from another sender: the caller rolls back.
+///
+/// A stored business key (or payloadID) again is a duplicate when the same known sender sent
+/// both (nothing to do); from another sender, or where either is not authenticated, it is a
+/// conflict, which a person settles: reprocessing the second, if its sender is known, puts it
+/// in the place of the first. A cXML update or delete supersedes the order only when it comes
+/// from the order's own known sender.
 fn insert_documents(
     conn: &Connection,
     item_id: i64,
     documents: &[Document],
     now: &str,
+    arrival: &Arrival<'_>,
 ) -> rusqlite::Result<Result<Vec<i64>, Reject>> {
     let mut ids = Vec::with_capacity(documents.len());
+    let replacing = arrival.sender.is_known() && is_replacing(conn, item_id)?;
+    let this = account(
+        arrival.sender,
+        arrival.from,
+        arrival.verdict.map(|v| v.status),
+        documents.first().map(Document::file).unwrap_or_default(),
+    );
     for document in documents {
         let key = business_key(document);
         let (payload_id, operation) = match document {
             Document::Order(o) => (o.payload_id.as_deref(), Some(o.operation)),
             Document::DeliveryNote(_) => (None, None),
         };
-        let duplicate = |existing: i64| Reject::Duplicate {
-            kind: document.kind().replace('_', " "),
-            number: document.number().unwrap_or_default().to_owned(),
-            supplier: document.supplier().map(str::to_owned),
-            existing,
+        let kind = document.kind().replace('_', " ");
+        let number = document.number().unwrap_or_default().to_owned();
+        let supplier = document.supplier().map(str::to_owned);
+        // The second of two documents with one key: a duplicate, or a conflict (`None` when
+        // this one is to replace the first).
+        let clash = |existing: i64| -> rusqlite::Result<Option<Reject>> {
+            let first = first_sender(conn, existing)?;
+            if arrival.sender.same_as(&first.sender) {
+                return Ok(Some(Reject::Duplicate {
+                    kind: kind.clone(),
+                    number: number.clone(),
+                    supplier: supplier.clone(),
+                    existing,
+                }));
+            }
+            if replacing {
+                return Ok(None);
+            }
+            let how = if arrival.sender.is_known() {
+                format!(
+                    "if document {existing} is the false one, reprocessing this item \
+                     ({item_id}) stores this one in its place; document {existing} is kept, \
+                     marked as superseded"
+                )
+            } else {
+                "this one cannot replace it: its sender is not authenticated".to_owned()
+            };
+            Ok(Some(Reject::Conflict {
+                kind: kind.clone(),
+                number: number.clone(),
+                supplier: supplier.clone(),
+                existing,
+                detail: format!(
+                    "document {existing} was stored first, {}; this one is {this}; {how}",
+                    first.account
+                ),
+            }))
         };
         if let Some(payload) = payload_id {
             let same_payload: Option<i64> = conn
-                .prepare_cached("SELECT id FROM documents WHERE payload_id = ?1 LIMIT 1")?
+                .prepare_cached(
+                    "SELECT id FROM documents WHERE payload_id = ?1
+                     ORDER BY superseded_by IS NOT NULL, id DESC LIMIT 1",
+                )?
                 .query_row([payload], |r| r.get(0))
                 .optional()?;
-            if let Some(existing) = same_payload {
-                return Ok(Err(duplicate(existing)));
+            if let Some(existing) = same_payload
+                && let Some(reject) = clash(existing)?
+            {
+                return Ok(Err(reject));
             }
         }
-        let active: Option<i64> = conn
-            .prepare_cached(
-                "SELECT id FROM documents WHERE business_key = ?1 AND superseded_by IS NULL LIMIT 1",
-            )?
-            .query_row([&key], |r| r.get(0))
-            .optional()?;
+        let active = active_document(conn, document, &key)?;
         let supersedes = match (active, operation) {
-            (Some(existing), None | Some(Operation::New)) => return Ok(Err(duplicate(existing))),
+            (Some(existing), None | Some(Operation::New)) => match clash(existing)? {
+                Some(reject) => return Ok(Err(reject)),
+                None => Some(existing),
+            },
             (Some(existing), Some(op @ (Operation::Update | Operation::Delete))) => {
-                // DESIGN.md promise 8: a cXML partner's order changes only by that partner.
-                if let Some(detail) = receiver::other_partner(conn, existing, item_id)? {
+                let first = first_sender(conn, existing)?;
+                if !arrival.sender.same_as(&first.sender) {
                     return Ok(Err(Reject::NotOriginalSender {
                         operation: format!("{op:?}").to_lowercase(),
-                        number: document.number().unwrap_or_default().to_owned(),
-                        supplier: document.supplier().map(str::to_owned),
+                        number,
+                        supplier,
                         existing,
-                        detail,
+                        detail: format!(
+                            "the order (document {existing}) came {}; this one is {this}",
+                            first.account.strip_prefix("from ").map_or_else(
+                                || format!("as {}", first.account),
+                                |rest| format!("from {rest}")
+                            )
+                        ),
                     }));
                 }
                 Some(existing)
@@ -847,22 +1378,23 @@ fn insert_documents(
         };
         conn.prepare_cached(
             "INSERT INTO documents (item_id, kind, format, supplier, number, business_key, payload_id,
-                                    operation, date, file, json, stored_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                                    operation, date, file, json, stored_at, sender_identity)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?
         .execute(params![
             item_id,
             document.kind(),
             document.format(),
             document.supplier(),
-            document.number().unwrap_or_default(),
+            document.number().unwrap_or_default().trim(),
             key,
             payload_id,
             operation.map(|o| format!("{o:?}").to_lowercase()),
             date.map(|d| d.to_string()),
             document.file(),
             json,
-            now
+            now,
+            arrival.sender.stored(),
         ])?;
         let id = conn.last_insert_rowid();
         if let Some(old) = supersedes {
@@ -899,7 +1431,7 @@ fn insert_lines(conn: &Connection, document_id: i64, document: &Document) -> rus
                     text(l.quantity),
                     l.manufacturer_part_id,
                     l.unit,
-                    None::<String>,
+                    text(l.unit_price),
                     text(l.line_total),
                     l.order_ref,
                     l.order_line,
@@ -933,3 +1465,6 @@ fn insert_lines(conn: &Connection, document_id: i64, document: &Document) -> rus
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -96,6 +96,11 @@ pub struct RejectedItem {
     pub received_at: String,
     /// Its size in bytes.
     pub size: u64,
+    /// The rejection's parts, when the store has them (for the wording in other languages).
+    pub reject: Option<crate::error::Reject>,
+    /// The verdict about a message's sender, as stored at first sight (`None` for a file,
+    /// or a message stored before eingang checked senders).
+    pub sender_auth: Option<crate::auth::Verdict>,
 }
 
 /// How a notice left the outbox.
@@ -118,7 +123,7 @@ impl Finished {
 
 const ITEM_COLUMNS: &str =
     "i.id, i.kind, i.sender, i.subject, i.message_id, i.file_name, i.location,
-     i.supplier, i.reason, i.label, i.archived, i.received_at, i.size";
+     i.supplier, i.reason, i.label, i.archived, i.received_at, i.size, i.reject, i.sender_auth";
 
 fn rejected_item(r: &Row<'_>, at: usize) -> rusqlite::Result<RejectedItem> {
     Ok(RejectedItem {
@@ -135,6 +140,12 @@ fn rejected_item(r: &Row<'_>, at: usize) -> rusqlite::Result<RejectedItem> {
         archived: r.get(at + 10)?,
         received_at: r.get(at + 11)?,
         size: u64::try_from(r.get::<_, i64>(at + 12)?).unwrap_or(0),
+        reject: r
+            .get::<_, Option<String>>(at + 13)?
+            .and_then(|j| serde_json::from_str(&j).ok()),
+        sender_auth: r
+            .get::<_, Option<String>>(at + 14)?
+            .and_then(|json| serde_json::from_str(&json).ok()),
     })
 }
 

@@ -176,7 +176,22 @@ const MIGRATIONS: &[&str] = &[
         bytes BLOB NOT NULL
     );
     CREATE INDEX documents_by_date ON documents(date);",
-    // 10: the cXML receiver answers a repeated payloadID from the ledger (store/receiver.rs):
+    // 10: a rejection's parts (the `Reject` as JSON) beside its English reason, so that a
+    // notice can say it in the admins' language.
+    "ALTER TABLE items ADD COLUMN reject TEXT;",
+    // 11: sender authenticity (auth/). The verdict about a message's sender, as JSON, taken at
+    // first sight and kept for a reprocess; a message left in its inbox because DNS failed
+    // (its supplier requires authentication) is "not decided" until `deferred_until`, its
+    // tries counted apart from the crash attempts; and who sent each document (an
+    // authenticated domain, or the source a file came from), for conflicts and cXML updates.
+    "ALTER TABLE items ADD COLUMN sender_auth TEXT;
+    ALTER TABLE items ADD COLUMN deferred_until TEXT;
+    ALTER TABLE items ADD COLUMN deferrals INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE documents ADD COLUMN sender_identity TEXT;",
+    // 12: standard documents are matched by number (and format, and a supplier that does not
+    // differ), not only by their business key: an index for that look-up.
+    "CREATE INDEX documents_by_number ON documents(kind, number);",
+    // 13: the cXML receiver answers a repeated payloadID from the ledger (store/receiver.rs):
     // items found by source (the partner) and location (its payloadID).
     "CREATE INDEX items_by_location ON items(source, location);",
 ];

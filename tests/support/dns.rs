@@ -1,7 +1,7 @@
 //! A real DNS server for the sender-authenticity tests: a private dnsmasq on a free loopback
-//! port, with no upstream (`--no-resolv --no-hosts`), authoritative for `example` so that every
-//! name it was not given is NXDOMAIN, serving the TXT records a test binary needs (DKIM keys,
-//! DMARC policies). It runs in the foreground (`-k`) under a small `sh` watcher that kills it
+//! port, with no upstream (`--no-resolv --no-hosts`), answering every name itself (`--local=/#/`)
+//! so that every name it was not given is NXDOMAIN and no query ever leaves the machine,
+//! serving the TXT records a test binary needs (DKIM keys, DMARC policies). It runs in the foreground (`-k`) under a small `sh` watcher that kills it
 //! when its stdin closes, which happens when the test binary exits, however it exits
 //! (`PR_SET_PDEATHSIG` does not do here: dnsmasq changes its credentials at start, and that
 //! clears the death signal). An owned one is also stopped on drop. Also here: a "server" that
@@ -33,6 +33,7 @@ pub struct Dnsmasq {
     dir: tempfile::TempDir,
     /// Its UDP and TCP port on 127.0.0.1.
     pub port: u16,
+    forwards: Vec<(String, SocketAddr)>,
     /// The watcher shell, and the write end of its stdin (closing it stops dnsmasq).
     child: Mutex<Option<(Child, ChildStdin)>>,
 }
@@ -80,6 +81,55 @@ fn txt_option(name: &str, text: &str) -> String {
     format!("--txt-record={name},{}", parts.join(","))
 }
 
+/// Starts dnsmasq under its watcher on `port`, logging into `dir`.
+fn spawn(
+    dir: &Path,
+    port: u16,
+    records: &[(String, String)],
+    forwards: &[(String, SocketAddr)],
+) -> (Child, ChildStdin) {
+    let binary = dnsmasq_binary();
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", WATCHER, "dnsmasq-watcher"])
+        .arg(binary)
+        .arg("-k")
+        .arg("--conf-file=/dev/null")
+        .arg("--no-resolv")
+        .arg("--no-hosts")
+        .arg(format!("--port={port}"))
+        .arg("--listen-address=127.0.0.1")
+        .arg("--bind-interfaces")
+        .arg("--local=/#/")
+        .arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display()))
+        .arg(format!(
+            "--log-facility={}",
+            dir.join("dnsmasq.log").display()
+        ))
+        .arg("--log-queries")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        // As root, dnsmasq would drop to `nobody`, who cannot write the private log.
+        command.arg("--user=root");
+    }
+    for (name, text) in records {
+        command.arg(txt_option(name, text));
+    }
+    for (domain, server) in forwards {
+        command.arg(format!(
+            "--server=/{domain}/{}#{}",
+            server.ip(),
+            server.port()
+        ));
+    }
+    command.stdin(Stdio::piped());
+    let mut child = command.spawn().expect("start dnsmasq under sh");
+    let stdin = child.stdin.take().expect("the watcher's stdin is piped");
+    (child, stdin)
+}
+
 impl Dnsmasq {
     /// Starts a dnsmasq serving `records` (name, TXT text); every other name under `example`
     /// is NXDOMAIN.
@@ -93,57 +143,30 @@ impl Dnsmasq {
         records: &[(String, String)],
         forwards: &[(&str, SocketAddr)],
     ) -> Dnsmasq {
-        let binary = dnsmasq_binary();
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
-        let mut command = Command::new("sh");
-        command
-            .args(["-c", WATCHER, "dnsmasq-watcher"])
-            .arg(binary)
-            .arg("-k")
-            .arg("--conf-file=/dev/null")
-            .arg("--no-resolv")
-            .arg("--no-hosts")
-            .arg(format!("--port={port}"))
-            .arg("--listen-address=127.0.0.1")
-            .arg("--bind-interfaces")
-            .arg("--local=/example/")
-            .arg(format!(
-                "--pid-file={}",
-                dir.path().join("dnsmasq.pid").display()
-            ))
-            .arg(format!(
-                "--log-facility={}",
-                dir.path().join("dnsmasq.log").display()
-            ))
-            .arg("--log-queries")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
-            // As root, dnsmasq would drop to `nobody`, who cannot write the private log.
-            command.arg("--user=root");
-        }
-        for (name, text) in records {
-            command.arg(txt_option(name, text));
-        }
-        for (domain, server) in forwards {
-            command.arg(format!(
-                "--server=/{domain}/{}#{}",
-                server.ip(),
-                server.port()
-            ));
-        }
-        command.stdin(Stdio::piped());
-        let mut child = command.spawn().expect("start dnsmasq under sh");
-        let stdin = child.stdin.take().expect("the watcher's stdin is piped");
+        let forwards: Vec<(String, SocketAddr)> = forwards
+            .iter()
+            .map(|(d, a)| ((*d).to_owned(), *a))
+            .collect();
+        let child = spawn(dir.path(), port, records, &forwards);
         let server = Dnsmasq {
             dir,
             port,
-            child: Mutex::new(Some((child, stdin))),
+            forwards,
+            child: Mutex::new(Some(child)),
         };
         server.wait_until_listening();
         server
+    }
+
+    /// Starts it again on the same port (after `stop`, or stopping it first), now serving
+    /// `records`: DNS that comes back, or whose records changed (a DKIM key removed).
+    pub fn restart_with(&self, records: &[(String, String)]) {
+        self.stop();
+        let child = spawn(self.dir.path(), self.port, records, &self.forwards);
+        *self.child.lock().unwrap() = Some(child);
+        self.wait_until_listening();
     }
 
     fn wait_until_listening(&self) {

@@ -2,13 +2,28 @@
 //! binary, sample documents, and polling with deadlines.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod dns;
 pub mod ftp;
 pub mod smtp;
 pub mod webhook;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+/// The DNS server of this test binary for the tests that are not about sender authenticity:
+/// a dnsmasq on loopback that publishes nothing, so every sender check finds no DMARC policy
+/// (`none`) at once, and no test asks the machine's resolver.
+pub fn quiet_dns() -> &'static dns::Dnsmasq {
+    static DNS: OnceLock<dns::Dnsmasq> = OnceLock::new();
+    DNS.get_or_init(|| dns::Dnsmasq::start(&[]))
+}
+
+/// `[dns] server` for `quiet_dns`, a table of its own to put after the top-level keys.
+pub fn dns_section() -> String {
+    format!("[dns]\nserver = \"{}\"\n", quiet_dns().addr())
+}
 
 /// A temporary folder with `eingang.toml`, a drop folder and a store.
 pub struct Workspace {
@@ -16,11 +31,17 @@ pub struct Workspace {
 }
 
 impl Workspace {
-    /// A workspace whose config has one dir source `drop` (settle 1 s) and `extra` appended.
+    /// A workspace whose config has one dir source `drop` (settle 1 s) and `extra` appended;
+    /// its sender checks ask `quiet_dns` unless `extra` has a `[dns]` of its own.
     pub fn new(extra: &str) -> Workspace {
         let dir = tempfile::tempdir().expect("temp dir");
+        let dns = if extra.contains("[dns]") {
+            String::new()
+        } else {
+            dns_section()
+        };
         let config = format!(
-            "formats = \"formats\"\n[store]\npath = \"eingang.db\"\n\
+            "formats = \"formats\"\n[store]\npath = \"eingang.db\"\n{dns}\
              [[source]]\nname = \"drop\"\nkind = \"dir\"\npath = \"in\"\narchive = \"archiv\"\nerror = \"fehler\"\nsettle = \"1s\"\nrescan = \"2s\"\n{extra}"
         );
         std::fs::write(dir.path().join("eingang.toml"), config).expect("write config");

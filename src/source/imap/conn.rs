@@ -50,6 +50,9 @@ pub const FETCH_TIMEOUT: Duration = Duration::from_secs(600);
 const IDLE_PROBE: Duration = Duration::from_secs(30);
 /// How long the answer to DONE (or a NOOP on a resting connection) may take.
 const PROBE_ANSWER: Duration = Duration::from_secs(15);
+/// How long a server may take to greet. One that says nothing for this long on a port where
+/// it should speak first most likely waits for TLS (a TLS port, told to speak plain text).
+const GREETING_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest error text kept from a server or parser: parse errors quote whole responses.
 const MAX_WHY: usize = 300;
 
@@ -475,7 +478,7 @@ pub async fn connect(config: &RemoteConfig, tls: &Arc<ClientConfig>) -> Result<C
     })?;
     let session = login.map_err(|(e, _)| Error::Login {
         user: config.user.clone(),
-        why: short(e),
+        why: format!("{} (check user and password)", refusal(&e)),
     })?;
     let mut conn = Connection {
         session,
@@ -574,7 +577,7 @@ async fn open(
         }
         TlsMode::StartTls => {
             let mut client = async_imap::Client::new(Stream::Plain(timed));
-            greeting(&mut client, server, true).await?;
+            plain_greeting(&mut client, server, true, config.port).await?;
             // STARTTLS is sent whatever the plaintext CAPABILITY says: a capability list an
             // attacker stripped must not talk us into plaintext, and a server without it
             // answers BAD, which stops us here (RFC 3501 §6.2.1, RFC 7817 §3).
@@ -596,7 +599,7 @@ async fn open(
         }
         TlsMode::None => {
             let mut client = async_imap::Client::new(Stream::Plain(timed));
-            greeting(&mut client, server, false).await?;
+            plain_greeting(&mut client, server, false, config.port).await?;
             Ok(client)
         }
         TlsMode::Explicit => Err(connect_err(
@@ -619,7 +622,7 @@ async fn handshake(
     let stream = TlsConnector::from(tls.clone())
         .connect(name, timed)
         .await
-        .map_err(|e| tls_err(e.to_string()))?;
+        .map_err(|e| tls_err(tls::plain_words(&e.to_string(), host)))?;
     Ok(Stream::Tls(Box::new(stream)))
 }
 
@@ -664,6 +667,26 @@ fn atom(cap: &Capability<'_>) -> String {
         Capability::Imap4rev1 => "IMAP4REV1".to_owned(),
         Capability::Auth(a) => format!("AUTH={}", a.to_ascii_uppercase()),
         Capability::Atom(a) => a.to_ascii_uppercase(),
+    }
+}
+
+/// The greeting on a plaintext connection, within `GREETING_TIMEOUT`: a server that stays
+/// silent there is most likely a TLS port.
+async fn plain_greeting(
+    client: &mut async_imap::Client<Stream>,
+    server: &str,
+    before_starttls: bool,
+    port: u16,
+) -> Result<(), Error> {
+    match timeout(GREETING_TIMEOUT, greeting(client, server, before_starttls)).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Connect {
+            server: server.to_owned(),
+            why: format!(
+                "no greeting within {} s: port {port} seems to expect TLS from the first byte; use tls = \"implicit\" there (IMAP's TLS port is 993), or the plain port (143) with tls = \"starttls\"",
+                GREETING_TIMEOUT.as_secs()
+            ),
+        }),
     }
 }
 
