@@ -1024,6 +1024,10 @@ fn items(config: &Config, filter: crate::store::ItemFilter, as_json: bool) -> Re
     if let Some(name) = filter.source.as_deref()
         && config.source(name).is_none()
         && name != "import"
+        && !config
+            .cxml
+            .as_ref()
+            .is_some_and(|c| c.sources().any(|s| s == name))
     {
         eprintln!(
             "warning: no source named {:?} in the config; listing its items anyway",
@@ -1337,12 +1341,13 @@ fn run(config: &Config, found: &Found) -> Result<i32> {
     let runtime = runtime()?;
     // The listener is bound before anything runs: a taken port is a start-up error (exit 2).
     let web = crate::web::Web::bind(config).map_err(|e| BadConfig(vec![e]))?;
+    let cxml = crate::cxml_http::Receiver::bind(config).map_err(|e| BadConfig(vec![e]))?;
     runtime.block_on(crate::daemon::run(
         sources,
         intake,
         notifier,
         handoff,
-        web,
+        (web, cxml),
         config.formats.clone(),
     ))?;
     Ok(0)

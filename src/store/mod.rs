@@ -11,6 +11,7 @@ pub mod handoff;
 pub mod ledger;
 mod oauth;
 pub mod outbox;
+pub mod receiver;
 mod requests;
 mod schema;
 mod source_state;

@@ -191,6 +191,9 @@ const MIGRATIONS: &[&str] = &[
     // 12: standard documents are matched by number (and format, and a supplier that does not
     // differ), not only by their business key: an index for that look-up.
     "CREATE INDEX documents_by_number ON documents(kind, number);",
+    // 13: the cXML receiver answers a repeated payloadID from the ledger (store/receiver.rs):
+    // items found by source (the partner) and location (its payloadID).
+    "CREATE INDEX items_by_location ON items(source, location);",
 ];
 
 /// Brings the schema to the newest version, one transaction per step.
