@@ -1077,6 +1077,16 @@ async fn a_burst_of_rejections_from_one_partner_is_one_notice() {
         "{}",
         rx.log()
     );
+    // There is no inbox to put such an item back into: reprocess says so and what to do.
+    let id = rx.count("SELECT MIN(id) FROM items WHERE source = 'cxml:ariba'");
+    let out = rx.ws.run(&["reprocess", &id.to_string()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("came over HTTP from the cXML partner \"ariba\"")
+            && stderr.contains("mark it handled by hand"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -337,6 +337,12 @@ pub enum ReprocessError {
     /// Its source is no longer configured.
     #[error("its source {0:?} is not in the config")]
     NoSource(String),
+    /// It came over HTTP from a cXML partner: there is no inbox to put it back into.
+    #[error(
+        "it came over HTTP from the cXML partner {0:?}, who was told in the answer and sends \
+         the order again; there is no inbox to put it back into: mark it handled by hand"
+    )]
+    OverHttp(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::store::Error),
@@ -356,6 +362,12 @@ pub async fn reprocess(
         .failed_item(id)
         .await?
         .ok_or(ReprocessError::NotFailed)?;
+    if let Some(partner) = item
+        .source
+        .strip_prefix(crate::cxml_http::settings::SOURCE_PREFIX)
+    {
+        return Err(ReprocessError::OverHttp(partner.to_owned()));
+    }
     let source = sources
         .iter()
         .find(|s| s.name() == item.source)
