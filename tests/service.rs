@@ -1,7 +1,8 @@
 //! From clone to service, as a new admin meets it: the config found from anywhere and said on
 //! stderr, command lines that reach the same store from any folder, every config problem at
 //! once, `check` catching bindings without a format and folders eingang cannot write, the
-//! start-up line, SIGHUP reloading the formats, `backup` while the daemon runs.
+//! start-up line, SIGHUP reloading the formats, `backup` while the daemon runs, the example
+//! config and the systemd unit as shipped.
 
 mod support;
 
@@ -342,4 +343,45 @@ fn the_example_config_loads_as_it_is_shipped() {
             stdout(&out)
         );
     }
+}
+
+#[test]
+fn the_systemd_unit_verifies_reloads_with_sighup_and_waits_longer_than_the_daemon() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/contrib/eingang.service"
+    ))
+    .unwrap();
+    let value = |key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("the unit has no {key}="))
+            .to_owned()
+    };
+    // The binary where the README's `cargo install --path . --root /usr/local` puts it, the
+    // config where the README's install steps put it.
+    assert_eq!(value("ExecStart"), "/usr/local/bin/eingang run");
+    assert!(unit.contains("Environment=EINGANG_CONFIG=/etc/eingang/eingang.toml"));
+    assert_eq!(value("ExecReload"), "/bin/kill -HUP $MAINPID");
+    // The daemon finishes the batch in hand for up to 60 s after SIGTERM: systemd must not
+    // kill it sooner.
+    let stop: u64 = value("TimeoutStopSec").parse().unwrap();
+    assert!(stop > 60, "TimeoutStopSec={stop}");
+    // systemd itself reads the unit, with ExecStart pointing at this build.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("eingang.service");
+    std::fs::write(
+        &copy,
+        unit.replace("/usr/local/bin/eingang", env!("CARGO_BIN_EXE_eingang")),
+    )
+    .unwrap();
+    let verify = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("systemd-analyze: {e}: apt-get install -y --no-install-recommends systemd")
+        });
+    let said = String::from_utf8_lossy(&verify.stderr);
+    assert!(verify.status.success() && said.trim().is_empty(), "{said}");
 }
