@@ -50,7 +50,8 @@ fn corpus() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
     assert!(
         dir.is_dir(),
-        "the shared sample corpus is missing: expected it at {} (beside the repository)",
+        "the shared sample corpus is missing: expected it at {} (beside the repository); \
+         this suite needs it, plain `cargo test` does not",
         dir.display()
     );
     dir
