@@ -299,7 +299,7 @@ async fn a_new_order_is_answered_200_once_stored_and_shows_in_export_items_the_p
  {
     let password = "Lager-Passwort";
     let hash_ws = Workspace::new("");
-    let hash = hash_of(&hash_ws, password);
+    let hash = hash_ws.hash_of(password);
     let page = free_port();
     let rx = Receiver::start(
         "",
@@ -393,27 +393,6 @@ async fn a_new_order_is_answered_200_once_stored_and_shows_in_export_items_the_p
         .await
         .unwrap();
     assert!(documents.contains("PO-7001"), "{documents}");
-}
-
-/// The argon2id hash of a password, made by `eingang hash-password`.
-fn hash_of(ws: &Workspace, password: &str) -> String {
-    use std::io::Write;
-    let mut child = ws
-        .command(&["hash-password"], &[])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run hash-password");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

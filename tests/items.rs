@@ -184,25 +184,8 @@ fn items_escapes_control_characters_from_outside() {
 
 #[test]
 fn hash_password_reads_stdin_and_refuses_an_empty_one() {
-    use std::io::Write;
-    use std::process::Stdio;
     let ws = Workspace::new("");
-    let hash = |input: &str| {
-        let mut child = ws
-            .command(&["hash-password"], &[])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    };
+    let hash = |input: &str| ws.run_with_input(&["hash-password"], input.as_bytes());
     let out = hash("geheim\n");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let phc = stdout(&out);

@@ -310,20 +310,9 @@ fn the_example_config_loads_as_it_is_shipped() {
     };
     secret("edi.password", "geheim\n");
     // The admin password's hash, made as the README says.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_eingang"))
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"admin-passwort\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let mut hash = std::process::Command::new(env!("CARGO_BIN_EXE_eingang"));
+    hash.arg("hash-password");
+    let out = support::run_with_input(hash, b"admin-passwort\n");
     secret("admin.hash", &String::from_utf8_lossy(&out.stdout));
     let config = root.path().join("eingang.toml");
     std::fs::write(&config, moved).unwrap();

@@ -18,28 +18,6 @@ use support::{Workspace, opentrans, stderr, wait_until};
 
 const PASSWORD: &str = "Lager-Tür-2026";
 
-/// The argon2id hash of a password, made by `eingang hash-password` from stdin.
-fn hash_of(ws: &Workspace, password: &str) -> String {
-    let mut child = ws
-        .command(&["hash-password"], &[])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run hash-password");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let hash = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    assert!(hash.starts_with("$argon2id$v=19$"), "{hash}");
-    hash
-}
-
 /// `eingang run` with the admin page on a free port; SIGTERM (then SIGKILL) on drop.
 struct Site {
     ws: Workspace,
@@ -52,7 +30,7 @@ impl Site {
     /// `extra` appended to the config.
     fn start(extra: &str, env: &[(&str, &str)]) -> Site {
         let ws = Workspace::new("");
-        let hash = hash_of(&ws, PASSWORD);
+        let hash = ws.hash_of(PASSWORD);
         let port = free_port();
         let config = std::fs::read_to_string(ws.path("eingang.toml")).unwrap();
         let config = config.replace(

@@ -60,6 +60,20 @@ impl Workspace {
         self.command(args, &[]).output().expect("run eingang")
     }
 
+    /// Runs `eingang <args>` with `input` on its stdin (`hash-password`).
+    pub fn run_with_input(&self, args: &[&str], input: &[u8]) -> Output {
+        run_with_input(self.command(args, &[]), input)
+    }
+
+    /// The argon2id hash of a password, made by `eingang hash-password` from stdin.
+    pub fn hash_of(&self, password: &str) -> String {
+        let out = self.run_with_input(&["hash-password"], format!("{password}\n").as_bytes());
+        assert!(out.status.success(), "{}", stderr(&out));
+        let hash = stdout(&out).trim().to_owned();
+        assert!(hash.starts_with("$argon2id$v=19$"), "{hash}");
+        hash
+    }
+
     /// The same, with extra environment variables (e.g. a fault point).
     pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         self.command(args, env).output().expect("run eingang")
@@ -227,4 +241,22 @@ pub fn message(
     out.extend_from_slice(body);
     out.extend_from_slice(b"\r\n--b0--\r\n");
     out
+}
+
+/// Runs `cmd` with `input` on its stdin; its output.
+pub fn run_with_input(mut cmd: Command, input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run eingang");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write stdin");
+    child.wait_with_output().expect("run eingang")
 }
