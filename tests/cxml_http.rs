@@ -146,18 +146,7 @@ impl Receiver {
 
 impl Drop for Receiver {
     fn drop(&mut self) {
-        if self.daemon.try_wait().ok().flatten().is_none() {
-            // SAFETY: kill(2) with a pid we spawned.
-            unsafe {
-                libc::kill(self.daemon.id() as i32, libc::SIGTERM);
-            }
-            let end = Instant::now() + Duration::from_secs(10);
-            while self.daemon.try_wait().ok().flatten().is_none() && Instant::now() < end {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = self.daemon.kill();
-            let _ = self.daemon.wait();
-        }
+        support::stop_quietly(&mut self.daemon);
     }
 }
 

@@ -11,7 +11,7 @@ mod browser;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use browser::{Browser, free_port};
 use support::{Workspace, opentrans, stderr, wait_until};
@@ -110,18 +110,7 @@ impl Site {
 
 impl Drop for Site {
     fn drop(&mut self) {
-        if self.daemon.try_wait().ok().flatten().is_none() {
-            // SAFETY: kill(2) with a pid we spawned.
-            unsafe {
-                libc::kill(self.daemon.id() as i32, libc::SIGTERM);
-            }
-            let end = Instant::now() + Duration::from_secs(10);
-            while self.daemon.try_wait().ok().flatten().is_none() && Instant::now() < end {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = self.daemon.kill();
-            let _ = self.daemon.wait();
-        }
+        support::stop_quietly(&mut self.daemon);
     }
 }
 

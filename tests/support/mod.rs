@@ -196,6 +196,24 @@ pub fn stop(child: &mut Child) -> std::process::ExitStatus {
     panic!("eingang run did not stop within 10 s of SIGTERM");
 }
 
+/// Stops a daemon a test left running (a `Drop`): SIGTERM, up to 10 s, then SIGKILL. Never
+/// panics, so a failing test's own message is the one shown.
+pub fn stop_quietly(child: &mut Child) {
+    if child.try_wait().ok().flatten().is_some() {
+        return;
+    }
+    // SAFETY: kill(2) with a pid we spawned.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let end = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().ok().flatten().is_none() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// A minimal openTRANS 2.1 DISPATCHNOTIFICATION with one line, written for these tests.
 pub fn opentrans(number: &str, quantity: &str) -> Vec<u8> {
     format!(
