@@ -458,12 +458,7 @@ impl Store {
             "SELECT outcome, deferred_until, location FROM items
              WHERE sha256 = ?1 ORDER BY id DESC LIMIT 1",
         )?;
-        let mut stored = conn.prepare_cached(
-            "SELECT sender_auth FROM items
-             WHERE sha256 = ?1 AND source = ?2 AND sender_auth IS NOT NULL
-               AND json_extract(sender_auth, '$.status') != 'temperror'
-             ORDER BY id DESC LIMIT 1",
-        )?;
+        let mut stored = conn.prepare_cached(STORED_VERDICT)?;
         let mut known = Vec::with_capacity(items.len());
         for item in items {
             let key = item.sha256.as_str();
@@ -1084,6 +1079,14 @@ fn keep_private(path: &Path) -> std::io::Result<()> {
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
+
+/// The verdict stored when the same bytes came from the same source before. `+source`: found
+/// by the bytes' key, never through the source's index, which would have SQLite read every
+/// item of a busy source for each message (an import of 2000 messages took 2.5 times as long).
+const STORED_VERDICT: &str = "SELECT sender_auth FROM items
+     WHERE sha256 = ?1 AND +source = ?2 AND sender_auth IS NOT NULL
+       AND json_extract(sender_auth, '$.status') != 'temperror'
+     ORDER BY id DESC LIMIT 1";
 
 /// The time as the store writes it: what `begin` and `sender_checks` compare a waiting
 /// message's time with.

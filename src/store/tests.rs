@@ -437,3 +437,17 @@ fn export_tells_the_sender_auth_of_every_document() {
     assert_eq!(origins[2]["sender_auth"], "none");
     assert!(origins[2].get("auth_verdict").is_none());
 }
+
+#[test]
+fn a_stored_verdict_is_found_by_the_bytes_key_not_by_reading_the_whole_source() {
+    let (_dir, store) = store();
+    let conn = store.lock();
+    let plan: Vec<String> = conn
+        .prepare(&format!("EXPLAIN QUERY PLAN {STORED_VERDICT}"))
+        .unwrap()
+        .query_map(params!["k", "s"], |r| r.get::<_, String>(3))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert_eq!(plan, ["SEARCH items USING INDEX items_by_sha (sha256=?)"]);
+}
