@@ -1082,7 +1082,7 @@ fn now() -> String {
 
 /// The verdict stored when the same bytes came from the same source before. `+source`: found
 /// by the bytes' key, never through the source's index, which would have SQLite read every
-/// item of a busy source for each message (an import of 2000 messages took 2.5 times as long).
+/// item of a busy source for each message (an import of 2000 messages took 2.3 s instead of 1.6 s).
 const STORED_VERDICT: &str = "SELECT sender_auth FROM items
      WHERE sha256 = ?1 AND +source = ?2 AND sender_auth IS NOT NULL
        AND json_extract(sender_auth, '$.status') != 'temperror'
