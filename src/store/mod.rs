@@ -598,15 +598,24 @@ impl Store {
 
     /// Counts one more attempt for an item that an earlier attempt never finished; committed
     /// before the parse, so that an item that kills the process is set aside eventually.
+    ///
+    /// Committed without waiting for the disk: a process that dies has written it to the
+    /// file already, and only a power loss could forget it (which costs one more try). The
+    /// wait would only widen the window in which a process killed from outside (a restart,
+    /// an OOM kill of a neighbour) is taken for an item that crashed it.
     pub fn count_attempt(&self, item_id: i64) -> Result<(), Error> {
         let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
-            "UPDATE items SET attempts = attempts + 1 WHERE id = ?1",
-            [item_id],
-        )?;
-        tx.commit()?;
-        Ok(())
+        conn.pragma_update(None, "synchronous", "OFF")?;
+        let counted = (|| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "UPDATE items SET attempts = attempts + 1 WHERE id = ?1",
+                [item_id],
+            )?;
+            tx.commit()
+        })();
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        Ok(counted?)
     }
 
     /// Writes the verdicts in one transaction: documents and lines for imports (a duplicate

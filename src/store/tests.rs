@@ -451,3 +451,24 @@ fn a_stored_verdict_is_found_by_the_bytes_key_not_by_reading_the_whole_source() 
         .unwrap();
     assert_eq!(plan, ["SEARCH items USING INDEX items_by_sha (sha256=?)"]);
 }
+
+#[test]
+fn counting_an_attempt_leaves_every_other_commit_waiting_for_the_disk() {
+    let (_dir, store) = store();
+    let item = file("<x/>", "drop");
+    let Prior::Fresh { item_id } = store.begin(&[&item], &due_now()).unwrap().remove(0) else {
+        panic!("a new item is fresh");
+    };
+    store.count_attempt(item_id).unwrap();
+    let conn = store.lock();
+    let attempts: u32 = conn
+        .query_row("SELECT attempts FROM items WHERE id = ?1", [item_id], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(attempts, 2);
+    let synchronous: i64 = conn
+        .query_row("PRAGMA synchronous", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(synchronous, 2, "FULL");
+}
