@@ -389,13 +389,31 @@ impl Store {
                 insert.execute(params![item_id, bytes.len() as i64, at, bytes])?;
             }
         }
-        tx.execute(
-            "DELETE FROM item_original WHERE item_id IN (
-               SELECT item_id FROM (SELECT item_id, SUM(size) OVER (ORDER BY item_id DESC) AS upto
-                                    FROM item_original)
-               WHERE upto > ?1)",
-            [ORIGINALS_TOTAL_BYTES as i64],
-        )?;
+        // The total is kept by triggers (schema 13): reading it costs one page, where summing
+        // the sizes read a page per kept original, every batch.
+        let total: i64 = tx.query_row("SELECT bytes FROM item_original_total", [], |r| r.get(0))?;
+        let mut over = total - ORIGINALS_TOTAL_BYTES as i64;
+        if over > 0 {
+            let mut oldest = tx.prepare_cached(
+                "SELECT item_id, size FROM item_original ORDER BY item_id LIMIT 256",
+            )?;
+            let mut forget = tx.prepare_cached("DELETE FROM item_original WHERE item_id = ?1")?;
+            while over > 0 {
+                let rows = oldest
+                    .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                if rows.is_empty() {
+                    break;
+                }
+                for (item_id, size) in rows {
+                    if over <= 0 {
+                        break;
+                    }
+                    forget.execute([item_id])?;
+                    over -= size;
+                }
+            }
+        }
         tx.commit()?;
         Ok(())
     }
@@ -477,10 +495,15 @@ impl Store {
         let Some(row) = found else {
             return Ok(None);
         };
-        let json: String =
-            conn.query_row("SELECT json FROM documents WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })?;
+        let (json, kind, lines_apart): (String, String, bool) = conn.query_row(
+            "SELECT json, kind, lines_apart FROM documents WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        let mut json: Value = serde_json::from_str(&json).unwrap_or_default();
+        if let Value::Object(map) = &mut json {
+            super::lines::complete(&conn, id, &kind, lines_apart, map)?;
+        }
         let mut stmt = conn.prepare_cached(
             "SELECT line_no, supplier_part_id, buyer_part_id, gtin, description, quantity, unit,
                     unit_price, order_ref, order_line
@@ -504,7 +527,7 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?;
         let item = item_by_id(&conn, row.item_id)?.expect("a document's item exists (foreign key)");
         Ok(Some(DocumentDetail {
-            json: serde_json::from_str(&json).unwrap_or_default(),
+            json,
             row,
             lines,
             item,
@@ -700,7 +723,7 @@ mod tests {
             store.kept_original(a).unwrap().as_deref(),
             Some(&b"first"[..])
         );
-        // The window query drops what lies beyond the total, oldest first.
+        // What lies beyond the total is dropped, oldest first.
         store
             .lock()
             .execute(

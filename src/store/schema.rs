@@ -191,6 +191,22 @@ const MIGRATIONS: &[&str] = &[
     // 12: standard documents are matched by number (and format, and a supplier that does not
     // differ), not only by their business key: an index for that look-up.
     "CREATE INDEX documents_by_number ON documents(kind, number);",
+    // 13: a document is stored once (issue 16). Its lines are the `lines` rows, now with an
+    // order line's SupplierPartAuxiliaryID too; `json` keeps the rest (`"lines": []`), and
+    // `export` puts the rows back in its place (`lines_apart = 1`). Documents stored before
+    // keep their whole JSON (`lines_apart = 0`), exported as stored. The bytes of the kept
+    // originals are summed as they come and go, so that keeping one more does not read them
+    // all.
+    "ALTER TABLE lines ADD COLUMN supplier_part_aux_id TEXT;
+    ALTER TABLE documents ADD COLUMN lines_apart INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE item_original_total (bytes INTEGER NOT NULL);
+    INSERT INTO item_original_total (bytes) SELECT COALESCE(SUM(size), 0) FROM item_original;
+    CREATE TRIGGER item_original_added AFTER INSERT ON item_original
+    BEGIN UPDATE item_original_total SET bytes = bytes + NEW.size; END;
+    CREATE TRIGGER item_original_dropped AFTER DELETE ON item_original
+    BEGIN UPDATE item_original_total SET bytes = bytes - OLD.size; END;
+    CREATE TRIGGER item_original_resized AFTER UPDATE OF size ON item_original
+    BEGIN UPDATE item_original_total SET bytes = bytes - OLD.size + NEW.size; END;",
 ];
 
 /// Brings the schema to the newest version, one transaction per step.
