@@ -374,7 +374,6 @@ pub fn execute(cli: Cli) -> Result<i32> {
             limit,
         } => items(
             &config,
-            cli.config.as_deref(),
             crate::store::ItemFilter {
                 failed,
                 source,
@@ -1018,16 +1017,17 @@ pub async fn source_checks(source: &Source, create_folders: bool) -> Vec<crate::
 
 /// `eingang items`: the ledger newest first, with what became of each item, where it lies
 /// and, for a failed one, the command that tries it again.
-fn items(
-    config: &Config,
-    config_flag: Option<&Path>,
-    filter: crate::store::ItemFilter,
-    as_json: bool,
-) -> Result<i32> {
-    let store = Store::open(&config.store)?;
+fn items(config: &Config, filter: crate::store::ItemFilter, as_json: bool) -> Result<i32> {
+    let Some(store) = existing_store(config)? else {
+        return Ok(0);
+    };
     if let Some(name) = filter.source.as_deref()
         && config.source(name).is_none()
         && name != "import"
+        && !config
+            .cxml
+            .as_ref()
+            .is_some_and(|c| c.sources().any(|s| s == name))
     {
         eprintln!(
             "warning: no source named {:?} in the config; listing its items anyway",
@@ -1035,13 +1035,7 @@ fn items(
         );
     }
     let (items, total) = store.items(&filter)?;
-    let again = |id: i64| match config_flag {
-        Some(path) => format!(
-            "eingang --config {} reprocess {id}",
-            escape::text(&path.display().to_string())
-        ),
-        None => format!("eingang reprocess {id}"),
-    };
+    let again = |id: i64| format!("{} reprocess {id}", crate::config::invocation());
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if as_json {
         let all: Vec<serde_json::Value> = items
@@ -1347,12 +1341,13 @@ fn run(config: &Config, found: &Found) -> Result<i32> {
     let runtime = runtime()?;
     // The listener is bound before anything runs: a taken port is a start-up error (exit 2).
     let web = crate::web::Web::bind(config).map_err(|e| BadConfig(vec![e]))?;
+    let cxml = crate::cxml_http::Receiver::bind(config).map_err(|e| BadConfig(vec![e]))?;
     runtime.block_on(crate::daemon::run(
         sources,
         intake,
         notifier,
         handoff,
-        web,
+        (web, cxml),
         config.formats.clone(),
     ))?;
     Ok(0)

@@ -40,6 +40,7 @@ pub struct RawConfig {
     #[serde(default)]
     connector: Vec<crate::connector::RawConnector>,
     http: Option<crate::web::settings::RawHttp>,
+    cxml: Option<crate::cxml_http::settings::RawCxml>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -206,6 +207,8 @@ pub struct Config {
     pub connectors: Vec<crate::connector::ConnectorConfig>,
     /// `[http]`: the admin page; `None` means no listener.
     pub http: Option<crate::web::settings::HttpConfig>,
+    /// `[cxml]`: the cXML receiver and its partners; `None` means no listener.
+    pub cxml: Option<crate::cxml_http::settings::CxmlConfig>,
 }
 
 /// One `[[source]]`.
@@ -533,6 +536,18 @@ impl Config {
             }
             None => None,
         };
+        let source_names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+        let cxml = match raw
+            .cxml
+            .map(|c| crate::cxml_http::settings::check(c, &resolve, &source_names))
+        {
+            Some(Ok(cxml)) => Some(cxml),
+            Some(Err(errs)) => {
+                problems.extend(errs.into_iter().map(|e| format!("config: cxml: {e}")));
+                None
+            }
+            None => None,
+        };
         let limits = raw.limits;
         for (key, zero) in [
             ("max_item_mib", limits.max_item_mib == Some(0)),
@@ -568,6 +583,7 @@ impl Config {
             dns_server,
             connectors,
             http,
+            cxml,
         })
     }
 

@@ -10,7 +10,8 @@
 //! now (the web page's button, or an `eingang sync` that found the daemon running and wrote a
 //! request into the store, which the `requests` task hands on) and puts failed items back.
 //! `Tasks` is what the supervisor tells the web page and `/readyz`: which task runs, since
-//! when, and when each source passes next. With `[http]` the web page is one more task.
+//! when, and when each source passes next. With `[http]` the web page is one more task, and
+//! with `[cxml]` the cXML receiver (`cxml`).
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -23,6 +24,7 @@ use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
 
 use crate::connector::Handoff;
+use crate::cxml_http::Receiver;
 use crate::intake::Intake;
 use crate::notify::Notifier;
 use crate::schedule::Schedule;
@@ -205,6 +207,7 @@ enum Job {
     Requests(Control),
     Handoff(Arc<Handoff>),
     Web(Arc<Web>, Control),
+    Cxml(Arc<Receiver>),
 }
 
 /// A running task as the supervisor knows it.
@@ -215,16 +218,17 @@ struct Task {
     restarts: u32,
 }
 
-/// Runs every source and the notifier (and the web page, when given) until SIGTERM or
-/// SIGINT, then waits for the batches in hand.
+/// Runs every source and the notifier (and the web page and the cXML receiver, when given)
+/// until SIGTERM or SIGINT, then waits for the batches (and requests) in hand.
 pub async fn run(
     sources: Vec<Arc<Source>>,
     intake: Intake,
     notifier: Notifier,
     handoff: Handoff,
-    web: Option<Web>,
+    listeners: (Option<Web>, Option<Receiver>),
     formats: std::path::PathBuf,
 ) -> std::io::Result<()> {
+    let (web, cxml) = listeners;
     let signal = StopSignal::new();
     let board = Arc::new(Tasks::default());
     let mut supervisor = Supervisor {
@@ -269,6 +273,10 @@ pub async fn run(
             0,
             Duration::ZERO,
         );
+    }
+    if let Some(cxml) = cxml {
+        let job = Job::Cxml(Arc::new(cxml));
+        supervisor.spawn("cxml".to_owned(), job, 0, Duration::ZERO);
     }
     supervisor.spawn(
         "requests".to_owned(),
@@ -328,6 +336,7 @@ impl Supervisor {
                 Job::Requests(control) => serve_requests(&control, &stop).await,
                 Job::Handoff(handoff) => handoff.run(stop).await,
                 Job::Web(web, control) => web.serve(control, stop).await,
+                Job::Cxml(receiver) => receiver.serve(&intake, stop).await,
             }
         });
         let task = Task {

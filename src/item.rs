@@ -117,6 +117,7 @@ pub struct Item {
     pub origin: Origin,
     key: ItemKey,
     size: u64,
+    sender: Option<String>,
 }
 
 impl Item {
@@ -130,6 +131,7 @@ impl Item {
             origin,
             key,
             size,
+            sender: None,
         }
     }
 
@@ -141,7 +143,20 @@ impl Item {
             origin,
             key,
             size,
+            sender: None,
         }
+    }
+
+    /// The same item with the sender that delivered it, where its bytes do not tell (a file
+    /// has no From): the cXML partner of an HTTP request. Recorded as the item's sender.
+    pub fn with_sender(mut self, sender: impl Into<String>) -> Item {
+        self.sender = Some(sender.into());
+        self
+    }
+
+    /// The sender given by `with_sender`.
+    pub fn sender(&self) -> Option<&str> {
+        self.sender.as_deref()
     }
 
     /// The size in bytes (also for an oversized item, whose bytes were not read).

@@ -58,12 +58,18 @@
 //! - `web`: the admin page of `[http]` (error queue, documents, sources; login, sessions,
 //!   CSRF) and `/metrics`, `/healthz`, `/readyz`; its actions go through `Control`, its reads
 //!   through `store::ledger`.
+//! - `cxml_http`: the cXML receiver of `[cxml]`: procurement systems POST OrderRequests
+//!   (`/cxml`) and PunchOut carts (`/cxml/punchout`) over TLS; the sender checked against
+//!   `[[cxml.partner]]` in constant time, the document through the intake like any item,
+//!   committed before the synchronous cXML Status; a repeated payloadID answered from the
+//!   ledger (`store::receiver`). A supervised task of the daemon.
 //! - `config`, `cli`, `error`, `fault`: the edges.
 
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod connector;
+pub mod cxml_http;
 pub mod daemon;
 pub mod disposition;
 pub mod error;

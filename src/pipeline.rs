@@ -258,12 +258,20 @@ fn rejection(item: &Item, reject: Reject) -> Parse {
         ItemKind::Message => extract::message(&item.bytes, item.name())
             .map(|m| m.envelope)
             .unwrap_or_default(),
-        ItemKind::File => Envelope::default(),
+        ItemKind::File => file_envelope(item),
     };
     Parse {
         envelope,
         supplier: None,
         result: Err(reject),
+    }
+}
+
+/// A file has no envelope; only the sender its channel names (a cXML partner) is recorded.
+fn file_envelope(item: &Item) -> Envelope {
+    Envelope {
+        sender: item.sender().map(str::to_owned),
+        ..Envelope::default()
     }
 }
 
@@ -373,7 +381,7 @@ fn documents_of(
             }
         },
         ItemKind::File => (
-            Envelope::default(),
+            file_envelope(item),
             vec![Attachment {
                 name: item.name().to_owned(),
                 content_type: None,

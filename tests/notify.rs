@@ -147,10 +147,13 @@ fn a_rejected_item_gives_one_mail_to_the_source_group_with_its_content() {
         "Betreff:",
         "Lieferschein export.csv",
         "Datei(en):   export.csv",
-        "unknown sender versand@acme-neu.de for export.csv",
+        "unbekannter Absender versand@acme-neu.de für export.csv",
         "20.11.2026",
         &format!("{}", ws.path("fehler/mail.eml").display()),
-        "unter `senders` in formats/",
+        &format!(
+            "unter `senders` in {} (neue Lieferantendatei) eintragen",
+            ws.path("formats/acme-neu.toml").display()
+        ),
         &format!("eingang.toml reprocess {id}"),
     ] {
         assert!(body.contains(part), "{part:?} not in body:\n{body}");

@@ -580,7 +580,7 @@ fn a_forged_note_stored_first_makes_the_genuine_one_a_conflict_with_a_notice_say
         "Sender auth: authenticated: pass (dkim=pass header.d=monitor.example, dmarc=pass)",
         "Ask the supplier which of the two documents is genuine",
         "it takes the stored one's place",
-        &format!("eingang reprocess {id}"),
+        &format!(" reprocess {id}"),
     ] {
         assert!(body.contains(part), "{part:?} not in:\n{body}");
     }

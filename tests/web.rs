@@ -864,3 +864,27 @@ fn a_selection_of_failed_items_is_reprocessed_in_one_go() {
     );
     assert_eq!(item_state(&site.ws, b), "failed");
 }
+
+#[test]
+fn the_sources_page_shows_each_connector_with_pending_delivered_and_dead() {
+    let site = Site::start(
+        "[[connector]]\nname = \"erp-dateien\"\nkind = \"dir\"\npath = \"export\"\n",
+        &[],
+    );
+    std::fs::create_dir_all(site.ws.path("export")).unwrap();
+    site.ws.drop_file("in", "ls.xml", &opentrans("LS-W1", "1"));
+    let sync = site.ws.command(&["sync"], &[]).output().unwrap();
+    assert!(sync.status.success(), "{}", stderr(&sync));
+    assert!(wait_until(Duration::from_secs(15), || {
+        support::files_in(&site.ws.path("export")).len() == 1
+    }));
+    let cookie = site.login();
+    let page = site.get("/quellen", &[("cookie", &cookie)]).unwrap().text();
+    assert!(page.contains("Weitergabe an die Warenwirtschaft"), "{page}");
+    assert!(page.contains("id=\"connector-erp-dateien\""), "{page}");
+    assert!(
+        page.contains("<dd class=\"delivered\">1</dd>")
+            && page.contains("<dd class=\"dead\">0</dd>"),
+        "{page}"
+    );
+}

@@ -46,6 +46,10 @@ pub const MAX_ATTACHMENT_BYTES: u64 = 5 * 1024 * 1024;
 /// More than `burst` rejections of one source within this window become one summary, and a
 /// source gets at most one summary per window.
 pub const BURST_WINDOW: Duration = Duration::from_secs(5 * 60);
+/// The rejections of a cXML partner gather this long before their one summary is written: the
+/// partner was answered already, so people hear of a burst once, not of its first request
+/// alone.
+pub const RECEIVER_GATHER: Duration = Duration::from_secs(15);
 /// How often the worker looks at the outbox and the sources' health.
 const POLL: Duration = Duration::from_secs(1);
 /// A rejection waits for its item's move (so the mail can say where it lies), but not longer
@@ -119,6 +123,8 @@ pub struct Notifier {
     sources: Vec<String>,
     /// The mailbox sources, whose items come from senders who may be forged.
     mailboxes: HashSet<String>,
+    /// The cXML partners' sources (`cxml:<partner>`): their rejections are always summed up.
+    receivers: HashSet<String>,
     groups: HashMap<String, Vec<Address>>,
     language: Language,
     down_after: Duration,
@@ -217,6 +223,7 @@ impl Notifier {
                 .filter(|s| matches!(s.kind, crate::config::SourceKind::Imap(_)))
                 .map(|s| s.name.clone())
                 .collect(),
+            receivers: config.cxml.iter().flat_map(|c| c.sources()).collect(),
             groups,
             language: notify.map_or(Language::De, |n| Language::of(&n.language)),
             down_after: notify.map_or(DEFAULT_DOWN_AFTER, |n| n.down_after),
@@ -368,6 +375,8 @@ impl Notifier {
     /// Folds the due rejections of each source that is in a burst (more than `burst` within
     /// the window) into one summary, at most one per source and window; the rejections of a
     /// source whose last summary is younger than the window are held for the next one.
+    /// A cXML partner's rejections are always folded, once the oldest has gathered for
+    /// `RECEIVER_GATHER`: the partner had its answer, people get one notice per burst.
     /// Returns whether a summary was written, and the held sources.
     async fn fold_bursts(
         &self,
@@ -375,11 +384,16 @@ impl Notifier {
         now: DateTime<Utc>,
     ) -> Result<(bool, HashSet<String>), Error> {
         let mut due: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        let mut oldest: HashMap<String, &str> = HashMap::new();
         for notice in ready {
             if is_foldable(notice) {
                 due.entry(notice.source.clone())
                     .or_default()
                     .push(notice.id);
+                let first = oldest
+                    .entry(notice.source.clone())
+                    .or_insert(&notice.created_at);
+                *first = (*first).min(notice.created_at.as_str());
             }
         }
         let mut held = HashSet::new();
@@ -391,8 +405,19 @@ impl Notifier {
             .store(move |s| Ok((s.rejections_since(&window_start)?, s.last_summaries()?)))
             .await?;
         let mut folded = false;
+        let gathered = stamp(before(now, RECEIVER_GATHER));
         for (source, ids) in due {
-            if recent.get(&source).copied().unwrap_or(0) <= self.burst {
+            let receiver = self.receivers.contains(&source);
+            let burst = if receiver { 0 } else { self.burst };
+            if recent.get(&source).copied().unwrap_or(0) <= burst {
+                continue;
+            }
+            if receiver
+                && oldest
+                    .get(&source)
+                    .is_some_and(|at| *at > gathered.as_str())
+            {
+                held.insert(source);
                 continue;
             }
             let summarized_lately = last
@@ -521,6 +546,10 @@ impl Notifier {
                 let mail = text::rejected(lang, &notice.source, item, &details, &attached);
                 (mail, original.map(|bytes| (name, bytes)))
             }
+            NoticeKind::Summary(items) if self.receivers.contains(&notice.source) => (
+                text::receiver_summary(lang, &notice.source, items, BURST_WINDOW),
+                None,
+            ),
             NoticeKind::Summary(items) => (
                 text::summary(lang, &notice.source, items, BURST_WINDOW),
                 None,

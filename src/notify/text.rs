@@ -206,10 +206,12 @@ fn german(reject: &Reject) -> String {
         Reject::Unsupported { file, why } => format!("{file}: {}", german_why(why)),
         Reject::TooLarge { file, why } => format!("{file}: zu groß: {why}"),
         Reject::UnknownSender { sender, file, hint } => format!(
-            "unbekannter Absender {sender} für {file}: {sender:?} unter `senders` in {hint} eintragen"
+            "unbekannter Absender {sender} für {file}: {sender:?} unter `senders` in {} eintragen",
+            german_hint(hint)
         ),
         Reject::UnknownFile { file, hint } => format!(
-            "kein Lieferantenformat passt zum Dateinamen {file}: ein Muster dafür unter `files` in {hint} eintragen"
+            "kein Lieferantenformat passt zum Dateinamen {file}: ein Muster dafür unter `files` in {} eintragen",
+            german_hint(hint)
         ),
         Reject::NoDocuments { why } => {
             format!(
@@ -245,6 +247,11 @@ fn german(reject: &Reject) -> String {
 }
 
 /// eingang's own phrases in a reason, in German; anything else (a library's words) as it is.
+/// The format file a hint names, with its English remark in German.
+fn german_hint(hint: &str) -> String {
+    hint.replace("(a new supplier file)", "(neue Lieferantendatei)")
+}
+
 fn german_why(why: &str) -> String {
     const PHRASES: &[(&str, &str)] = &[
         ("is not a decimal number", "ist keine Dezimalzahl"),
@@ -932,6 +939,64 @@ pub fn undelivered(lang: Language, connector: &str, documents: &[DeadDocument]) 
             ),
         },
     }
+}
+
+/// The one mail for the rejected requests of a cXML partner (`source` is `cxml:<partner>`)
+/// within a burst. The partner was told each rejection in its answer already; people get one
+/// list, and the way on is a corrected request from the partner, not a reprocess.
+pub fn receiver_summary(
+    lang: Language,
+    source: &str,
+    items: &[RejectedItem],
+    window: Duration,
+) -> Mail {
+    let partner = one_line(source.strip_prefix("cxml:").unwrap_or(source));
+    let (n, window) = (items.len(), span(lang, window));
+    let (subject, mut body) = match lang {
+        Language::De => (
+            format!("eingang: cXML-Partner {partner} – {n} Anfrage(n) abgelehnt"),
+            format!(
+                "eingang hat {n} Anfrage(n) des cXML-Partners \"{partner}\" abgelehnt. Der Partner hat jede Ablehnung schon mit der Antwort auf seine Anfrage erfahren (cXML-Status); diese Nachricht fasst die Ablehnungen zusammen, höchstens eine je Partner in {window}:\n\n"
+            ),
+        ),
+        Language::En => (
+            format!("eingang: cXML partner {partner} – {n} request(s) rejected"),
+            format!(
+                "eingang rejected {n} request(s) of the cXML partner \"{partner}\". The partner was told each rejection in the answer to its request (the cXML status); this message sums them up, at most one per partner in {window}:\n\n"
+            ),
+        ),
+    };
+    for item in items {
+        let payload = item
+            .location
+            .strip_prefix(source)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .unwrap_or(&item.location);
+        let _ = writeln!(
+            body,
+            "#{} payloadID {} – {}: {}",
+            item.item_id,
+            one_line(payload),
+            label(lang, item.label.as_deref()),
+            one_line(&item.reason),
+        );
+    }
+    let _ = match lang {
+        Language::De => write!(
+            body,
+            "\nWas tun:\n  Eine abgelehnte Anfrage kann eingang nicht neu verarbeiten: der Partner schickt sie berichtigt noch einmal, mit einer neuen payloadID. Die Liste:\n    {} items --source {} --failed\n\n",
+            crate::config::invocation(),
+            one_line(source)
+        ),
+        Language::En => write!(
+            body,
+            "\nWhat to do:\n  eingang cannot reprocess a rejected request: the partner sends it again, corrected, with a new payloadID. The list:\n    {} items --source {} --failed\n\n",
+            crate::config::invocation(),
+            one_line(source)
+        ),
+    };
+    body.push_str(signature(lang));
+    Mail { subject, body }
 }
 
 fn signature(lang: Language) -> &'static str {

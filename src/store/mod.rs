@@ -12,6 +12,7 @@ pub mod ledger;
 mod lines;
 mod oauth;
 pub mod outbox;
+pub mod receiver;
 mod requests;
 mod schema;
 mod source_state;
@@ -46,6 +47,24 @@ pub const RETRY_CAP: Duration = Duration::from_secs(10 * 60);
 /// `due_by` for a caller that tries every waiting message now (`sync`, `import`).
 pub const DUE_NOW: &str = "9999-12-31T23:59:59.999Z";
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Switches the store to write-ahead logging. SQLite answers busy at once, without its busy
+/// handler, when another process opens the same new store at the same moment (a `status`
+/// beside a starting daemon): try again until the busy timeout is spent.
+fn use_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let give_up = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < give_up =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            done => return done,
+        }
+    }
+}
 
 /// A store error. Busy and I/O errors are transient: the item stays where it is.
 #[derive(Debug, thiserror::Error)]
@@ -356,7 +375,7 @@ impl Store {
         })?;
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        use_wal(&conn)?;
         // An item is moved right after its commit, so the commit must survive a power loss.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;

@@ -191,7 +191,10 @@ const MIGRATIONS: &[&str] = &[
     // 12: standard documents are matched by number (and format, and a supplier that does not
     // differ), not only by their business key: an index for that look-up.
     "CREATE INDEX documents_by_number ON documents(kind, number);",
-    // 13: a document is stored once (issue 16). Its lines are the `lines` rows, now with an
+    // 13: the cXML receiver answers a repeated payloadID from the ledger (store/receiver.rs):
+    // items found by source (the partner) and location (its payloadID).
+    "CREATE INDEX items_by_location ON items(source, location);",
+    // 14: a document is stored once (issue 16). Its lines are the `lines` rows, now with an
     // order line's SupplierPartAuxiliaryID too; `json` keeps the rest (`"lines": []`), and
     // `export` puts the rows back in its place (`lines_apart = 1`). Documents stored before
     // keep their whole JSON (`lines_apart = 0`), exported as stored. The bytes of the kept
@@ -240,7 +243,7 @@ pub fn latest() -> usize {
 mod tests {
     #[test]
     fn two_processes_opening_a_new_store_at_once_both_get_it_migrated() {
-        for _ in 0..10 {
+        for _ in 0..100 {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("eingang.db");
             let open = || {

@@ -53,6 +53,8 @@ pub struct Web {
 
 struct Shared {
     hash: Option<String>,
+    /// The configured connectors: name and kind.
+    connectors: Vec<(String, &'static str)>,
     lang: Language,
     store_path: PathBuf,
     sessions: auth::Sessions,
@@ -87,6 +89,11 @@ impl Web {
             listener,
             shared: Arc::new(Shared {
                 hash: http.admin_password_hash.clone(),
+                connectors: config
+                    .connectors
+                    .iter()
+                    .map(|c| (c.name.clone(), c.kind_name()))
+                    .collect(),
                 lang,
                 store_path: config.store.clone(),
                 sessions: auth::Sessions::default(),
@@ -202,7 +209,8 @@ fn see_other(to: &'static str) -> Response {
     (StatusCode::SEE_OTHER, [(header::LOCATION, to)]).into_response()
 }
 
-/// 200 when the store opens and every source task runs; else 503, saying what is wrong.
+/// 200 when the store opens and every source task (and the cXML receiver's) runs; else 503,
+/// saying what is wrong.
 async fn readyz(State(app): State<App>) -> Response {
     let mut problems = Vec::new();
     let path = app.shared.store_path.clone();
@@ -229,6 +237,9 @@ async fn readyz(State(app): State<App>) -> Response {
                 crate::escape::text(source.name())
             ));
         }
+    }
+    if app.control.tasks().get("cxml").is_some_and(|h| !h.alive) {
+        problems.push("cxml receiver: its task is not running".to_owned());
     }
     if problems.is_empty() {
         plain(StatusCode::OK, "ready\n")

@@ -188,6 +188,17 @@ struct SourceView {
 struct SourcesPage {
     f: Frame,
     rows: Vec<SourceView>,
+    connectors: Vec<ConnectorView>,
+}
+
+/// One connector on the sources page: what waits, what went, what was given up.
+struct ConnectorView {
+    name: String,
+    kind: &'static str,
+    pending: i64,
+    delivered: i64,
+    dead: i64,
+    error: Option<String>,
 }
 
 /// A page as an answer; a template that fails to render is a plain 500.
@@ -1101,9 +1112,36 @@ async fn sources_page(
             name,
         });
     }
+    let handoffs = app
+        .control
+        .store()
+        .call(|s| s.handoff_counts())
+        .await
+        .unwrap_or_default();
+    let connectors = app
+        .shared
+        .connectors
+        .iter()
+        .map(|(name, kind)| {
+            let counts = handoffs
+                .iter()
+                .find(|h| h.name == *name)
+                .cloned()
+                .unwrap_or_default();
+            ConnectorView {
+                name: name.clone(),
+                kind,
+                pending: counts.pending,
+                delivered: counts.delivered,
+                dead: counts.dead,
+                error: counts.last_error,
+            }
+        })
+        .collect();
     let page = SourcesPage {
         f: app.frame(session.csrf.clone(), "quellen", notices).await,
         rows,
+        connectors,
     };
     html(StatusCode::OK, &page)
 }

@@ -87,6 +87,9 @@ pub struct Words {
     pub note: &'static str,
     pub not_found: &'static str,
     pub back: &'static str,
+    pub connectors_title: &'static str,
+    pub delivered: &'static str,
+    pub dead: &'static str,
 }
 
 const DE: Words = Words {
@@ -168,6 +171,9 @@ const DE: Words = Words {
     note: "Hinweis",
     not_found: "Nicht gefunden.",
     back: "Zurück",
+    connectors_title: "Weitergabe an die Warenwirtschaft",
+    delivered: "Übergeben",
+    dead: "Aufgegeben",
 };
 
 const EN: Words = Words {
@@ -248,6 +254,9 @@ const EN: Words = Words {
     raw_error: "Message",
     note: "Note",
     not_found: "Not found.",
+    connectors_title: "Hand-off to the ERP",
+    delivered: "Delivered",
+    dead: "Given up",
     back: "Back",
 };
 

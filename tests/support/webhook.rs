@@ -109,6 +109,18 @@ impl Certificates {
     pub fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
     }
+
+    /// Writes the leaf's certificate and key as `leaf.pem` and `leaf-key.pem` beside the CA,
+    /// for a server of eingang's own (the cXML receiver); returns both paths.
+    pub fn write_leaf(&self) -> (PathBuf, PathBuf) {
+        let (cert, key) = (
+            self.dir.path().join("leaf.pem"),
+            self.dir.path().join("leaf-key.pem"),
+        );
+        std::fs::write(&cert, &self.cert_pem).expect("write leaf certificate");
+        std::fs::write(&key, &self.key_pem).expect("write leaf key");
+        (cert, key)
+    }
 }
 
 fn free_listener() -> TcpListener {
