@@ -389,7 +389,7 @@ impl Store {
                 insert.execute(params![item_id, bytes.len() as i64, at, bytes])?;
             }
         }
-        // The total is kept by triggers (schema 13): reading it costs one page, where summing
+        // The total is kept by triggers (schema 14): reading it costs one page, where summing
         // the sizes read a page per kept original, every batch.
         let total: i64 = tx.query_row("SELECT bytes FROM item_original_total", [], |r| r.get(0))?;
         let mut over = total - ORIGINALS_TOTAL_BYTES as i64;

@@ -1,4 +1,4 @@
-//! A stored document's lines, put back into its JSON. Since schema 13 a document is stored once:
+//! A stored document's lines, put back into its JSON. Since schema 14 a document is stored once:
 //! its lines are the `lines` rows and `documents.json` holds the rest, with `"lines": []` in
 //! their place (`lines_apart = 1`). Reading it, the rows become the model's line types again and
 //! are serialized as `serde` serializes them when the document is parsed, so that `export`, the

@@ -1320,6 +1320,8 @@ fn insert_documents(
         documents.first().map(Document::file).unwrap_or_default(),
     );
     for document in documents.iter_mut() {
+        let json = head_json(document);
+        let document = &*document;
         let key = business_key(document);
         let (payload_id, operation) = match document {
             Document::Order(o) => (o.payload_id.as_deref(), Some(o.operation)),
@@ -1404,7 +1406,6 @@ fn insert_documents(
             }
             (None, _) => None,
         };
-        let json = head_json(document);
         let date = match document {
             Document::DeliveryNote(n) => n.date,
             Document::Order(o) => o.date,
