@@ -459,9 +459,11 @@ impl Store {
             "SELECT outcome, deferred_until, location FROM items
              WHERE sha256 = ?1 ORDER BY id DESC LIMIT 1",
         )?;
+        // `+source`: found by the bytes' hash. Left to itself SQLite walks the source's index,
+        // every item the source ever had, for each new message.
         let mut stored = conn.prepare_cached(
             "SELECT sender_auth FROM items
-             WHERE sha256 = ?1 AND source = ?2 AND sender_auth IS NOT NULL
+             WHERE sha256 = ?1 AND +source = ?2 AND sender_auth IS NOT NULL
                AND json_extract(sender_auth, '$.status') != 'temperror'
              ORDER BY id DESC LIMIT 1",
         )?;
