@@ -3,7 +3,7 @@
 //! "handled by hand", stored documents found by number, supplier and date with their lines
 //! and origin, and the originals of imported items kept for download.
 //!
-//! Reads only, apart from `mark_handled` and `keep_imported_originals`; it never decides an
+//! Reads only, apart from `mark_handled` and `keep_originals`; it never decides an
 //! outcome (that is `commit`).
 
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
@@ -366,19 +366,25 @@ impl Store {
         Ok(changed == 1)
     }
 
-    /// Keeps the bytes of imported items for download, each up to `ORIGINAL_MAX_BYTES`, and
-    /// drops the oldest kept ones beyond `ORIGINALS_TOTAL_BYTES`. Keeping one again is a
-    /// no-op, so a batch resumed after a crash may repeat it.
-    pub fn keep_imported_originals(&self, originals: &[(i64, &[u8])]) -> Result<(), Error> {
-        let kept: Vec<&(i64, &[u8])> = originals
+    /// Keeps a batch's originals, in one transaction: the bytes of rejected items for their
+    /// notices (`rejected`), and those of imported items for download (`imported`), each up
+    /// to `ORIGINAL_MAX_BYTES`, dropping the oldest kept ones beyond `ORIGINALS_TOTAL_BYTES`.
+    /// Keeping one again is a no-op, so a batch resumed after a crash may repeat it.
+    pub fn keep_originals(
+        &self,
+        rejected: &[(i64, &[u8])],
+        imported: &[(i64, &[u8])],
+    ) -> Result<(), Error> {
+        let kept: Vec<&(i64, &[u8])> = imported
             .iter()
             .filter(|(_, bytes)| !bytes.is_empty() && bytes.len() as u64 <= ORIGINAL_MAX_BYTES)
             .collect();
-        if kept.is_empty() {
+        if kept.is_empty() && rejected.is_empty() {
             return Ok(());
         }
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        super::outbox::keep_notice_originals(&tx, rejected)?;
         {
             let mut insert = tx.prepare_cached(
                 "INSERT OR IGNORE INTO item_original (item_id, size, kept_at, bytes)
@@ -710,7 +716,7 @@ mod tests {
         let b = insert(&store, "drop", Some("imported"), true);
         let big = vec![0u8; ORIGINAL_MAX_BYTES as usize + 1];
         store
-            .keep_imported_originals(&[(a, b"first"), (b, &big)])
+            .keep_originals(&[], &[(a, b"first"), (b, &big)])
             .unwrap();
         assert_eq!(
             store.kept_original(a).unwrap().as_deref(),
@@ -718,7 +724,7 @@ mod tests {
         );
         assert_eq!(store.kept_original(b).unwrap(), None);
         // Kept again after a crash: the first bytes stay.
-        store.keep_imported_originals(&[(a, b"other")]).unwrap();
+        store.keep_originals(&[], &[(a, b"other")]).unwrap();
         assert_eq!(
             store.kept_original(a).unwrap().as_deref(),
             Some(&b"first"[..])
@@ -731,7 +737,7 @@ mod tests {
                 [ORIGINALS_TOTAL_BYTES as i64],
             )
             .unwrap();
-        store.keep_imported_originals(&[(b, b"second")]).unwrap();
+        store.keep_originals(&[], &[(b, b"second")]).unwrap();
         assert_eq!(store.kept_original(a).unwrap(), None);
         assert_eq!(
             store.kept_original(b).unwrap().as_deref(),
