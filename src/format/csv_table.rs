@@ -77,16 +77,14 @@ pub(crate) fn read_rows(
 thread_local! {
     /// A CSV reader per dialect (delimiter, quote) for this thread, reset for each attachment:
     /// building one (its state machine and buffers) cost more than reading a delivery note.
-    static READERS: RefCell<Vec<((u8, u8), csv::Reader<Cursor<Vec<u8>>>)>> =
-        const { RefCell::new(Vec::new()) };
+    static READERS: RefCell<Vec<((u8, u8), TextReader)>> = const { RefCell::new(Vec::new()) };
 }
 
+/// A CSV reader over one attachment's text at a time.
+type TextReader = csv::Reader<Cursor<Vec<u8>>>;
+
 /// Hands every record of the text in `reader` (reset to its start) to `on_row`.
-fn records(
-    reader: &mut csv::Reader<Cursor<Vec<u8>>>,
-    file: &str,
-    on_row: &mut RowSink,
-) -> Result<(), Reject> {
+fn records(reader: &mut TextReader, file: &str, on_row: &mut RowSink) -> Result<(), Reject> {
     let mut record = csv::StringRecord::new();
     let mut cells = Vec::new();
     let mut lines = LineCounter::default();
