@@ -52,6 +52,31 @@ def wait_for(check, seconds, what):
     sys.exit(f"bench: timed out waiting for {what}")
 
 
+# Runs "$@" in the background and kills it once stdin reaches its end (this process gone);
+# exits when the server does. The reader gets stdin as fd 3: an asynchronous list in a
+# non-interactive shell otherwise reads /dev/null. As in tests/support/dns.rs.
+WATCHER = """exec 3<&0
+"$@" &
+pid=$!
+( read -r _ <&3; kill "$pid" 2>/dev/null ) &
+wait "$pid"""
+
+
+def watched(argv):
+    """Starts a server under the watcher shell; `stop_watched` ends it."""
+    return subprocess.Popen(["sh", "-c", WATCHER, "watcher"] + argv, stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_watched(proc):
+    proc.stdin.close()  # the watcher kills the server; its `wait` returns and it exits
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class Dovecot:
     def __init__(self, base):
         self.base = base
@@ -103,11 +128,10 @@ service anvil {{
   chroot =
 }}
 """)
-        self.proc = subprocess.Popen(
-            [shutil.which("dovecot") or "/usr/sbin/dovecot", "-F", "-c",
-             os.path.join(base, "dovecot.conf")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        # Under a watcher shell that stops Dovecot once this process is gone, however it ends
+        # (its stdin, a pipe from here, reaches its end): no server outlives the benchmark.
+        self.proc = watched([shutil.which("dovecot") or "/usr/sbin/dovecot", "-F", "-c",
+                             os.path.join(base, "dovecot.conf")])
 
         def up():
             try:
@@ -139,7 +163,8 @@ service anvil {{
         live children, from /proc."""
         tick = os.sysconf("SC_CLK_TCK")
         total = 0
-        master = self.proc.pid
+        with open(os.path.join(self.base, "run", "master.pid")) as f:
+            master = int(f.read().split()[0])
         for pid in os.listdir("/proc"):
             if not pid.isdigit():
                 continue
@@ -157,11 +182,7 @@ service anvil {{
         return total / tick
 
     def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_watched(self.proc)
 
 
 def measured(argv, cwd, log_path):

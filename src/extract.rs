@@ -137,12 +137,20 @@ fn collect(message: &Message<'_>, raw: &[u8], depth: usize, out: &mut Extracted)
         let start = part.raw_body_offset() as usize;
         let end = part.raw_end_offset() as usize;
         let body = raw.get(start..end.max(start)).unwrap_or_default();
-        let bytes = match part.encoding {
-            Encoding::Base64 => mail_parser::decoders::base64::base64_decode(body),
-            Encoding::QuotedPrintable => {
+        let bytes = match (&part.body, part.encoding) {
+            // A binary part's body is what the parser transfer-decoded, bytes as sent: no
+            // second decode. A text part's body was charset-decoded too, so its own bytes
+            // are decoded again from the raw message.
+            (PartType::Binary(decoded) | PartType::InlineBinary(decoded), Encoding::Base64)
+            | (
+                PartType::Binary(decoded) | PartType::InlineBinary(decoded),
+                Encoding::QuotedPrintable,
+            ) => Some(decoded.to_vec()),
+            (_, Encoding::Base64) => mail_parser::decoders::base64::base64_decode(body),
+            (_, Encoding::QuotedPrintable) => {
                 mail_parser::decoders::quoted_printable::quoted_printable_decode(body)
             }
-            Encoding::None => Some(body.to_vec()),
+            (_, Encoding::None) => Some(body.to_vec()),
         };
         match bytes {
             Some(bytes) => out.attachments.push(Attachment {
@@ -211,6 +219,40 @@ mod tests {
         assert_eq!(out.envelope.message_id.as_deref(), Some("m1@acme.de"));
         assert_eq!(out.attachments.len(), 1);
         assert_eq!(out.attachments[0].bytes, b"K\xe4se;1,5");
+    }
+
+    #[test]
+    fn every_byte_of_an_encoded_attachment_arrives_as_sent_whatever_its_type() {
+        let sent: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+        let qp: String = sent
+            .iter()
+            .map(|b| format!("={b:02X}"))
+            .collect::<Vec<_>>()
+            .chunks(25)
+            .map(|c| c.concat())
+            .collect::<Vec<_>>()
+            .join("=\r\n");
+        for (content_type, encoding, body) in [
+            (
+                "text/csv; charset=windows-1252",
+                "base64",
+                base64_lines(&sent),
+            ),
+            ("application/octet-stream", "base64", base64_lines(&sent)),
+            ("application/vnd.ms-excel", "base64", base64_lines(&sent)),
+            ("application/xml", "base64", base64_lines(&sent)),
+            ("application/octet-stream", "quoted-printable", qp.clone()),
+            ("text/csv", "quoted-printable", qp.clone()),
+        ] {
+            let bytes = eml(&format!(
+                "--b\r\nContent-Type: {content_type}; name=\"ls.csv\"\r\n\
+                 Content-Disposition: attachment; filename=\"ls.csv\"\r\n\
+                 Content-Transfer-Encoding: {encoding}\r\n\r\n{body}\r\n"
+            ));
+            let out = message(&bytes, "m.eml").unwrap();
+            assert_eq!(out.attachments.len(), 1, "{content_type} {encoding}");
+            assert_eq!(out.attachments[0].bytes, sent, "{content_type} {encoding}");
+        }
     }
 
     #[test]

@@ -191,9 +191,8 @@ pub fn handle_batch(
             _ => None,
         })
         .collect();
-    cx.store.keep_originals(&originals)?;
     // An imported item's bytes are kept for the admin page's download (size-bounded); a crash
-    // before this costs only the download, never the document.
+    // before this costs only the download, never the document. Both in one transaction.
     let imported: Vec<(i64, &[u8])> = items
         .iter()
         .zip(&outcomes)
@@ -202,7 +201,7 @@ pub fn handle_batch(
             Outcome::Rejected { .. } | Outcome::Deferred { .. } => None,
         })
         .collect();
-    cx.store.keep_imported_originals(&imported)?;
+    cx.store.keep_originals(&originals, &imported)?;
     fault::point("after_commit");
     Ok(outcomes)
 }

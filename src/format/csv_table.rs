@@ -4,6 +4,8 @@
 //! arrive undecoded and a Windows-1252 file must keep its umlauts) and the CSV dialect. It hands
 //! each record to `table`, which makes the notes; it never interprets a cell itself.
 
+use std::cell::RefCell;
+use std::io::{Cursor, SeekFrom};
 use std::path::Path;
 
 use encoding_rs::Encoding;
@@ -38,12 +40,51 @@ pub(crate) fn read_rows(
             ),
         )
     })?;
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .delimiter(csv.delimiter)
-        .quote(csv.quote)
-        .from_reader(text.as_bytes());
+    READERS.with_borrow_mut(|readers| {
+        let at = match readers
+            .iter()
+            .position(|(dialect, _)| *dialect == (csv.delimiter, csv.quote))
+        {
+            Some(at) => at,
+            None => {
+                let mut reader = csv::ReaderBuilder::new()
+                    .has_headers(false)
+                    .flexible(true)
+                    .delimiter(csv.delimiter)
+                    .quote(csv.quote)
+                    .from_reader(Cursor::new(Vec::new()));
+                // The first seek reads a header record: here, from no text, so that a seek
+                // before each attachment reads nothing of it.
+                reader
+                    .seek_raw(SeekFrom::Start(0), csv::Position::new())
+                    .map_err(|e| Reject::malformed(file, format!("not readable as CSV: {e}")))?;
+                readers.push(((csv.delimiter, csv.quote), reader));
+                readers.len() - 1
+            }
+        };
+        let reader = &mut readers[at].1;
+        *reader.get_mut() = Cursor::new(text.into_owned().into_bytes());
+        let read = reader
+            .seek_raw(SeekFrom::Start(0), csv::Position::new())
+            .map_err(|e| Reject::malformed(file, format!("not readable as CSV: {e}")))
+            .and_then(|()| records(reader, file, on_row));
+        // The attachment's text is not kept beyond its parse.
+        *reader.get_mut() = Cursor::new(Vec::new());
+        read
+    })
+}
+
+thread_local! {
+    /// A CSV reader per dialect (delimiter, quote) for this thread, reset for each attachment:
+    /// building one (its state machine and buffers) cost more than reading a delivery note.
+    static READERS: RefCell<Vec<((u8, u8), TextReader)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A CSV reader over one attachment's text at a time.
+type TextReader = csv::Reader<Cursor<Vec<u8>>>;
+
+/// Hands every record of the text in `reader` (reset to its start) to `on_row`.
+fn records(reader: &mut TextReader, file: &str, on_row: &mut RowSink) -> Result<(), Reject> {
     let mut record = csv::StringRecord::new();
     let mut cells = Vec::new();
     let mut lines = LineCounter::default();
@@ -54,7 +95,7 @@ pub(crate) fn read_rows(
             Ok(false) => return Ok(()),
             Err(e) => return Err(Reject::malformed(file, format!("not readable as CSV: {e}"))),
         }
-        let row = lines.record_start(text.as_bytes(), previous_end);
+        let row = lines.record_start(reader.get_ref().get_ref(), previous_end);
         if record.as_slice().len() > MAX_RECORD_BYTES {
             return Err(Reject::too_large(
                 file,
@@ -177,6 +218,23 @@ mod tests {
         assert!(
             reject.contains("is not valid UTF-8") && reject.contains("formats/x.toml"),
             "{reject}"
+        );
+    }
+
+    #[test]
+    fn each_attachment_is_read_from_its_own_start_whatever_came_before() {
+        let mut bytes = b"\"".to_vec();
+        bytes.resize(MAX_RECORD_BYTES + 10, b'x');
+        assert!(rows(&bytes, encoding_rs::UTF_8).is_err());
+        let first = rows(b"a;b\nc;d\n", encoding_rs::UTF_8).unwrap();
+        let second = rows(b"\nx;y\n", encoding_rs::UTF_8).unwrap();
+        assert_eq!(first.len(), 2);
+        assert_eq!(first[0].1, [Cell::Text("a".into()), Cell::Text("b".into())]);
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].0, 2);
+        assert_eq!(
+            second[0].1,
+            [Cell::Text("x".into()), Cell::Text("y".into())]
         );
     }
 

@@ -3,7 +3,7 @@
 //! "handled by hand", stored documents found by number, supplier and date with their lines
 //! and origin, and the originals of imported items kept for download.
 //!
-//! Reads only, apart from `mark_handled` and `keep_imported_originals`; it never decides an
+//! Reads only, apart from `mark_handled` and `keep_originals`; it never decides an
 //! outcome (that is `commit`).
 
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
@@ -366,19 +366,25 @@ impl Store {
         Ok(changed == 1)
     }
 
-    /// Keeps the bytes of imported items for download, each up to `ORIGINAL_MAX_BYTES`, and
-    /// drops the oldest kept ones beyond `ORIGINALS_TOTAL_BYTES`. Keeping one again is a
-    /// no-op, so a batch resumed after a crash may repeat it.
-    pub fn keep_imported_originals(&self, originals: &[(i64, &[u8])]) -> Result<(), Error> {
-        let kept: Vec<&(i64, &[u8])> = originals
+    /// Keeps a batch's originals, in one transaction: the bytes of rejected items for their
+    /// notices (`rejected`), and those of imported items for download (`imported`), each up
+    /// to `ORIGINAL_MAX_BYTES`, dropping the oldest kept ones beyond `ORIGINALS_TOTAL_BYTES`.
+    /// Keeping one again is a no-op, so a batch resumed after a crash may repeat it.
+    pub fn keep_originals(
+        &self,
+        rejected: &[(i64, &[u8])],
+        imported: &[(i64, &[u8])],
+    ) -> Result<(), Error> {
+        let kept: Vec<&(i64, &[u8])> = imported
             .iter()
             .filter(|(_, bytes)| !bytes.is_empty() && bytes.len() as u64 <= ORIGINAL_MAX_BYTES)
             .collect();
-        if kept.is_empty() {
+        if kept.is_empty() && rejected.is_empty() {
             return Ok(());
         }
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        super::outbox::keep_notice_originals(&tx, rejected)?;
         {
             let mut insert = tx.prepare_cached(
                 "INSERT OR IGNORE INTO item_original (item_id, size, kept_at, bytes)
@@ -389,13 +395,31 @@ impl Store {
                 insert.execute(params![item_id, bytes.len() as i64, at, bytes])?;
             }
         }
-        tx.execute(
-            "DELETE FROM item_original WHERE item_id IN (
-               SELECT item_id FROM (SELECT item_id, SUM(size) OVER (ORDER BY item_id DESC) AS upto
-                                    FROM item_original)
-               WHERE upto > ?1)",
-            [ORIGINALS_TOTAL_BYTES as i64],
-        )?;
+        // The total is kept by triggers (schema 14): reading it costs one page, where summing
+        // the sizes read a page per kept original, every batch.
+        let total: i64 = tx.query_row("SELECT bytes FROM item_original_total", [], |r| r.get(0))?;
+        let mut over = total - ORIGINALS_TOTAL_BYTES as i64;
+        if over > 0 {
+            let mut oldest = tx.prepare_cached(
+                "SELECT item_id, size FROM item_original ORDER BY item_id LIMIT 256",
+            )?;
+            let mut forget = tx.prepare_cached("DELETE FROM item_original WHERE item_id = ?1")?;
+            while over > 0 {
+                let rows = oldest
+                    .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                if rows.is_empty() {
+                    break;
+                }
+                for (item_id, size) in rows {
+                    if over <= 0 {
+                        break;
+                    }
+                    forget.execute([item_id])?;
+                    over -= size;
+                }
+            }
+        }
         tx.commit()?;
         Ok(())
     }
@@ -477,10 +501,15 @@ impl Store {
         let Some(row) = found else {
             return Ok(None);
         };
-        let json: String =
-            conn.query_row("SELECT json FROM documents WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })?;
+        let (json, kind, lines_apart): (String, String, bool) = conn.query_row(
+            "SELECT json, kind, lines_apart FROM documents WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        let mut json: Value = serde_json::from_str(&json).unwrap_or_default();
+        if let Value::Object(map) = &mut json {
+            super::lines::complete(&conn, id, &kind, lines_apart, map)?;
+        }
         let mut stmt = conn.prepare_cached(
             "SELECT line_no, supplier_part_id, buyer_part_id, gtin, description, quantity, unit,
                     unit_price, order_ref, order_line
@@ -504,7 +533,7 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?;
         let item = item_by_id(&conn, row.item_id)?.expect("a document's item exists (foreign key)");
         Ok(Some(DocumentDetail {
-            json: serde_json::from_str(&json).unwrap_or_default(),
+            json,
             row,
             lines,
             item,
@@ -687,7 +716,7 @@ mod tests {
         let b = insert(&store, "drop", Some("imported"), true);
         let big = vec![0u8; ORIGINAL_MAX_BYTES as usize + 1];
         store
-            .keep_imported_originals(&[(a, b"first"), (b, &big)])
+            .keep_originals(&[], &[(a, b"first"), (b, &big)])
             .unwrap();
         assert_eq!(
             store.kept_original(a).unwrap().as_deref(),
@@ -695,12 +724,12 @@ mod tests {
         );
         assert_eq!(store.kept_original(b).unwrap(), None);
         // Kept again after a crash: the first bytes stay.
-        store.keep_imported_originals(&[(a, b"other")]).unwrap();
+        store.keep_originals(&[], &[(a, b"other")]).unwrap();
         assert_eq!(
             store.kept_original(a).unwrap().as_deref(),
             Some(&b"first"[..])
         );
-        // The window query drops what lies beyond the total, oldest first.
+        // What lies beyond the total is dropped, oldest first.
         store
             .lock()
             .execute(
@@ -708,7 +737,7 @@ mod tests {
                 [ORIGINALS_TOTAL_BYTES as i64],
             )
             .unwrap();
-        store.keep_imported_originals(&[(b, b"second")]).unwrap();
+        store.keep_originals(&[], &[(b, b"second")]).unwrap();
         assert_eq!(store.kept_original(a).unwrap(), None);
         assert_eq!(
             store.kept_original(b).unwrap().as_deref(),

@@ -9,6 +9,7 @@
 
 pub mod handoff;
 pub mod ledger;
+mod lines;
 mod oauth;
 pub mod outbox;
 pub mod receiver;
@@ -647,14 +648,14 @@ impl Store {
                 _ if own_notice => Err(Reject::OwnNotice {
                     message_id: verdict.envelope.message_id.clone().unwrap_or_default(),
                 }),
-                Ok(documents) => {
+                Ok(mut documents) => {
                     let sp = tx.savepoint()?;
                     let arrival = Arrival {
                         sender: &verdict.sender,
                         from: verdict.envelope.sender.as_deref(),
                         verdict: verdict.sender_auth.as_ref(),
                     };
-                    match insert_documents(&sp, verdict.item_id, &documents, &now, &arrival)? {
+                    match insert_documents(&sp, verdict.item_id, &mut documents, &now, &arrival)? {
                         Ok(ids) => {
                             sp.commit()?;
                             Ok(ids)
@@ -849,7 +850,7 @@ impl Store {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
             "SELECT d.id, d.json, d.file, d.superseded_by, i.source, i.message_id, i.sha256, i.archived,
-                    i.sender_auth
+                    i.sender_auth, d.kind, d.lines_apart
              FROM documents d JOIN items i ON i.id = d.item_id WHERE d.id > ?1 ORDER BY d.id LIMIT ?2",
         )?;
         let rows = stmt.query_map([since, limit], |r| {
@@ -863,14 +864,28 @@ impl Store {
                 r.get::<_, String>(6)?,
                 r.get::<_, Option<String>>(7)?,
                 r.get::<_, Option<String>>(8)?,
+                r.get::<_, String>(9)?,
+                r.get::<_, bool>(10)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, json, file, superseded_by, source, message_id, sha256, archived, sender_auth) =
-                row?;
+            let (
+                id,
+                json,
+                file,
+                superseded_by,
+                source,
+                message_id,
+                sha256,
+                archived,
+                sender_auth,
+                kind,
+                lines_apart,
+            ) = row?;
             let mut doc: serde_json::Map<String, Value> =
                 serde_json::from_str(&json).unwrap_or_default();
+            lines::complete(&conn, id, &kind, lines_apart, &mut doc)?;
             let mut origin = serde_json::Map::new();
             origin.insert("source".into(), source.into());
             if let Some(m) = message_id {
@@ -1304,7 +1319,7 @@ fn is_replacing(conn: &Connection, item_id: i64) -> rusqlite::Result<bool> {
 fn insert_documents(
     conn: &Connection,
     item_id: i64,
-    documents: &[Document],
+    documents: &mut [Document],
     now: &str,
     arrival: &Arrival<'_>,
 ) -> rusqlite::Result<Result<Vec<i64>, Reject>> {
@@ -1316,7 +1331,9 @@ fn insert_documents(
         arrival.verdict.map(|v| v.status),
         documents.first().map(Document::file).unwrap_or_default(),
     );
-    for document in documents {
+    for document in documents.iter_mut() {
+        let json = head_json(document);
+        let document = &*document;
         let key = business_key(document);
         let (payload_id, operation) = match document {
             Document::Order(o) => (o.payload_id.as_deref(), Some(o.operation)),
@@ -1401,15 +1418,15 @@ fn insert_documents(
             }
             (None, _) => None,
         };
-        let json = serde_json::to_string(document).expect("documents always serialize");
         let date = match document {
             Document::DeliveryNote(n) => n.date,
             Document::Order(o) => o.date,
         };
         conn.prepare_cached(
             "INSERT INTO documents (item_id, kind, format, supplier, number, business_key, payload_id,
-                                    operation, date, file, json, stored_at, sender_identity)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                                    operation, date, file, json, stored_at, sender_identity,
+                                    lines_apart)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 1)",
         )?
         .execute(params![
             item_id,
@@ -1439,12 +1456,28 @@ fn insert_documents(
     Ok(Ok(ids))
 }
 
+/// The document's JSON without its lines (`"lines": []` in their place): they are stored once,
+/// as `lines` rows, and `lines::complete` puts them back for `export`.
+fn head_json(document: &mut Document) -> String {
+    let lines = match document {
+        Document::DeliveryNote(n) => Ok(std::mem::take(&mut n.lines)),
+        Document::Order(o) => Err(std::mem::take(&mut o.lines)),
+    };
+    let json = serde_json::to_string(&*document).expect("documents always serialize");
+    match (document, lines) {
+        (Document::DeliveryNote(n), Ok(lines)) => n.lines = lines,
+        (Document::Order(o), Err(lines)) => o.lines = lines,
+        _ => unreachable!("the lines go back into the document they came from"),
+    }
+    json
+}
+
 fn insert_lines(conn: &Connection, document_id: i64, document: &Document) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO lines (document_id, position, line_no, supplier_part_id, buyer_part_id, gtin,
                             description, quantity, manufacturer_part_id, unit, unit_price, line_total,
-                            order_ref, order_line, serial_number, comment)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                            order_ref, order_line, serial_number, comment, supplier_part_aux_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
     )?;
     let text = |d: Option<crate::model::Decimal>| d.map(|d| d.to_string());
     match document {
@@ -1466,7 +1499,8 @@ fn insert_lines(conn: &Connection, document_id: i64, document: &Document) -> rus
                     l.order_ref,
                     l.order_line,
                     l.serial_number,
-                    l.comment
+                    l.comment,
+                    None::<String>
                 ])?;
             }
         }
@@ -1488,7 +1522,8 @@ fn insert_lines(conn: &Connection, document_id: i64, document: &Document) -> rus
                     o.order_id,
                     None::<String>,
                     None::<String>,
-                    None::<String>
+                    None::<String>,
+                    l.supplier_part_aux_id
                 ])?;
             }
         }

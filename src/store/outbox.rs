@@ -149,32 +149,27 @@ fn rejected_item(r: &Row<'_>, at: usize) -> rusqlite::Result<RejectedItem> {
     })
 }
 
+/// Keeps the bytes of rejected items for the attachment of their notices (until the notice is
+/// sent), in the caller's transaction (`Store::keep_originals`). Keeping them again is a no-op,
+/// so a batch resumed after a crash may repeat it.
+pub(super) fn keep_notice_originals(
+    tx: &Connection,
+    originals: &[(i64, &[u8])],
+) -> rusqlite::Result<()> {
+    let mut insert = tx
+        .prepare_cached("INSERT OR IGNORE INTO outbox_original (item_id, bytes) VALUES (?1, ?2)")?;
+    for (item_id, bytes) in originals {
+        insert.execute(params![item_id, bytes])?;
+    }
+    Ok(())
+}
+
 /// A time as the store writes it, so that stored times compare as text.
 pub fn stamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 impl Store {
-    /// Keeps the bytes of rejected items for the attachment of their notices (until the notice
-    /// is sent). Keeping them again is a no-op, so a batch resumed after a crash may repeat it.
-    pub fn keep_originals(&self, originals: &[(i64, &[u8])]) -> Result<(), Error> {
-        if originals.is_empty() {
-            return Ok(());
-        }
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO outbox_original (item_id, bytes) VALUES (?1, ?2)",
-            )?;
-            for (item_id, bytes) in originals {
-                insert.execute(params![item_id, bytes])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
     /// The kept bytes of a rejected item, if they were small enough to keep.
     pub fn original(&self, item_id: i64) -> Result<Option<Vec<u8>>, Error> {
         Ok(self
@@ -547,7 +542,9 @@ mod tests {
         let ids: Vec<i64> = (0..3)
             .map(|i| rejected(&store, "drop", &format!("f{i}.xml")))
             .collect();
-        store.keep_originals(&[(1, b"bytes".as_slice())]).unwrap();
+        store
+            .keep_originals(&[(1, b"bytes".as_slice())], &[])
+            .unwrap();
         let summary = store.summarize("drop", &ids).unwrap();
         let ready = store.ready_notices("").unwrap();
         assert_eq!(ready.len(), 1);

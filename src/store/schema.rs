@@ -194,6 +194,22 @@ const MIGRATIONS: &[&str] = &[
     // 13: the cXML receiver answers a repeated payloadID from the ledger (store/receiver.rs):
     // items found by source (the partner) and location (its payloadID).
     "CREATE INDEX items_by_location ON items(source, location);",
+    // 14: a document is stored once (issue 16). Its lines are the `lines` rows, now with an
+    // order line's SupplierPartAuxiliaryID too; `json` keeps the rest (`"lines": []`), and
+    // `export` puts the rows back in its place (`lines_apart = 1`). Documents stored before
+    // keep their whole JSON (`lines_apart = 0`), exported as stored. The bytes of the kept
+    // originals are summed as they come and go, so that keeping one more does not read them
+    // all.
+    "ALTER TABLE lines ADD COLUMN supplier_part_aux_id TEXT;
+    ALTER TABLE documents ADD COLUMN lines_apart INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE item_original_total (bytes INTEGER NOT NULL);
+    INSERT INTO item_original_total (bytes) SELECT COALESCE(SUM(size), 0) FROM item_original;
+    CREATE TRIGGER item_original_added AFTER INSERT ON item_original
+    BEGIN UPDATE item_original_total SET bytes = bytes + NEW.size; END;
+    CREATE TRIGGER item_original_dropped AFTER DELETE ON item_original
+    BEGIN UPDATE item_original_total SET bytes = bytes - OLD.size; END;
+    CREATE TRIGGER item_original_resized AFTER UPDATE OF size ON item_original
+    BEGIN UPDATE item_original_total SET bytes = bytes - OLD.size + NEW.size; END;",
 ];
 
 /// Brings the schema to the newest version, one transaction per step.
@@ -225,6 +241,64 @@ pub fn latest() -> usize {
 
 #[cfg(test)]
 mod tests {
+    use rusqlite::{Connection, params};
+
+    /// A store written before schema 14 kept each document whole, its lines inside its JSON:
+    /// after the upgrade `export` and the document page show that JSON as it was stored (not
+    /// rebuilt from the rows), and the kept originals' total is what they hold.
+    #[test]
+    fn an_old_form_document_keeps_its_stored_json_after_the_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("eingang.db");
+        let whole = r#"{"kind":"delivery_note","format":"csv:acme","supplier":"acme","number":"LS-1","date":"2026-11-20","order_refs":["PO-1"],"lines":[{"line_no":"1","supplier_part_id":"A-1","buyer_part_id":null,"gtin":null,"description":"Käse","quantity":"1.5","unit":"KGM","order_ref":null,"order_line":null,"serial_number":"S-9"}]}"#;
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            for sql in &super::MIGRATIONS[..13] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 13).unwrap();
+            tx.execute(
+                "INSERT INTO items (sha256, source, kind, location, size, received_at, outcome)
+                 VALUES ('00', 'drop', 'file', 'in/ls.csv', 3, '2026-11-20T10:00:00Z', 'imported')",
+                [],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO documents (item_id, kind, format, supplier, number, business_key, file,
+                                        json, stored_at)
+                 VALUES (1, 'delivery_note', 'csv:acme', 'acme', 'LS-1', 'acme|LS-1', 'ls.csv', ?1,
+                         '2026-11-20T10:00:00Z')",
+                params![whole],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO item_original (item_id, size, kept_at, bytes)
+                 VALUES (1, 3, '2026-11-20T10:00:00Z', x'616263')",
+                [],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let store = super::super::Store::open(&path).unwrap();
+        let whole: serde_json::Value = serde_json::from_str(whole).unwrap();
+        let exported = store.export(0).unwrap().remove(0);
+        let mut got = exported.json.as_object().unwrap().clone();
+        got.shift_remove("id");
+        got.shift_remove("origin");
+        assert_eq!(
+            serde_json::to_string(&got).unwrap(),
+            serde_json::to_string(&whole).unwrap()
+        );
+        let detail = store.document(exported.id).unwrap().unwrap();
+        assert_eq!(detail.json, whole);
+        let total: i64 = store
+            .lock()
+            .query_row("SELECT bytes FROM item_original_total", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(total, 3);
+    }
+
     #[test]
     fn two_processes_opening_a_new_store_at_once_both_get_it_migrated() {
         for _ in 0..100 {

@@ -472,3 +472,84 @@ fn counting_an_attempt_leaves_every_other_commit_waiting_for_the_disk() {
         .unwrap();
     assert_eq!(synchronous, 2, "FULL");
 }
+
+/// Every line field set, and none: what `export` prints is what the parsed document serializes
+/// to, though the store keeps its lines only as rows (schema 14).
+#[test]
+fn a_document_is_stored_once_and_exported_as_it_was_parsed() {
+    use crate::model::{Address, DeliveryLine, OrderLine};
+    let d = |s: &str| crate::model::Decimal::parse(s);
+    let full = DeliveryLine {
+        line_no: "10".into(),
+        supplier_part_id: Some("A-1".into()),
+        buyer_part_id: Some("B-1".into()),
+        gtin: Some("4012345678901".into()),
+        manufacturer_part_id: Some("M-1".into()),
+        description: Some("Käse „Gouda“ \"48%\"; \\ \u{1}".into()),
+        quantity: d("-1234567.125"),
+        unit: Some("C62".into()),
+        order_ref: Some("PO-1".into()),
+        order_line: Some("3".into()),
+        unit_price: d("0"),
+        line_total: d("99999999999999.99"),
+        serial_number: Some(String::new()),
+        comment: Some("ok".into()),
+    };
+    let mut note = note("LS-9");
+    if let Document::DeliveryNote(n) = &mut note {
+        n.date = chrono::NaiveDate::from_ymd_opt(2026, 11, 20);
+        n.order_refs = vec!["PO-1".into(), "PO-2".into()];
+        n.lines = vec![full, DeliveryLine::default()];
+    }
+    let mut order = order("PO-9", "p9@x", Operation::New);
+    if let Document::Order(o) = &mut order {
+        o.currency = Some("EUR".into());
+        o.total = d("12.5");
+        o.ship_to = Some(Address {
+            name: Some("Lager".into()),
+            ..Address::default()
+        });
+        o.lines = vec![
+            OrderLine {
+                line_no: "1".into(),
+                supplier_part_id: Some("S-1".into()),
+                supplier_part_aux_id: Some("7".into()),
+                description: Some("Schraube".into()),
+                quantity: d("3"),
+                unit: Some("EA".into()),
+                unit_price: d("1.05"),
+            },
+            OrderLine::default(),
+        ];
+    }
+    let (_dir, store) = store();
+    let documents = vec![note, order];
+    store_docs(&store, &file("x", "drop"), documents.clone(), None);
+    let exported = store.export(0).unwrap();
+    for (document, exported) in documents.iter().zip(&exported) {
+        let mut expected = serde_json::to_value(document).unwrap();
+        let mut got = exported.json.clone();
+        got.as_object_mut().unwrap().shift_remove("id");
+        got.as_object_mut().unwrap().shift_remove("origin");
+        assert_eq!(
+            serde_json::to_string(&got).unwrap(),
+            serde_json::to_string(&expected).unwrap()
+        );
+        let detail = store.document(exported.id).unwrap().unwrap();
+        assert_eq!(
+            serde_json::to_string(&detail.json).unwrap(),
+            serde_json::to_string(&expected).unwrap()
+        );
+        // Stored once: the JSON in the store has no line in it.
+        expected["lines"] = Value::Array(Vec::new());
+        let stored: String = store
+            .lock()
+            .query_row(
+                "SELECT json FROM documents WHERE id = ?1",
+                [exported.id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(stored, serde_json::to_string(&expected).unwrap());
+    }
+}
