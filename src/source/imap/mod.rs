@@ -746,10 +746,13 @@ impl Inbox for ImapInbox<'_> {
         let link = &mut self.link;
         let validity = link.conn.examine(&link.folders.archive).await?;
         link.selected = Some(link.folders.archive.clone());
-        let uids = link.conn.search("ALL").await;
+        // A search that failed leaves the connection as it is: one that timed out may still
+        // answer, and nothing more may be sent on it (the archive stays selected, which
+        // `selected` tells the next user).
+        let uids = link.conn.search("ALL").await?;
         link.conn.select(&link.folders.inbox).await?;
         link.selected = Some(link.folders.inbox.clone());
-        Ok(uids?
+        Ok(uids
             .into_iter()
             .map(|uid| Place {
                 at: self.source.config.archive.clone(),
