@@ -118,25 +118,10 @@ def run_measured(argv, cwd, log_path, marker=None):
 
         reader = threading.Thread(target=read_stderr, daemon=True)
         reader.start()
-        peak_kib = 0
-        while True:
-            try:
-                with open(f"/proc/{proc.pid}/status") as f:
-                    for line in f:
-                        if line.startswith("VmHWM:"):
-                            peak_kib = max(peak_kib, int(line.split()[1]))
-            except OSError:
-                pass
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid == proc.pid:
-                break
-            if time.monotonic() > t0 + DEADLINE:
-                proc.kill()
-            time.sleep(0.01)
-        proc.returncode = status
+        status, usage, peak_mib = imap_bench.reap_sampling_peak(proc, t0 + DEADLINE, 0.01)
         wall = time.monotonic() - t0
         reader.join(10)
-    return status, wall, usage.ru_utime + usage.ru_stime, peak_kib / 1024, marked[0]
+    return status, wall, usage.ru_utime + usage.ru_stime, peak_mib, marked[0]
 
 
 def store_figures(path):

@@ -192,25 +192,32 @@ def measured(argv, cwd, log_path):
     t0 = time.monotonic()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(argv, cwd=cwd, stdout=log, stderr=log)
-        peak_kib = 0
-        deadline = t0 + 600
-        while True:
-            try:
-                with open(f"/proc/{proc.pid}/status") as f:
-                    for line in f:
-                        if line.startswith("VmHWM:"):
-                            peak_kib = max(peak_kib, int(line.split()[1]))
-            except OSError:
-                pass
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid == proc.pid:
-                break
-            if time.monotonic() > deadline:
-                proc.kill()
-            time.sleep(0.002)
-        proc.returncode = status  # reaped here, not by Popen
+        status, usage, peak_mib = reap_sampling_peak(proc, t0 + 600, 0.002)
     wall = time.monotonic() - t0
-    return status, wall, usage.ru_utime + usage.ru_stime, peak_kib / 1024
+    return status, wall, usage.ru_utime + usage.ru_stime, peak_mib
+
+
+def reap_sampling_peak(proc, deadline, every):
+    """Waits for proc (killed after `deadline`, a monotonic time), sampling its own VmHWM
+    every `every` seconds; returns (exit status, rusage, peak RSS MiB). Reaped here, not by
+    Popen."""
+    peak_kib = 0
+    while True:
+        try:
+            with open(f"/proc/{proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        peak_kib = max(peak_kib, int(line.split()[1]))
+        except OSError:
+            pass
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid == proc.pid:
+            break
+        if time.monotonic() > deadline:
+            proc.kill()
+        time.sleep(every)
+    proc.returncode = status
+    return status, usage, peak_kib / 1024
 
 
 def imap(dovecot, user):
