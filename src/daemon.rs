@@ -415,6 +415,14 @@ fn backoff_after(restarts: u32) -> Duration {
         .min(BACKOFF_CAP)
 }
 
+/// Binds a listener of the daemon (`[http]`, `[cxml]`) before it starts, so that a taken port
+/// is a start-up error, not a task that keeps dying; non-blocking, for tokio.
+pub fn listen(section: &str, addr: std::net::SocketAddr) -> Result<std::net::TcpListener, String> {
+    std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|e| format!("{section}: listen {addr}: {e}"))
+}
+
 fn panic_text(payload: Box<dyn Any + Send>) -> String {
     match payload.downcast::<String>() {
         Ok(text) => *text,

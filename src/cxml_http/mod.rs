@@ -87,9 +87,7 @@ impl Receiver {
         let Some(cxml) = &config.cxml else {
             return Ok(None);
         };
-        let bound = std::net::TcpListener::bind(cxml.listen)
-            .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .map_err(|e| format!("cxml: listen {}: {e}", cxml.listen))?;
+        let bound = crate::daemon::listen("cxml", cxml.listen)?;
         Ok(Some(Receiver {
             listener: bound,
             config: cxml.clone(),

@@ -76,11 +76,7 @@ impl Web {
         let Some(http) = &config.http else {
             return Ok(None);
         };
-        let listener = std::net::TcpListener::bind(http.listen)
-            .map_err(|e| format!("http: listen {}: {e}", http.listen))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| format!("http: listen {}: {e}", http.listen))?;
+        let listener = crate::daemon::listen("http", http.listen)?;
         let lang = config
             .notify
             .as_ref()
