@@ -706,51 +706,21 @@ fn folders_seen(folders: [&Path; 3], plan: &[Planned], db: &Path, smtp: &SmtpSer
 /// a second.
 #[test]
 fn a_sigkill_storm_over_a_drop_folder_loses_nothing_and_imports_nothing_twice() {
-    const TEST: &str = "a_sigkill_storm_over_a_drop_folder_loses_nothing_and_imports_nothing_twice";
-    const N: u32 = 300;
-    const KILLS: usize = 25;
-    const PRELOAD: u64 = 40;
-    let started = Instant::now();
-    let seed = storm::seed(TEST);
-    let rng = Rng::new(seed);
     let smtp = SmtpServer::start();
     let ws = Workspace::new(&smtp.notify_section(NOTIFY_EXTRA));
-    ws.with_format("acme");
-    let plan = storm::plan(N, &mut rng.fork(1), file_bytes);
-    let feed = FileFeed::new(&ws.path("in"), &plan, rng.fork(6));
-    feed.burst(PRELOAD);
-    let kills = std::thread::scope(|scope| {
-        let feeder = scope.spawn(|| feed.trickle(&mut rng.fork(2)));
-        let mut arrivals = rng.fork(5);
-        let kills = storm::sigkill_storm(&ws, &mut rng.fork(3), KILLS, || {
-            if arrivals.chance(0.7) {
-                feed.burst(arrivals.between(1, 25));
-            }
-        });
-        feeder.join().expect("feeder");
-        feed.finish();
-        kills
-    });
-    let db = ws.path("eingang.db");
-    let last = storm::run_until_quiet(&ws, Duration::from_secs(120), || {
-        ws.files("in").is_empty()
-            && try_query(&db, UNPLACED) == Some(0)
-            && try_query(&db, PENDING_NOTICES) == Some(0)
-    });
-    let folders = [ws.path("in"), ws.path("archiv"), ws.path("fehler")];
-    let mut seen = folders_seen(folders.each_ref().map(|p| p.as_path()), &plan, &db, &smtp);
-    seen.extra.extend(last.clone().err());
-    let found = storm::violations(&plan, &seen, NoticeRule { max_copies: 2 });
-    let figures = format!(
-        "{} ({} written slowly); {kills}; last run {}; {} notices; {:.1} s in all",
-        mix(&plan),
-        feed.slowly_written
-            .load(std::sync::atomic::Ordering::Relaxed),
-        storm::took(&last),
-        seen.notices.len(),
-        started.elapsed().as_secs_f64()
+    storm_over_folders(
+        "a_sigkill_storm_over_a_drop_folder_loses_nothing_and_imports_nothing_twice",
+        FolderStorm {
+            files: 300,
+            kills: 25,
+            preload: 40,
+            quiet_within: Duration::from_secs(120),
+        },
+        &ws,
+        &smtp,
+        ws.path(""),
+        || ws.files("in").is_empty(),
     );
-    storm::assert_promises(TEST, seed, &ws, &found, &figures);
 }
 
 /// The SIGKILL storm over an FTP inbox on a real vsftpd (explicit FTPS): 200 files arrive in
@@ -758,13 +728,6 @@ fn a_sigkill_storm_over_a_drop_folder_loses_nothing_and_imports_nothing_twice() 
 /// 1 s) is killed 20 times with SIGKILL at random 0.2–3 s and restarted within a second.
 #[test]
 fn a_sigkill_storm_over_an_ftp_inbox_loses_nothing_and_imports_nothing_twice() {
-    const TEST: &str = "a_sigkill_storm_over_an_ftp_inbox_loses_nothing_and_imports_nothing_twice";
-    const N: u32 = 200;
-    const KILLS: usize = 20;
-    const PRELOAD: u64 = 30;
-    let started = Instant::now();
-    let seed = storm::seed(TEST);
-    let rng = Rng::new(seed);
     let smtp = SmtpServer::start();
     let server = support::ftp::FtpServer::start();
     let ws = Workspace::new(&format!(
@@ -772,15 +735,54 @@ fn a_sigkill_storm_over_an_ftp_inbox_loses_nothing_and_imports_nothing_twice() {
         server.source("edi", "schedule = \"every 1s\"\n"),
         smtp.notify_section(NOTIFY_EXTRA)
     ));
+    storm_over_folders(
+        "a_sigkill_storm_over_an_ftp_inbox_loses_nothing_and_imports_nothing_twice",
+        FolderStorm {
+            files: 200,
+            kills: 20,
+            preload: 30,
+            quiet_within: Duration::from_secs(150),
+        },
+        &ws,
+        &smtp,
+        server.root(),
+        || server.files("in").is_empty(),
+    );
+}
+
+/// The size of a SIGKILL storm over a folder inbox.
+struct FolderStorm {
+    files: u32,
+    kills: usize,
+    /// Files in the inbox before the first start.
+    preload: u64,
+    /// How long the last, undisturbed run may take to finish.
+    quiet_within: Duration,
+}
+
+/// Files arrive in `root/in` (in bursts, some written slowly) while `eingang run` is killed
+/// with SIGKILL again and again; then one last run until the inbox is empty and nothing is
+/// left unplaced or unsent; then the promises, checked against `in`, `archiv` and `fehler`
+/// below `root`, the store and the notices that arrived.
+fn storm_over_folders(
+    test: &str,
+    size: FolderStorm,
+    ws: &Workspace,
+    smtp: &SmtpServer,
+    root: std::path::PathBuf,
+    inbox_empty: impl Fn() -> bool,
+) {
+    let started = Instant::now();
+    let seed = storm::seed(test);
+    let rng = Rng::new(seed);
     ws.with_format("acme");
-    let root = server.root();
-    let plan = storm::plan(N, &mut rng.fork(1), file_bytes);
+    let plan = storm::plan(size.files, &mut rng.fork(1), file_bytes);
     let feed = FileFeed::new(&root.join("in"), &plan, rng.fork(6));
-    feed.burst(PRELOAD);
+    feed.burst(size.preload);
     let kills = std::thread::scope(|scope| {
         let feeder = scope.spawn(|| feed.trickle(&mut rng.fork(2)));
         let mut arrivals = rng.fork(5);
-        let kills = storm::sigkill_storm(&ws, &mut rng.fork(3), KILLS, || {
+        let kills = storm::sigkill_storm(ws, &mut rng.fork(3), size.kills, || {
             if arrivals.chance(0.7) {
                 feed.burst(arrivals.between(1, 25));
             }
@@ -790,13 +792,13 @@ fn a_sigkill_storm_over_an_ftp_inbox_loses_nothing_and_imports_nothing_twice() {
         kills
     });
     let db = ws.path("eingang.db");
-    let last = storm::run_until_quiet(&ws, Duration::from_secs(150), || {
-        server.files("in").is_empty()
+    let last = storm::run_until_quiet(ws, size.quiet_within, || {
+        inbox_empty()
             && try_query(&db, UNPLACED) == Some(0)
             && try_query(&db, PENDING_NOTICES) == Some(0)
     });
     let folders = [root.join("in"), root.join("archiv"), root.join("fehler")];
-    let mut seen = folders_seen(folders.each_ref().map(|p| p.as_path()), &plan, &db, &smtp);
+    let mut seen = folders_seen(folders.each_ref().map(|p| p.as_path()), &plan, &db, smtp);
     seen.extra.extend(last.clone().err());
     let found = storm::violations(&plan, &seen, NoticeRule { max_copies: 2 });
     let figures = format!(
@@ -808,7 +810,7 @@ fn a_sigkill_storm_over_an_ftp_inbox_loses_nothing_and_imports_nothing_twice() {
         seen.notices.len(),
         started.elapsed().as_secs_f64()
     );
-    storm::assert_promises(TEST, seed, &ws, &found, &figures);
+    storm::assert_promises(test, seed, ws, &found, &figures);
 }
 
 /// A failed file keeps its `.error.txt` (DESIGN.md, "a failed file gets `<name>.error.txt`
