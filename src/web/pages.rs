@@ -312,6 +312,13 @@ impl App {
         }
     }
 
+    /// The page for an id that names nothing (or is no number), with its way back.
+    async fn not_found(&self, session: &Session, back: &'static str) -> Response {
+        let title = self.words().not_found;
+        self.message(session, StatusCode::NOT_FOUND, title, String::new(), back)
+            .await
+    }
+
     async fn message(
         &self,
         session: &Session,
@@ -708,29 +715,13 @@ pub(super) async fn document(
     let lang = app.lang();
     let w = app.words();
     let Ok(id) = id.parse::<i64>() else {
-        return app
-            .message(
-                &session,
-                StatusCode::NOT_FOUND,
-                w.not_found,
-                String::new(),
-                "/dokumente",
-            )
-            .await;
+        return app.not_found(&session, "/dokumente").await;
     };
     let found = app.control.store().call(move |s| s.document(id)).await;
     let detail = match found {
         Ok(Some(detail)) => detail,
         Ok(None) => {
-            return app
-                .message(
-                    &session,
-                    StatusCode::NOT_FOUND,
-                    w.not_found,
-                    String::new(),
-                    "/dokumente",
-                )
-                .await;
+            return app.not_found(&session, "/dokumente").await;
         }
         Err(e) => return app.store_failed(&session, e).await,
     };
@@ -810,17 +801,8 @@ pub(super) async fn original(
     let Some(session) = app.session(&headers) else {
         return to_login(&headers);
     };
-    let w = app.words();
     let Ok(id) = id.parse::<i64>() else {
-        return app
-            .message(
-                &session,
-                StatusCode::NOT_FOUND,
-                w.not_found,
-                String::new(),
-                "/",
-            )
-            .await;
+        return app.not_found(&session, "/").await;
     };
     let found = app
         .control
@@ -830,15 +812,7 @@ pub(super) async fn original(
     let (item, kept) = match found {
         Ok((Some(item), kept)) => (item, kept),
         Ok((None, _)) => {
-            return app
-                .message(
-                    &session,
-                    StatusCode::NOT_FOUND,
-                    w.not_found,
-                    String::new(),
-                    "/",
-                )
-                .await;
+            return app.not_found(&session, "/").await;
         }
         Err(e) => return app.store_failed(&session, e).await,
     };
