@@ -11,8 +11,8 @@
 
 use std::time::Duration;
 
+use super::db::{Connection, OptionalExtension, TransactionBehavior, params};
 use chrono::Utc;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 
 use super::outbox::stamp;
@@ -111,7 +111,7 @@ fn stored_operation(text: Option<&str>) -> Option<Operation> {
 /// The connectors this process registered, on its connection only (a TEMP table): another
 /// process on the same store (a `sync` with another config) queues for its own. Made empty at
 /// open, so that a process that registers none queues nothing.
-pub(super) fn prepare(conn: &Connection) -> rusqlite::Result<()> {
+pub(super) fn prepare(conn: &Connection) -> Result<(), Error> {
     conn.execute_batch(
         "CREATE TEMP TABLE IF NOT EXISTS connector (
              name TEXT PRIMARY KEY,
@@ -128,7 +128,7 @@ pub(super) fn queue(
     kind: &str,
     operation: Option<Operation>,
     now: &str,
-) -> rusqlite::Result<()> {
+) -> Result<(), Error> {
     conn.prepare_cached(
         "INSERT INTO handoff (connector, document_id, event, created_at, next_at)
          SELECT name, ?1, ?2, ?3, ?3 FROM temp.connector
@@ -143,7 +143,7 @@ impl Store {
     /// before): from now on every document it stores of their kinds gets a hand-off row.
     /// Documents stored before are not queued (`replay_handoffs` does that on request).
     pub fn set_connectors(&self, connectors: &[Registration]) -> Result<(), Error> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute("DELETE FROM temp.connector", [])?;
         {
@@ -220,7 +220,7 @@ impl Store {
         connector: &str,
         attempts: &[(i64, Option<&str>)],
     ) -> Result<(), Error> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut update = tx.prepare_cached(
@@ -246,7 +246,7 @@ impl Store {
         connector: &str,
         results: &[(i64, Attempt)],
     ) -> Result<Vec<i64>, Error> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let at = now();
         let mut dead = Vec::new();
@@ -341,7 +341,7 @@ impl Store {
         since: Option<i64>,
         dead_only: bool,
     ) -> Result<usize, Error> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let at = now();
         let mut queued = 0;
@@ -380,7 +380,7 @@ impl Store {
 
     /// The documents a notice about undelivered documents tells of.
     pub fn dead_documents(&self, notice: i64) -> Result<Vec<DeadDocument>, Error> {
-        dead_members(&self.lock(), notice).map_err(Error::from)
+        dead_members(&self.lock(), notice)
     }
 }
 
@@ -401,7 +401,7 @@ pub(super) fn gathered_before() -> String {
 }
 
 /// The connector's notice about dead documents that still gathers, else a new one.
-fn open_notice(conn: &Connection, connector: &str, at: &str) -> rusqlite::Result<i64> {
+fn open_notice(conn: &Connection, connector: &str, at: &str) -> Result<i64, Error> {
     let open: Option<i64> = conn
         .prepare_cached(
             "SELECT id FROM outbox WHERE source = ?1 AND kind = 'undelivered'
@@ -413,14 +413,13 @@ fn open_notice(conn: &Connection, connector: &str, at: &str) -> rusqlite::Result
     if let Some(id) = open {
         return Ok(id);
     }
-    conn.prepare_cached(
+    conn.insert(
         "INSERT INTO outbox (source, kind, created_at) VALUES (?1, 'undelivered', ?2)",
-    )?
-    .execute(params![connector, at])?;
-    Ok(conn.last_insert_rowid())
+        params![connector, at],
+    )
 }
 
-pub(super) fn dead_members(conn: &Connection, notice: i64) -> rusqlite::Result<Vec<DeadDocument>> {
+pub(super) fn dead_members(conn: &Connection, notice: i64) -> Result<Vec<DeadDocument>, Error> {
     let mut stmt = conn.prepare_cached(
         "SELECT h.document_id, d.kind, d.number, d.supplier, h.attempts, h.last_error
          FROM handoff h JOIN documents d ON d.id = h.document_id
@@ -436,7 +435,7 @@ pub(super) fn dead_members(conn: &Connection, notice: i64) -> rusqlite::Result<V
             error: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
         })
     })?;
-    rows.collect()
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 #[cfg(test)]
@@ -452,20 +451,20 @@ mod tests {
     /// A stored document of `kind` on a disposed item, with the hand-off rows the hook writes.
     fn stored(store: &Store, kind: &str, number: &str) -> i64 {
         let conn = store.lock();
-        conn.execute(
+        let item = conn
+            .insert(
             "INSERT INTO items (sha256, source, kind, location, size, received_at, outcome, disposed_at)
              VALUES (?1, 'drop', 'file', 'in/x', 1, ?2, 'imported', ?2)",
             params![number, now()],
         )
-        .unwrap();
-        let item = conn.last_insert_rowid();
-        conn.execute(
+            .unwrap();
+        let id = conn
+            .insert(
             "INSERT INTO documents (item_id, kind, format, number, business_key, file, json, stored_at)
              VALUES (?1, ?2, 'opentrans-2.1', ?3, ?3, 'x.xml', '{}', ?4)",
             params![item, kind, number, now()],
         )
-        .unwrap();
-        let id = conn.last_insert_rowid();
+            .unwrap();
         queue(&conn, id, kind, None, &now()).unwrap();
         id
     }

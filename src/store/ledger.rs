@@ -6,7 +6,7 @@
 //! Reads only, apart from `mark_handled` and `keep_originals`; it never decides an
 //! outcome (that is `commit`).
 
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use super::db::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use serde_json::Value;
 
 use super::{Error, Store, now};
@@ -350,13 +350,13 @@ impl Store {
     /// One ledger row.
     pub fn item(&self, id: i64) -> Result<Option<LedgerItem>, Error> {
         let conn = self.lock();
-        Ok(item_by_id(&conn, id)?)
+        item_by_id(&conn, id)
     }
 
     /// Closes an open failure without reprocessing it ("handled by hand": a person booked it
     /// or told the supplier). `false` when the id names no open failure.
     pub fn mark_handled(&self, id: i64) -> Result<bool, Error> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let changed = tx.execute(
             &format!("UPDATE items AS i SET handled_at = ?2 WHERE i.id = ?1 AND {OPEN_FAILURE}"),
@@ -382,7 +382,7 @@ impl Store {
         if kept.is_empty() && rejected.is_empty() {
             return Ok(());
         }
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         super::outbox::keep_notice_originals(&tx, rejected)?;
         {
@@ -586,18 +586,19 @@ impl Store {
 /// Whether the store at `path` opens and answers, on a connection of its own (read-only, so
 /// that a long write of the daemon does not make it look broken).
 pub fn probe(path: &std::path::Path) -> Result<(), Error> {
-    let conn = Connection::open_with_flags(
+    let sqlite = rusqlite::Connection::open_with_flags(
         path,
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    conn.busy_timeout(std::time::Duration::from_secs(2))?;
+    sqlite.busy_timeout(std::time::Duration::from_secs(2))?;
+    let conn = Connection::sqlite(sqlite);
     conn.query_row("SELECT id FROM store_identity", [], |r| {
         r.get::<_, String>(0)
     })?;
     Ok(())
 }
 
-fn item_by_id(conn: &Connection, id: i64) -> rusqlite::Result<Option<LedgerItem>> {
+fn item_by_id(conn: &Connection, id: i64) -> Result<Option<LedgerItem>, Error> {
     conn.query_row(&format!("{ITEM_SELECT} WHERE i.id = ?1"), [id], ledger_item)
         .optional()
 }
@@ -626,7 +627,7 @@ mod tests {
 
     fn insert(store: &Store, source: &str, outcome: Option<&str>, disposed: bool) -> i64 {
         let conn = store.lock();
-        conn.execute(
+        conn.insert(
             "INSERT INTO items (sha256, source, kind, location, file_name, size, received_at,
                                 outcome, reason, label, disposed_at, archived)
              VALUES ('x', ?1, 'file', '/in/a.csv', 'a.csv', 3, '2026-12-01T08:00:00.000Z', ?2,
@@ -636,8 +637,7 @@ mod tests {
                      CASE WHEN ?3 THEN '/fehler/a.csv' END)",
             params![source, outcome, disposed],
         )
-        .unwrap();
-        conn.last_insert_rowid()
+        .unwrap()
     }
 
     #[test]

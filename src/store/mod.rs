@@ -7,6 +7,7 @@
 //!
 //! Blocking by design; `Store::call` runs one call on the blocking pool for async callers.
 
+mod db;
 pub mod handoff;
 pub mod ledger;
 mod lines;
@@ -22,7 +23,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use db::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 
 use crate::auth::{self, Sender};
@@ -51,7 +52,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Switches the store to write-ahead logging. SQLite answers busy at once, without its busy
 /// handler, when another process opens the same new store at the same moment (a `status`
 /// beside a starting daemon): try again until the busy timeout is spent.
-fn use_wal(conn: &Connection) -> rusqlite::Result<()> {
+fn use_wal(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
     let give_up = std::time::Instant::now() + BUSY_TIMEOUT;
     loop {
         match conn.pragma_update(None, "journal_mode", "WAL") {
@@ -373,20 +374,14 @@ impl Store {
                 Some(format!("{}: {e}", path.display())),
             )
         })?;
-        let mut conn = Connection::open(path)?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        use_wal(&conn)?;
+        let sqlite = rusqlite::Connection::open(path)?;
+        sqlite.busy_timeout(BUSY_TIMEOUT)?;
+        use_wal(&sqlite)?;
+        sqlite.pragma_update(None, "foreign_keys", "ON")?;
+        let conn = Connection::sqlite(sqlite);
         // An item is moved right after its commit, so the commit must survive a power loss.
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if found > schema::latest() as i64 {
-            return Err(Error::TooNew {
-                found,
-                known: schema::latest(),
-            });
-        }
-        schema::migrate(&mut conn)?;
+        conn.set_durable(true)?;
+        schema::migrate(&conn)?;
         handoff::prepare(&conn)?;
         let id: String = conn.query_row("SELECT id FROM store_identity", [], |r| r.get(0))?;
         Ok(Store {
@@ -415,10 +410,13 @@ impl Store {
                 Some(format!("{}: {e}", to.display())),
             )
         })?;
-        let mut copy = Connection::open(to)?;
+        let mut copy = rusqlite::Connection::open(to)?;
         {
             let conn = self.lock();
-            let backup = rusqlite::backup::Backup::new(&conn, &mut copy)?;
+            let Some(conn) = conn.as_sqlite() else {
+                unreachable!("a store opened from a file is SQLite")
+            };
+            let backup = rusqlite::backup::Backup::new(conn, &mut copy)?;
             backup.run_to_completion(256, Duration::from_millis(20), None)?;
         }
         let check: String = copy.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
@@ -493,7 +491,7 @@ impl Store {
     /// up again once `due_by` has reached its time, as a fresh arrival on its own row; before
     /// that it is `Prior::Waiting`.
     pub fn begin(&self, items: &[&Item], due_by: &str) -> Result<Vec<Prior>, Error> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let mut started = self.started.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut priors = Vec::with_capacity(items.len());
@@ -507,10 +505,6 @@ impl Store {
             // against it, and no longer "waiting", so that a crash while it is parsed counts.
             let mut resume = tx.prepare_cached(
                 "UPDATE items SET deferred_until = NULL, attempts = 1 WHERE id = ?1",
-            )?;
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO items (sha256, source, kind, location, file_name, size, received_at, attempts)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)",
             )?;
             let now = now();
             for item in items {
@@ -527,17 +521,21 @@ impl Store {
                         ))
                     })
                     .optional()?;
-                let mut insert_new = || -> rusqlite::Result<i64> {
-                    insert.execute(params![
-                        item.key().as_str(),
-                        item.origin.source,
-                        item.kind.as_str(),
-                        item.origin.location,
-                        item.origin.file_name,
-                        item.size() as i64,
-                        now,
-                    ])?;
-                    Ok(tx.last_insert_rowid())
+                let insert_new = || -> Result<i64, Error> {
+                    tx.insert(
+                        "INSERT INTO items (sha256, source, kind, location, file_name, size,
+                                            received_at, attempts)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)",
+                        params![
+                            item.key().as_str(),
+                            item.origin.source,
+                            item.kind.as_str(),
+                            item.origin.location,
+                            item.origin.file_name,
+                            item.size() as i64,
+                            now,
+                        ],
+                    )
                 };
                 let here = |location: &str| location == item.origin.location;
                 let prior = match row {
@@ -605,8 +603,8 @@ impl Store {
     /// wait would only widen the window in which a process killed from outside (a restart,
     /// an OOM kill of a neighbour) is taken for an item that crashed it.
     pub fn count_attempt(&self, item_id: i64) -> Result<(), Error> {
-        let mut conn = self.lock();
-        conn.pragma_update(None, "synchronous", "OFF")?;
+        let conn = self.lock();
+        conn.set_durable(false)?;
         let counted = (|| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute(
@@ -615,8 +613,8 @@ impl Store {
             )?;
             tx.commit()
         })();
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        Ok(counted?)
+        conn.set_durable(true)?;
+        counted
     }
 
     /// Writes the verdicts in one transaction: documents and lines for imports (a duplicate
@@ -631,8 +629,8 @@ impl Store {
                 started.remove(&verdict.item_id);
             }
         }
-        let mut conn = self.lock();
-        let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let now = now();
         let mut outcomes = Vec::with_capacity(verdicts.len());
         for verdict in verdicts {
@@ -748,7 +746,7 @@ impl Store {
         if held.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut outcomes = Vec::with_capacity(held.len());
         {
@@ -792,7 +790,7 @@ impl Store {
         if places.is_empty() {
             return Ok(());
         }
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut update = tx.prepare_cached(
@@ -1027,24 +1025,22 @@ impl Store {
 
     /// How many documents are stored (superseded ones included).
     pub fn document_count(&self) -> Result<i64, Error> {
-        Ok(self
-            .lock()
-            .query_row("SELECT COUNT(*) FROM documents", [], |r| r.get(0))?)
+        self.lock()
+            .query_row("SELECT COUNT(*) FROM documents", [], |r| r.get(0))
     }
 
     /// How many outbox rows wait to be sent.
     pub fn pending_notifications(&self) -> Result<i64, Error> {
-        Ok(self.lock().query_row(
+        self.lock().query_row(
             "SELECT COUNT(*) FROM outbox WHERE state = 'pending'",
             [],
             |r| r.get(0),
-        )?)
+        )
     }
 
     /// The rejected, disposed item with this id, neither reprocessed nor handled by hand.
     pub fn failed_item(&self, id: i64) -> Result<Option<FailedItem>, Error> {
-        Ok(self
-            .lock()
+        self.lock()
             .query_row(
                 "SELECT id, source, archived, location, archived_ref FROM items
                  WHERE id = ?1 AND outcome = 'rejected' AND disposed_at IS NOT NULL
@@ -1060,13 +1056,13 @@ impl Store {
                     })
                 },
             )
-            .optional()?)
+            .optional()
     }
 
     /// Clears a failed outcome after the item was put back into its inbox: the next arrival of
     /// the same bytes is a fresh try.
     pub fn mark_reprocessed(&self, id: i64) -> Result<(), Error> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
             "UPDATE items SET reprocessed_at = ?2 WHERE id = ?1",
@@ -1159,7 +1155,7 @@ fn decided(
     id: i64,
     outcome: &str,
     reason: Option<String>,
-) -> rusqlite::Result<Outcome> {
+) -> Result<Outcome, Error> {
     if outcome == "imported" {
         let mut stmt =
             conn.prepare_cached("SELECT id FROM documents WHERE item_id = ?1 ORDER BY id")?;
@@ -1201,7 +1197,7 @@ fn active_document(
     conn: &Connection,
     document: &Document,
     key: &str,
-) -> rusqlite::Result<Option<i64>> {
+) -> Result<Option<i64>, Error> {
     let standard = match document {
         Document::DeliveryNote(n) => !n.format.starts_with("table:"),
         Document::Order(o) => o.order_id.is_some(),
@@ -1271,7 +1267,7 @@ fn account(
     }
 }
 
-fn first_sender(conn: &Connection, document: i64) -> rusqlite::Result<FirstSender> {
+fn first_sender(conn: &Connection, document: i64) -> Result<FirstSender, Error> {
     conn.prepare_cached(
         "SELECT d.sender_identity, d.item_id, i.sender, i.sender_auth, i.received_at, i.source,
                 COALESCE(i.file_name, i.location)
@@ -1299,7 +1295,7 @@ fn first_sender(conn: &Connection, document: i64) -> rusqlite::Result<FirstSende
 /// Whether this arrival is a reprocess of an item rejected as a conflict: a person looked at
 /// both and asks for this one. Its documents then take the place of the stored ones, if its
 /// sender is known.
-fn is_replacing(conn: &Connection, item_id: i64) -> rusqlite::Result<bool> {
+fn is_replacing(conn: &Connection, item_id: i64) -> Result<bool, Error> {
     conn.prepare_cached(
         "SELECT EXISTS (SELECT 1 FROM items earlier JOIN items this ON this.sha256 = earlier.sha256
                         WHERE this.id = ?1 AND earlier.id < this.id AND earlier.label = 'conflict'
@@ -1322,7 +1318,7 @@ fn insert_documents(
     documents: &mut [Document],
     now: &str,
     arrival: &Arrival<'_>,
-) -> rusqlite::Result<Result<Vec<i64>, Reject>> {
+) -> Result<Result<Vec<i64>, Reject>, Error> {
     let mut ids = Vec::with_capacity(documents.len());
     let replacing = arrival.sender.is_known() && is_replacing(conn, item_id)?;
     let this = account(
@@ -1344,7 +1340,7 @@ fn insert_documents(
         let supplier = document.supplier().map(str::to_owned);
         // The second of two documents with one key: a duplicate, or a conflict (`None` when
         // this one is to replace the first).
-        let clash = |existing: i64| -> rusqlite::Result<Option<Reject>> {
+        let clash = |existing: i64| -> Result<Option<Reject>, Error> {
             let first = first_sender(conn, existing)?;
             if arrival.sender.same_as(&first.sender) {
                 return Ok(Some(Reject::Duplicate {
@@ -1422,13 +1418,12 @@ fn insert_documents(
             Document::DeliveryNote(n) => n.date,
             Document::Order(o) => o.date,
         };
-        conn.prepare_cached(
+        let id = conn.insert(
             "INSERT INTO documents (item_id, kind, format, supplier, number, business_key, payload_id,
                                     operation, date, file, json, stored_at, sender_identity,
                                     lines_apart)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 1)",
-        )?
-        .execute(params![
+            params![
             item_id,
             document.kind(),
             document.format(),
@@ -1442,8 +1437,8 @@ fn insert_documents(
             json,
             now,
             arrival.sender.stored(),
-        ])?;
-        let id = conn.last_insert_rowid();
+            ],
+        )?;
         if let Some(old) = supersedes {
             conn.prepare_cached("UPDATE documents SET superseded_by = ?2 WHERE id = ?1")?
                 .execute(params![old, id])?;
@@ -1472,7 +1467,7 @@ fn head_json(document: &mut Document) -> String {
     json
 }
 
-fn insert_lines(conn: &Connection, document_id: i64, document: &Document) -> rusqlite::Result<()> {
+fn insert_lines(conn: &Connection, document_id: i64, document: &Document) -> Result<(), Error> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO lines (document_id, position, line_no, supplier_part_id, buyer_part_id, gtin,
                             description, quantity, manufacturer_part_id, unit, unit_price, line_total,

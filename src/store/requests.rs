@@ -2,7 +2,7 @@
 //! owner per store): `sync` for "a pass now", `reprocess` for putting a failed item back. The
 //! command writes a row and waits; the daemon takes it, does it, and writes the result.
 
-use rusqlite::{OptionalExtension, params};
+use super::db::{OptionalExtension, params};
 
 use super::{Error, Store, now};
 
@@ -28,11 +28,10 @@ impl Store {
         item_id: Option<i64>,
     ) -> Result<i64, Error> {
         let conn = self.lock();
-        conn.execute(
+        conn.insert(
             "INSERT INTO requests (kind, source, item_id, created_at) VALUES (?1, ?2, ?3, ?4)",
             params![kind, source, item_id, now()],
-        )?;
-        Ok(conn.last_insert_rowid())
+        )
     }
 
     /// The requests no daemon has taken yet, oldest first; each is marked taken.

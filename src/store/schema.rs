@@ -1,6 +1,7 @@
 //! The SQLite schema, migrated step by step along `PRAGMA user_version`.
 
-use rusqlite::Connection;
+use super::Error;
+use super::db::{Connection, TransactionBehavior};
 
 /// Each entry moves the schema from version `index` to `index + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -213,25 +214,36 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// Brings the schema to the newest version, one transaction per step.
-pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
-    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    for (version, sql) in MIGRATIONS
+/// A store written by a newer eingang is refused (`Error::TooNew`).
+pub fn migrate(conn: &Connection) -> Result<(), Error> {
+    let current = version(conn)?;
+    if current > latest() as i64 {
+        return Err(Error::TooNew {
+            found: current,
+            known: latest(),
+        });
+    }
+    for (before, sql) in MIGRATIONS
         .iter()
         .enumerate()
         .skip(usize::try_from(current).unwrap_or(0))
     {
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Another process opening the same new store (a `status` beside a starting daemon)
         // may have taken this step since the version was read: read it again under the lock.
-        let now: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if now > version as i64 {
+        if version(&tx)? > before as i64 {
             continue;
         }
         tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", version as i64 + 1)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", before + 1))?;
         tx.commit()?;
     }
     Ok(())
+}
+
+/// The store's schema version.
+fn version(conn: &Connection) -> Result<i64, Error> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
 }
 
 /// The schema version this build writes.

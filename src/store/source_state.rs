@@ -4,7 +4,7 @@
 //! inbox that eingang leaves alone. `up_since` is the first success after the last failure,
 //! for the web page's "up since".
 
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use super::db::{OptionalExtension, TransactionBehavior, params};
 
 use super::{Error, Store, now};
 
@@ -59,7 +59,7 @@ impl Store {
     /// and, in the same transaction, one notice; an entry no longer there is forgotten (it is
     /// told again should it come back). Returns the new ones.
     pub fn record_strays(&self, source: &str, strays: &[Stray]) -> Result<Vec<Stray>, Error> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let known: Vec<String> = {
             let mut stmt = conn.prepare_cached("SELECT name FROM strays WHERE source = ?1")?;
             let rows = stmt.query_map([source], |r| r.get(0))?;
@@ -138,7 +138,7 @@ impl Store {
         source: &str,
         places: &[super::Place],
     ) -> Result<Vec<super::Place>, Error> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let at = now();
         let mut new = Vec::new();
