@@ -44,7 +44,10 @@ impl Reach<'_> {
 /// supplier format, and `extra` appended to the source.
 fn workspace(user: &str, reach: &Reach<'_>, extra: &str) -> Workspace {
     let dir = tempfile::tempdir().expect("temp dir");
-    let ws = Workspace { dir };
+    let ws = Workspace {
+        dir,
+        store_url: None,
+    };
     std::fs::create_dir_all(ws.path("formats")).expect("formats");
     std::fs::copy(
         concat!(env!("CARGO_MANIFEST_DIR"), "/formats/acme.toml"),

@@ -71,6 +71,7 @@ fn case(
     }
     let ws = Workspace {
         dir: tempfile::tempdir().expect("temp dir"),
+        store_url: None,
     };
     std::fs::create_dir_all(ws.path("formats")).expect("formats");
     std::fs::write(ws.path("ca.pem"), &dovecot::shared_certificates().0).expect("ca");
@@ -419,6 +420,7 @@ fn an_old_refresh_token_is_refused_with_one_notice_naming_oauth_login() {
     // configured token again: the provider sees reuse, revokes the family and refuses it.
     let copy = Workspace {
         dir: tempfile::tempdir().expect("temp dir"),
+        store_url: None,
     };
     for file in ["eingang.toml", "rt", "ca.pem"] {
         std::fs::copy(c.ws.path(file), copy.path(file)).expect("copy");

@@ -122,6 +122,7 @@ fn imap_workspace(
     let user = new_user(test);
     let ws = Workspace {
         dir: tempfile::tempdir().expect("temp dir"),
+        store_url: None,
     };
     std::fs::create_dir_all(ws.path("formats")).expect("formats");
     write_formats(&ws);

@@ -1,5 +1,14 @@
-//! The store's one door to its database, in rusqlite's shape, so that the store's SQL and its
-//! steps are written once whatever database holds them.
+//! The store's one door to its database, SQLite (the embedded default) or PostgreSQL (a store
+//! that several daemons share), in rusqlite's shape, so that the store's SQL and its steps are
+//! written once whatever database holds them.
+//!
+//! The SQL is SQLite's, in the spellings both share where there is one (`ON CONFLICT DO
+//! NOTHING`, `IS NOT DISTINCT FROM`, `string_agg`, `CASE` instead of summed comparisons); for
+//! PostgreSQL, `postgres::translate` rewrites the few that differ. Values cross as rusqlite's
+//! `Value` both ways. A write transaction (`Immediate`) has the store to itself on both:
+//! SQLite's `BEGIN IMMEDIATE`, and on PostgreSQL a transaction-scoped advisory lock taken
+//! first, so that the store's read-then-write steps keep one meaning whichever database holds
+//! them, and however many processes share it.
 //!
 //! Every module of the store reaches the database through `Connection`, `Transaction`,
 //! `Savepoint`, `Statement` and `Row` here, never through rusqlite itself; only what is
@@ -7,13 +16,15 @@
 //! connection underneath (`Connection::as_sqlite`). Parameters are given as rusqlite's
 //! `params!`, arrays and `[]` give them, and rows read with rusqlite's `FromSql`.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::ops::Deref;
 
 use rusqlite::ToSql;
+use rusqlite::types::{FromSql, FromSqlError, ToSqlOutput, Value, ValueRef};
 pub use rusqlite::{TransactionBehavior, params};
 
 use super::Error;
+use super::postgres::Session;
 
 /// The values of a statement's parameters, as `params!`, arrays and `[]` give them.
 pub trait Params {
@@ -44,9 +55,36 @@ macro_rules! array_params {
 }
 array_params!(1 2 3 4 5 6 7 8);
 
+/// A parameter's value, for PostgreSQL.
+fn value_of(param: &dyn ToSql) -> rusqlite::Result<Value> {
+    match param.to_sql()? {
+        ToSqlOutput::Borrowed(v) => Ok(match v {
+            ValueRef::Null => Value::Null,
+            ValueRef::Integer(n) => Value::Integer(n),
+            ValueRef::Real(x) => Value::Real(x),
+            ValueRef::Text(t) => Value::Text(
+                String::from_utf8(t.to_vec())
+                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+            ),
+            ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+        }),
+        ToSqlOutput::Owned(v) => Ok(v),
+        _ => Err(rusqlite::Error::ToSqlConversionFailure(
+            "a parameter of a kind the store does not write".into(),
+        )),
+    }
+}
+
+fn values<P: Params>(params: &P) -> rusqlite::Result<Vec<Value>> {
+    params.refs().into_iter().map(value_of).collect()
+}
+
 /// One row of a result.
-pub struct Row<'a> {
-    row: &'a rusqlite::Row<'a>,
+pub enum Row<'a> {
+    /// A row of SQLite's, read in place.
+    Sqlite(&'a rusqlite::Row<'a>),
+    /// A row of PostgreSQL's, its values in column order.
+    Values(&'a [Value]),
 }
 
 /// A column of a row, by its position (from 0).
@@ -63,16 +101,31 @@ impl ColumnIndex for usize {
 
 impl Row<'_> {
     /// The value of a column, as `T`.
-    pub fn get<I: ColumnIndex, T: rusqlite::types::FromSql>(
-        &self,
-        index: I,
-    ) -> rusqlite::Result<T> {
-        self.row.get(index.position())
+    pub fn get<I: ColumnIndex, T: FromSql>(&self, index: I) -> rusqlite::Result<T> {
+        let at = index.position();
+        let values = match self {
+            Row::Sqlite(row) => return row.get(at),
+            Row::Values(values) => values,
+        };
+        let value = values
+            .get(at)
+            .ok_or(rusqlite::Error::InvalidColumnIndex(at))?;
+        let raw = ValueRef::from(value);
+        T::column_result(raw).map_err(|e| match e {
+            FromSqlError::InvalidType => {
+                rusqlite::Error::InvalidColumnType(at, String::new(), raw.data_type())
+            }
+            FromSqlError::OutOfRange(n) => rusqlite::Error::IntegralValueOutOfRange(at, n),
+            other => {
+                rusqlite::Error::FromSqlConversionFailure(at, raw.data_type(), Box::new(other))
+            }
+        })
     }
 }
 
 enum Backend {
     Sqlite(rusqlite::Connection),
+    Postgres(Box<Session>),
 }
 
 /// A connection to the store's database.
@@ -80,14 +133,27 @@ pub struct Connection {
     backend: Backend,
     /// Open savepoints, for their names.
     depth: Cell<u32>,
+    /// The connectors registered on this connection, with the kinds of document each takes:
+    /// what this process queues hand-offs for (`handoff::queue`).
+    connectors: RefCell<Vec<(String, Vec<String>)>>,
 }
 
 impl Connection {
     /// A connection over an open SQLite database.
     pub fn sqlite(conn: rusqlite::Connection) -> Connection {
+        Connection::over(Backend::Sqlite(conn))
+    }
+
+    /// A connection over a PostgreSQL session.
+    pub(super) fn postgres(session: Session) -> Connection {
+        Connection::over(Backend::Postgres(Box::new(session)))
+    }
+
+    fn over(backend: Backend) -> Connection {
         Connection {
-            backend: Backend::Sqlite(conn),
+            backend,
             depth: Cell::new(0),
+            connectors: RefCell::new(Vec::new()),
         }
     }
 
@@ -95,7 +161,28 @@ impl Connection {
     pub fn as_sqlite(&self) -> Option<&rusqlite::Connection> {
         match &self.backend {
             Backend::Sqlite(c) => Some(c),
+            Backend::Postgres(_) => None,
         }
+    }
+
+    /// Whether the database is PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// Registers the connectors of this connection's process, replacing earlier ones.
+    pub fn set_connectors(&self, connectors: Vec<(String, Vec<String>)>) {
+        *self.connectors.borrow_mut() = connectors;
+    }
+
+    /// The registered connectors that take documents of `kind`.
+    pub fn connectors_for(&self, kind: &str) -> Vec<String> {
+        self.connectors
+            .borrow()
+            .iter()
+            .filter(|(_, kinds)| kinds.iter().any(|k| k == kind))
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
     /// Whether a commit waits for the disk (the default) or only for the database's memory
@@ -105,6 +192,11 @@ impl Connection {
             Backend::Sqlite(c) => {
                 Ok(c.pragma_update(None, "synchronous", if durable { "FULL" } else { "OFF" })?)
             }
+            Backend::Postgres(s) => s.batch(if durable {
+                "SET synchronous_commit = on"
+            } else {
+                "SET synchronous_commit = off"
+            }),
         }
     }
 
@@ -121,6 +213,7 @@ impl Connection {
                     .execute(rusqlite::params_from_iter(params.refs()))?;
                 Ok(c.last_insert_rowid())
             }
+            Backend::Postgres(s) => s.insert(sql, values(&params)?),
         }
     }
 
@@ -138,6 +231,7 @@ impl Connection {
     pub fn prepare_cached(&self, sql: &str) -> Result<Statement<'_>, Error> {
         match &self.backend {
             Backend::Sqlite(c) => Ok(Statement::Sqlite(c.prepare_cached(sql)?)),
+            Backend::Postgres(s) => Ok(Statement::Postgres(s, sql.to_owned())),
         }
     }
 
@@ -145,6 +239,7 @@ impl Connection {
     pub fn prepare(&self, sql: &str) -> Result<Statement<'_>, Error> {
         match &self.backend {
             Backend::Sqlite(c) => Ok(Statement::Once(c.prepare(sql)?)),
+            Backend::Postgres(s) => Ok(Statement::Postgres(s, sql.to_owned())),
         }
     }
 
@@ -152,6 +247,7 @@ impl Connection {
     pub fn execute_batch(&self, sql: &str) -> Result<(), Error> {
         match &self.backend {
             Backend::Sqlite(c) => Ok(c.execute_batch(sql)?),
+            Backend::Postgres(s) => s.batch(sql),
         }
     }
 
@@ -160,15 +256,26 @@ impl Connection {
         &self,
         behavior: TransactionBehavior,
     ) -> Result<Transaction<'_>, Error> {
-        self.execute_batch(match behavior {
-            TransactionBehavior::Deferred => "BEGIN DEFERRED",
-            TransactionBehavior::Immediate => "BEGIN IMMEDIATE",
-            _ => "BEGIN EXCLUSIVE",
-        })?;
+        match &self.backend {
+            Backend::Sqlite(c) => c.execute_batch(match behavior {
+                TransactionBehavior::Deferred => "BEGIN DEFERRED",
+                TransactionBehavior::Immediate => "BEGIN IMMEDIATE",
+                _ => "BEGIN EXCLUSIVE",
+            })?,
+            Backend::Postgres(s) => s.begin(!matches!(behavior, TransactionBehavior::Deferred))?,
+        }
         Ok(Transaction {
             conn: self,
             open: Cell::new(true),
         })
+    }
+
+    /// Ends a transaction (`COMMIT` or `ROLLBACK`).
+    fn end(&self, sql: &str) -> Result<(), Error> {
+        match &self.backend {
+            Backend::Sqlite(c) => Ok(c.execute_batch(sql)?),
+            Backend::Postgres(s) => s.end(sql),
+        }
     }
 }
 
@@ -178,21 +285,26 @@ pub enum Statement<'c> {
     Sqlite(rusqlite::CachedStatement<'c>),
     /// A statement prepared for this once.
     Once(rusqlite::Statement<'c>),
+    /// A statement of a PostgreSQL session (which keeps every plan).
+    Postgres(&'c Session, String),
 }
 
 impl<'c> Statement<'c> {
-    fn inner(&mut self) -> &mut rusqlite::Statement<'c> {
+    /// The SQLite statement, or the PostgreSQL session with the SQL.
+    fn inner(&mut self) -> Result<&mut rusqlite::Statement<'c>, (&'c Session, &str)> {
         match self {
-            Statement::Sqlite(s) => s,
-            Statement::Once(s) => s,
+            Statement::Sqlite(s) => Ok(s),
+            Statement::Once(s) => Ok(s),
+            Statement::Postgres(session, sql) => Err((*session, sql.as_str())),
         }
     }
 
     /// Runs it, returning how many rows it changed.
     pub fn execute<P: Params>(&mut self, params: P) -> Result<usize, Error> {
-        Ok(self
-            .inner()
-            .execute(rusqlite::params_from_iter(params.refs()))?)
+        match self.inner() {
+            Ok(stmt) => Ok(stmt.execute(rusqlite::params_from_iter(params.refs()))?),
+            Err((session, sql)) => session.execute(sql, values(&params)?),
+        }
     }
 
     /// The first row made into `T`; `QueryReturnedNoRows` when there is none.
@@ -201,11 +313,18 @@ impl<'c> Statement<'c> {
         params: P,
         f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<T, Error> {
-        Ok(self
-            .inner()
-            .query_row(rusqlite::params_from_iter(params.refs()), |row| {
-                f(&Row { row })
-            })?)
+        match self.inner() {
+            Ok(stmt) => Ok(
+                stmt.query_row(rusqlite::params_from_iter(params.refs()), |row| {
+                    f(&Row::Sqlite(row))
+                })?,
+            ),
+            Err((session, sql)) => {
+                let rows = session.query(sql, values(&params)?)?;
+                let first = rows.first().ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+                Ok(f(&Row::Values(first))?)
+            }
+        }
     }
 
     /// Every row, each made into `T`, in order.
@@ -214,12 +333,19 @@ impl<'c> Statement<'c> {
         params: P,
         mut f: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<std::vec::IntoIter<rusqlite::Result<T>>, Error> {
-        let mut rows = self
-            .inner()
-            .query(rusqlite::params_from_iter(params.refs()))?;
         let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
-            out.push(f(&Row { row }));
+        match self.inner() {
+            Ok(stmt) => {
+                let mut rows = stmt.query(rusqlite::params_from_iter(params.refs()))?;
+                while let Some(row) = rows.next()? {
+                    out.push(f(&Row::Sqlite(row)));
+                }
+            }
+            Err((session, sql)) => {
+                for values in session.query(sql, values(&params)?)? {
+                    out.push(f(&Row::Values(&values)));
+                }
+            }
         }
         Ok(out.into_iter())
     }
@@ -235,7 +361,7 @@ impl Transaction<'_> {
     /// Makes its writes durable.
     pub fn commit(self) -> Result<(), Error> {
         self.open.set(false);
-        self.conn.execute_batch("COMMIT")
+        self.conn.end("COMMIT")
     }
 
     /// A savepoint inside it: rolled back alone when dropped without `commit`.
@@ -264,7 +390,7 @@ impl Drop for Transaction<'_> {
         if self.open.get() {
             // A rollback that fails leaves the database as it was before the transaction:
             // the database ends a failed transaction itself.
-            let _ = self.conn.execute_batch("ROLLBACK");
+            let _ = self.conn.end("ROLLBACK");
         }
     }
 }

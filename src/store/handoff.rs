@@ -108,20 +108,8 @@ fn stored_operation(text: Option<&str>) -> Option<Operation> {
     }
 }
 
-/// The connectors this process registered, on its connection only (a TEMP table): another
-/// process on the same store (a `sync` with another config) queues for its own. Made empty at
-/// open, so that a process that registers none queues nothing.
-pub(super) fn prepare(conn: &Connection) -> Result<(), Error> {
-    conn.execute_batch(
-        "CREATE TEMP TABLE IF NOT EXISTS connector (
-             name TEXT PRIMARY KEY,
-             documents TEXT NOT NULL
-         );",
-    )
-}
-
-/// The hook of `insert_documents`: one pending row per registered connector that takes this
-/// kind of document, in the caller's transaction.
+/// The hook of `insert_documents`: one pending row per connector registered on this
+/// connection that takes this kind of document, in the caller's transaction.
 pub(super) fn queue(
     conn: &Connection,
     document_id: i64,
@@ -129,32 +117,29 @@ pub(super) fn queue(
     operation: Option<Operation>,
     now: &str,
 ) -> Result<(), Error> {
-    conn.prepare_cached(
-        "INSERT INTO handoff (connector, document_id, event, created_at, next_at)
-         SELECT name, ?1, ?2, ?3, ?3 FROM temp.connector
-         WHERE instr(documents, ',' || ?4 || ',') > 0",
-    )?
-    .execute(params![document_id, event_of(operation), now, kind])?;
+    for name in conn.connectors_for(kind) {
+        conn.execute(
+            "INSERT INTO handoff (connector, document_id, event, created_at, next_at)
+             VALUES (?1, ?2, ?3, ?4, ?4)",
+            params![name, document_id, event_of(operation), now],
+        )?;
+    }
     Ok(())
 }
 
 impl Store {
     /// Registers this process's configured connectors (replacing the ones it registered
-    /// before): from now on every document it stores of their kinds gets a hand-off row.
-    /// Documents stored before are not queued (`replay_handoffs` does that on request).
-    pub fn set_connectors(&self, connectors: &[Registration]) -> Result<(), Error> {
-        let conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute("DELETE FROM temp.connector", [])?;
-        {
-            let mut insert =
-                tx.prepare_cached("INSERT INTO temp.connector (name, documents) VALUES (?1, ?2)")?;
-            for c in connectors {
-                insert.execute(params![c.name, format!(",{},", c.documents.join(","))])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
+    /// before), on its own connection only: another process on the same store (a `sync` with
+    /// another config) queues for its own. From now on every document it stores of their
+    /// kinds gets a hand-off row. Documents stored before are not queued (`replay_handoffs`
+    /// does that on request).
+    pub fn set_connectors(&self, connectors: &[Registration]) {
+        self.lock().set_connectors(
+            connectors
+                .iter()
+                .map(|c| (c.name.clone(), c.documents.clone()))
+                .collect(),
+        );
     }
 
     /// The hand-offs of `connector` due at `now`, oldest document first, at most `limit`. A
@@ -293,7 +278,7 @@ impl Store {
                 }
                 Attempt::NotMade => {
                     tx.prepare_cached(
-                        "UPDATE handoff SET attempts = MAX(attempts - 1, 0)
+                        "UPDATE handoff SET attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END
                          WHERE connector = ?1 AND document_id = ?2",
                     )?
                     .execute(params![connector, document_id])?;
@@ -308,8 +293,9 @@ impl Store {
     pub fn handoff_counts(&self) -> Result<Vec<HandoffCounts>, Error> {
         let conn = self.lock();
         let mut stmt = conn.prepare(
-            "SELECT h.connector, SUM(h.state = 'pending'), SUM(h.state = 'delivered'),
-                    SUM(h.state = 'dead'),
+            "SELECT h.connector, SUM(CASE WHEN h.state = 'pending' THEN 1 ELSE 0 END),
+                    SUM(CASE WHEN h.state = 'delivered' THEN 1 ELSE 0 END),
+                    SUM(CASE WHEN h.state = 'dead' THEN 1 ELSE 0 END),
                     (SELECT e.last_error FROM handoff e
                      WHERE e.connector = h.connector AND e.state != 'delivered'
                        AND e.last_error IS NOT NULL
@@ -444,7 +430,7 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("eingang.db")).unwrap();
+        let store = Store::open_at(&crate::store::test_location(dir.path())).unwrap();
         (dir, store)
     }
 
@@ -470,18 +456,16 @@ mod tests {
     }
 
     fn register(store: &Store) {
-        store
-            .set_connectors(&[
-                Registration {
-                    name: "erp".into(),
-                    documents: vec!["delivery_note".into(), "order".into()],
-                },
-                Registration {
-                    name: "orders".into(),
-                    documents: vec!["order".into()],
-                },
-            ])
-            .unwrap();
+        store.set_connectors(&[
+            Registration {
+                name: "erp".into(),
+                documents: vec!["delivery_note".into(), "order".into()],
+            },
+            Registration {
+                name: "orders".into(),
+                documents: vec!["order".into()],
+            },
+        ]);
     }
 
     #[test]
@@ -505,9 +489,11 @@ mod tests {
 
     #[test]
     fn only_the_process_that_registered_connectors_queues_for_them() {
-        let (dir, store) = store();
+        let dir = tempfile::tempdir().unwrap();
+        let location = crate::store::test_location(dir.path());
+        let store = Store::open_at(&location).unwrap();
         register(&store);
-        let other = Store::open(&dir.path().join("eingang.db")).unwrap();
+        let other = Store::open_at(&location).unwrap();
         stored(&other, "delivery_note", "LS-1");
         assert_eq!(other.handoff_counts().unwrap(), []);
         stored(&store, "delivery_note", "LS-2");

@@ -144,7 +144,7 @@ const ITEM_SELECT: &str = "SELECT i.id, i.received_at, i.source, i.kind, i.sende
         i.file_name, i.message_id, i.supplier, i.outcome, i.label, i.reason, i.location,
         i.archived, i.archived_ref, i.reprocessed_at, i.handled_at, i.size, i.sha256,
         i.disposed_at IS NOT NULL,
-        (SELECT group_concat(d.id) FROM documents d WHERE d.item_id = i.id)
+        (SELECT string_agg(CAST(d.id AS TEXT), ',') FROM documents d WHERE d.item_id = i.id)
      FROM items i";
 
 fn ledger_item(r: &Row<'_>) -> rusqlite::Result<LedgerItem> {
@@ -387,8 +387,8 @@ impl Store {
         super::outbox::keep_notice_originals(&tx, rejected)?;
         {
             let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO item_original (item_id, size, kept_at, bytes)
-                 VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO item_original (item_id, size, kept_at, bytes)
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
             )?;
             let at = now();
             for (item_id, bytes) in kept {
@@ -585,7 +585,17 @@ impl Store {
 
 /// Whether the store at `path` opens and answers, on a connection of its own (read-only, so
 /// that a long write of the daemon does not make it look broken).
-pub fn probe(path: &std::path::Path) -> Result<(), Error> {
+pub fn probe(location: &super::Location) -> Result<(), Error> {
+    let path = match location {
+        super::Location::File(path) => path,
+        super::Location::Postgres(target) => {
+            let conn = Connection::postgres(super::postgres::Session::open(target)?);
+            conn.query_row("SELECT id FROM store_identity", [], |r| {
+                r.get::<_, String>(0)
+            })?;
+            return Ok(());
+        }
+    };
     let sqlite = rusqlite::Connection::open_with_flags(
         path,
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -621,7 +631,7 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let store = Store::open_at(&crate::store::test_location(dir.path())).unwrap();
         (dir, store)
     }
 

@@ -13,6 +13,7 @@ pub mod ledger;
 mod lines;
 mod oauth;
 pub mod outbox;
+pub(crate) mod postgres;
 pub mod receiver;
 mod requests;
 mod schema;
@@ -33,6 +34,7 @@ use crate::item::Item;
 use crate::model::{Document, Operation};
 pub use ledger::{DocumentQuery, ItemFilter, ItemState, LedgerItem};
 pub use oauth::OAuthGrant;
+pub use postgres::Target;
 pub use requests::Request;
 pub use source_state::Stray;
 
@@ -83,6 +85,9 @@ pub enum Error {
         /// This build's version.
         known: usize,
     },
+    /// PostgreSQL refused or failed, or could not be reached.
+    #[error("store: {0}")]
+    Postgres(String),
     /// The blocking task that ran a store call ended abnormally.
     #[error("store: the store task stopped: {0}")]
     Task(String),
@@ -347,7 +352,54 @@ pub struct FailedItem {
     pub archived_ref: Option<String>,
 }
 
-/// The SQLite store. One connection; `&self` methods lock it for one call.
+/// Where a store lives: a SQLite file (the default), or a PostgreSQL database that several
+/// daemons share.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Location {
+    /// A SQLite file.
+    File(std::path::PathBuf),
+    /// A PostgreSQL database.
+    Postgres(Target),
+}
+
+impl Location {
+    /// Whether there is a store there yet: a SQLite file may be missing, a PostgreSQL
+    /// database is taken to exist (opening it says otherwise).
+    pub fn exists(&self) -> bool {
+        match self {
+            Location::File(p) => p.exists(),
+            Location::Postgres(_) => true,
+        }
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::File(p) => write!(f, "{}", p.display()),
+            Location::Postgres(t) => f.write_str(&t.shown()),
+        }
+    }
+}
+
+/// The PostgreSQL server of the tests (`EINGANG_TEST_STORE=postgres`), shared with the
+/// integration tests; not every part of it is used here.
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../../tests/support/postgres.rs"]
+pub(crate) mod test_postgres;
+
+/// Where a unit test keeps its store: a SQLite file in `dir`, or with
+/// `EINGANG_TEST_STORE=postgres` a fresh database on the tests' PostgreSQL server.
+#[cfg(test)]
+pub(crate) fn test_location(dir: &Path) -> Location {
+    match test_postgres::store_url("unit") {
+        Some(url) => Location::Postgres(Target::new(&url, None).expect("the test server's URL")),
+        None => Location::File(dir.join("eingang.db")),
+    }
+}
+
+/// The store. One connection; `&self` methods lock it for one call.
 pub struct Store {
     conn: Mutex<Connection>,
     /// The start of every Message-ID this store gives its notices (`eingang.<store id>.`).
@@ -381,8 +433,22 @@ impl Store {
         let conn = Connection::sqlite(sqlite);
         // An item is moved right after its commit, so the commit must survive a power loss.
         conn.set_durable(true)?;
+        Store::over(conn)
+    }
+
+    /// Opens the store at `location`: a SQLite file, or a PostgreSQL database (migrated to
+    /// the same schema).
+    pub fn open_at(location: &Location) -> Result<Store, Error> {
+        match location {
+            Location::File(path) => Store::open(path),
+            Location::Postgres(target) => {
+                Store::over(Connection::postgres(postgres::Session::open(target)?))
+            }
+        }
+    }
+
+    fn over(conn: Connection) -> Result<Store, Error> {
         schema::migrate(&conn)?;
-        handoff::prepare(&conn)?;
         let id: String = conn.query_row("SELECT id FROM store_identity", [], |r| r.get(0))?;
         Ok(Store {
             conn: Mutex::new(conn),
@@ -414,7 +480,10 @@ impl Store {
         {
             let conn = self.lock();
             let Some(conn) = conn.as_sqlite() else {
-                unreachable!("a store opened from a file is SQLite")
+                return Err(Error::Postgres(
+                    "a PostgreSQL store is backed up with PostgreSQL's own tools (pg_dump)"
+                        .to_owned(),
+                ));
             };
             let backup = rusqlite::backup::Backup::new(conn, &mut copy)?;
             backup.run_to_completion(256, Duration::from_millis(20), None)?;
@@ -840,10 +909,10 @@ impl Store {
 
     /// Every stored document with `id > since`, oldest first, with its origin.
     pub fn export(&self, since: i64) -> Result<Vec<Exported>, Error> {
-        self.export_page(since, -1)
+        self.export_page(since, i64::MAX)
     }
 
-    /// The first `limit` stored documents with `id > since` (`-1`: all), as `export` prints them.
+    /// The first `limit` stored documents with `id > since` (`i64::MAX`: all), as `export` prints them.
     pub fn export_page(&self, since: i64, limit: i64) -> Result<Vec<Exported>, Error> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
@@ -921,12 +990,15 @@ impl Store {
                     st.last_ok, CASE WHEN st.last_error_at > COALESCE(st.last_ok, '') THEN st.last_error END
              FROM (SELECT source FROM items UNION SELECT source FROM source_state) s
              LEFT JOIN (SELECT source,
-                               SUM(outcome = 'imported' AND disposed_at IS NOT NULL) AS archived,
-                               SUM(outcome = 'rejected' AND disposed_at IS NOT NULL
-                                   AND reprocessed_at IS NULL AND handled_at IS NULL) AS failed,
-                               SUM(outcome = 'rejected' AND disposed_at IS NOT NULL
-                                   AND reprocessed_at IS NULL AND handled_at IS NOT NULL) AS handled,
-                               SUM(disposed_at IS NULL) AS in_flight
+                               SUM(CASE WHEN outcome = 'imported' AND disposed_at IS NOT NULL
+                                        THEN 1 ELSE 0 END) AS archived,
+                               SUM(CASE WHEN outcome = 'rejected' AND disposed_at IS NOT NULL
+                                             AND reprocessed_at IS NULL AND handled_at IS NULL
+                                        THEN 1 ELSE 0 END) AS failed,
+                               SUM(CASE WHEN outcome = 'rejected' AND disposed_at IS NOT NULL
+                                             AND reprocessed_at IS NULL AND handled_at IS NOT NULL
+                                        THEN 1 ELSE 0 END) AS handled,
+                               SUM(CASE WHEN disposed_at IS NULL THEN 1 ELSE 0 END) AS in_flight
                         FROM items GROUP BY source) c ON c.source = s.source
              LEFT JOIN source_state st ON st.source = s.source
              ORDER BY s.source",
@@ -1214,7 +1286,7 @@ fn active_document(
         "SELECT id FROM documents
          WHERE kind = ?1 AND number = ?2 AND superseded_by IS NULL
            AND (kind = 'order' OR format = ?3)
-           AND (supplier IS ?4 OR supplier IS NULL OR ?4 IS NULL)
+           AND (supplier IS NOT DISTINCT FROM ?4 OR supplier IS NULL OR ?4 IS NULL)
          ORDER BY id LIMIT 1",
     )?
     .query_row(

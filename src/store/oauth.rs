@@ -93,7 +93,7 @@ impl Store {
             "INSERT INTO oauth_account (account, login, refresh_token, seed, updated_at, needs_login)
              VALUES (?1, ?2, NULL, ?3, ?4, ?5)
              ON CONFLICT(account) DO UPDATE SET refresh_token = NULL, seed = ?3, updated_at = ?4,
-                                                needs_login = COALESCE(needs_login, ?5)",
+                                                needs_login = COALESCE(oauth_account.needs_login, ?5)",
             params![account, login, seed, at, why],
         )?;
         let first = !matches!(already, Some(Some(_)));
@@ -116,7 +116,7 @@ mod tests {
     #[test]
     fn a_refused_refresh_token_gives_one_notice_until_a_new_sign_in() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("eingang.db")).unwrap();
+        let store = Store::open_at(&crate::store::test_location(dir.path())).unwrap();
         let account = "https://idp.example/token app u@example.com mail";
         assert_eq!(store.oauth_grant(account).unwrap(), None);
         store

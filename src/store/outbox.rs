@@ -156,8 +156,9 @@ pub(super) fn keep_notice_originals(
     tx: &Connection,
     originals: &[(i64, &[u8])],
 ) -> Result<(), Error> {
-    let mut insert = tx
-        .prepare_cached("INSERT OR IGNORE INTO outbox_original (item_id, bytes) VALUES (?1, ?2)")?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO outbox_original (item_id, bytes) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+    )?;
     for (item_id, bytes) in originals {
         insert.execute(params![item_id, bytes])?;
     }
@@ -449,7 +450,7 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("eingang.db")).unwrap();
+        let store = Store::open_at(&crate::store::test_location(dir.path())).unwrap();
         (dir, store)
     }
 

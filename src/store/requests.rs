@@ -94,7 +94,7 @@ mod tests {
     #[test]
     fn a_request_is_taken_once_and_its_result_read_back() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let store = Store::open_at(&crate::store::test_location(dir.path())).unwrap();
         let sync = store.add_request("sync", Some("drop"), None).unwrap();
         let again = store.add_request("reprocess", None, Some(7)).unwrap();
         let taken = store.take_requests().unwrap();

@@ -144,8 +144,14 @@ impl Store {
         let mut new = Vec::new();
         for place in places {
             let added = tx.execute(
-                "INSERT OR IGNORE INTO unrecorded (source, at, reference, seen_at) VALUES (?1, ?2, ?3, ?4)",
-                params![source, place.at, place.reference.as_deref().unwrap_or(""), at],
+                "INSERT INTO unrecorded (source, at, reference, seen_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT DO NOTHING",
+                params![
+                    source,
+                    place.at,
+                    place.reference.as_deref().unwrap_or(""),
+                    at
+                ],
             )?;
             if added == 1 {
                 new.push(place.clone());
@@ -209,7 +215,7 @@ mod tests {
     #[test]
     fn notes_are_set_and_cleared() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let store = Store::open_at(&crate::store::test_location(dir.path())).unwrap();
         assert_eq!(store.source_note("mail").unwrap(), None);
         store.set_source_note("mail", Some("no UIDPLUS")).unwrap();
         store.record_pass("mail", Ok(())).unwrap();
@@ -224,7 +230,7 @@ mod tests {
     #[test]
     fn a_stray_is_told_once_while_it_stays() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let store = Store::open_at(&crate::store::test_location(dir.path())).unwrap();
         let link = Stray {
             name: "link.csv".into(),
             why: "a symbolic link".into(),

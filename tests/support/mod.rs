@@ -4,6 +4,7 @@
 
 pub mod dns;
 pub mod ftp;
+pub mod postgres;
 pub mod smtp;
 pub mod webhook;
 
@@ -25,9 +26,12 @@ pub fn dns_section() -> String {
     format!("[dns]\nserver = \"{}\"\n", quiet_dns().addr())
 }
 
-/// A temporary folder with `eingang.toml`, a drop folder and a store.
+/// A temporary folder with `eingang.toml`, a drop folder and a store: a SQLite file in the
+/// folder, or with `EINGANG_TEST_STORE=postgres` a fresh PostgreSQL database (`store_url`).
 pub struct Workspace {
     pub dir: tempfile::TempDir,
+    /// The PostgreSQL store's URL, when the tests run on PostgreSQL.
+    pub store_url: Option<String>,
 }
 
 impl Workspace {
@@ -40,15 +44,20 @@ impl Workspace {
         } else {
             dns_section()
         };
+        let store_url = postgres::store_url("workspace");
+        let store = match &store_url {
+            Some(url) => format!("url = \"{url}\""),
+            None => "path = \"eingang.db\"".to_owned(),
+        };
         let config = format!(
-            "formats = \"formats\"\n[store]\npath = \"eingang.db\"\n{dns}\
+            "formats = \"formats\"\n[store]\n{store}\n{dns}\
              [[source]]\nname = \"drop\"\nkind = \"dir\"\npath = \"in\"\narchive = \"archiv\"\nerror = \"fehler\"\nsettle = \"1s\"\nrescan = \"2s\"\n{extra}"
         );
         std::fs::write(dir.path().join("eingang.toml"), config).expect("write config");
         for d in ["in", "archiv", "fehler", "formats"] {
             std::fs::create_dir_all(dir.path().join(d)).expect("mkdir");
         }
-        Workspace { dir }
+        Workspace { dir, store_url }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -132,6 +141,11 @@ impl Workspace {
 
     /// One number from the store, read as a second process would.
     pub fn query_i64(&self, sql: &str) -> i64 {
+        if let Some(url) = &self.store_url {
+            let rows = postgres::query(url, sql).expect("query");
+            let cell = rows.first().and_then(|r| r.first().cloned().flatten());
+            return cell.expect("a value").parse().expect("a number");
+        }
         let conn = rusqlite::Connection::open(self.path("eingang.db")).expect("open store");
         conn.query_row(sql, [], |r| r.get(0)).expect("query")
     }
