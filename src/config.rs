@@ -1619,7 +1619,9 @@ mod tests {
         );
         assert!(!format!("{target:?}").contains("geheim"));
         let refused = |text: &str, why: &str| {
-            let errs = load(&format!("[store]\n{text}\n{src}")).unwrap_err().join("\n");
+            let errs = load(&format!("[store]\n{text}\n{src}"))
+                .unwrap_err()
+                .join("\n");
             assert!(errs.contains(why), "{text}: {errs}");
         };
         refused(
@@ -1630,7 +1632,10 @@ mod tests {
             "url = \"postgres://eingang@127.0.0.1/eingang\"\npath = \"x.db\"",
             "not both",
         );
-        refused("password_env = \"X\"", "a password is for a PostgreSQL store");
+        refused(
+            "password_env = \"X\"",
+            "a password is for a PostgreSQL store",
+        );
         refused("url = \"mysql:x\"", "not a PostgreSQL URL");
         refused(
             "url = \"postgres://eingang@127.0.0.1/eingang\"\npassword_env = \"EINGANG_NO_SUCH_VAR\"",

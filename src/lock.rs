@@ -123,15 +123,19 @@ impl StoreLock {
             if locked {
                 return Ok(Ok(client));
             }
+            // Advisory locks are per database: the same key in another database of the
+            // server is another store's.
             let name: Option<String> = client
-                .query_opt(
+                .query(
                     "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
                      WHERE l.locktype = 'advisory' AND l.granted
+                       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
                        AND l.classid = $1::int4::oid AND l.objid = $2::int4::oid AND l.objsubid = 2",
                     &[&OWNER_LOCK.0, &OWNER_LOCK.1],
                 )
                 .await
                 .map_err(postgres::error)?
+                .first()
                 .and_then(|row| row.try_get(0).ok());
             Ok(Err(name))
         })?;

@@ -141,13 +141,56 @@ impl Workspace {
 
     /// One number from the store, read as a second process would.
     pub fn query_i64(&self, sql: &str) -> i64 {
+        self.query_text(sql)
+            .expect("a value")
+            .parse()
+            .expect("a number")
+    }
+
+    /// The first value of a query on the store (SQL both databases read alike), as text;
+    /// `None` for NULL. Panics when the store cannot be read.
+    pub fn query_text(&self, sql: &str) -> Option<String> {
+        self.try_query_text(sql).expect("query the store")
+    }
+
+    /// `query_text`, or why the store could not be read (not made yet, say).
+    pub fn try_query_text(&self, sql: &str) -> Result<Option<String>, String> {
         if let Some(url) = &self.store_url {
-            let rows = postgres::query(url, sql).expect("query");
-            let cell = rows.first().and_then(|r| r.first().cloned().flatten());
-            return cell.expect("a value").parse().expect("a number");
+            let rows = postgres::query(url, sql)?;
+            return Ok(rows.first().and_then(|r| r.first().cloned().flatten()));
         }
-        let conn = rusqlite::Connection::open(self.path("eingang.db")).expect("open store");
-        conn.query_row(sql, [], |r| r.get(0)).expect("query")
+        let conn =
+            rusqlite::Connection::open(self.path("eingang.db")).map_err(|e| e.to_string())?;
+        conn.query_row(sql, [], |r| {
+            r.get::<_, rusqlite::types::Value>(0).map(|v| match v {
+                rusqlite::types::Value::Null => None,
+                rusqlite::types::Value::Integer(n) => Some(n.to_string()),
+                rusqlite::types::Value::Real(x) => Some(x.to_string()),
+                rusqlite::types::Value::Text(t) => Some(t),
+                rusqlite::types::Value::Blob(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+            })
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    /// Who holds the store's lock, as `<pid> <role>`: the lock file beside a SQLite store,
+    /// the application name of the lock's session on PostgreSQL. `None` while nobody does
+    /// (or the store cannot be read yet).
+    pub fn store_holder(&self) -> Option<String> {
+        let Some(url) = &self.store_url else {
+            return std::fs::read_to_string(self.path("eingang.db.lock"))
+                .ok()
+                .map(|t| t.trim().to_owned());
+        };
+        let rows = postgres::query(
+            url,
+            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+             WHERE l.locktype = 'advisory' AND l.granted AND l.objid = 2 AND l.objsubid = 2
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .ok()?;
+        let name = rows.first()?.first()?.clone()?;
+        name.strip_prefix("eingang ").map(str::to_owned)
     }
 }
 
