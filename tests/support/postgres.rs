@@ -282,6 +282,14 @@ pub fn store_url(test: &str) -> Option<String> {
 /// Runs SQL statements (the simple query protocol) against `url`, returning their rows
 /// as text, as a second client would see them.
 pub fn query(url: &str, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+    // On a thread of its own: a test on a tokio runtime cannot block on another one.
+    let (url, sql) = (url.to_owned(), sql.to_owned());
+    std::thread::spawn(move || query_here(&url, &sql))
+        .join()
+        .expect("the query thread ends")
+}
+
+fn query_here(url: &str, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
