@@ -9,6 +9,7 @@
 
 mod db;
 pub mod handoff;
+pub mod lease;
 pub mod ledger;
 mod lines;
 mod oauth;
@@ -19,7 +20,7 @@ mod requests;
 mod schema;
 mod source_state;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -88,6 +89,12 @@ pub enum Error {
     /// PostgreSQL refused or failed, or could not be reached.
     #[error("store: {0}")]
     Postgres(String),
+    /// The source's lease moved on to another owner (`lease::SourceLease`): this process no
+    /// longer owns it, and nothing was written.
+    #[error(
+        "store: source {0} is no longer this daemon's (another took it over); nothing was written"
+    )]
+    Fenced(String),
     /// The blocking task that ran a store call ended abnormally.
     #[error("store: the store task stopped: {0}")]
     Task(String),
@@ -352,6 +359,18 @@ pub struct FailedItem {
     pub archived_ref: Option<String>,
 }
 
+/// What a write for a source must find in `source_leases`: that the source is still this
+/// owner's, at the epoch it took it with (`lease::SourceLease::fence`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The source.
+    pub source: String,
+    /// The owner: host and process id.
+    pub owner: String,
+    /// The epoch it took the source at.
+    pub epoch: i64,
+}
+
 /// Where a store lives: a SQLite file (the default), or a PostgreSQL database that several
 /// daemons share.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -407,6 +426,9 @@ pub struct Store {
     /// Items whose parse began in this process and is not committed yet: a row without an
     /// outcome that is not in here was left by a process that died.
     started: Mutex<HashSet<i64>>,
+    /// The fences of the sources this process owns on a shared store, by source; none on a
+    /// store of one daemon, whose writes are not fenced.
+    fences: Mutex<HashMap<String, Fence>>,
 }
 
 impl Store {
@@ -454,6 +476,7 @@ impl Store {
             conn: Mutex::new(conn),
             notice_ids: format!("eingang.{id}."),
             started: Mutex::new(HashSet::new()),
+            fences: Mutex::new(HashMap::new()),
         })
     }
 
@@ -516,6 +539,42 @@ impl Store {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Fences every later write for `fence.source` (`begin`, `commit`): it is made only while
+    /// `source_leases` still names this owner at this epoch, and refused (`Error::Fenced`)
+    /// once another daemon took the source over. Replaces the source's earlier fence.
+    pub fn fence(&self, fence: Fence) {
+        self.fences
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(fence.source.clone(), fence);
+    }
+
+    /// Checks, in the write transaction `tx`, that this process still owns `source` where it
+    /// fences its writes. On PostgreSQL the lease row is read `FOR SHARE`: a takeover's epoch
+    /// bump waits until this transaction ends, so no commit lands after it.
+    fn check_fence(&self, tx: &Connection, source: &str) -> Result<(), Error> {
+        let fences = self.fences.lock().unwrap_or_else(|p| p.into_inner());
+        if fences.is_empty() {
+            return Ok(());
+        }
+        let fenced = || Error::Fenced(source.to_owned());
+        let Some(fence) = fences.get(source) else {
+            return Err(fenced());
+        };
+        let sql = if tx.is_postgres() {
+            "SELECT owner, epoch FROM source_leases WHERE source = ?1 FOR SHARE"
+        } else {
+            "SELECT owner, epoch FROM source_leases WHERE source = ?1"
+        };
+        let found: Option<(String, i64)> = tx
+            .query_row(sql, [source], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        match found {
+            Some((owner, epoch)) if owner == fence.owner && epoch == fence.epoch => Ok(()),
+            _ => Err(fenced()),
+        }
+    }
+
     /// What the ledger knows about the sender of each item, before `begin` and before any DNS
     /// look-up: the verdict stored when the same bytes came from the same source before (a
     /// reprocess), or that the message waits in its inbox until after `due_by`, or nothing.
@@ -563,6 +622,13 @@ impl Store {
         let conn = self.lock();
         let mut started = self.started.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for source in items
+            .iter()
+            .map(|i| i.origin.source.as_str())
+            .collect::<HashSet<_>>()
+        {
+            self.check_fence(&tx, source)?;
+        }
         let mut priors = Vec::with_capacity(items.len());
         {
             let mut latest = tx.prepare_cached(
@@ -700,6 +766,24 @@ impl Store {
         }
         let conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if !self
+            .fences
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+        {
+            let mut sources = HashSet::new();
+            for verdict in &verdicts {
+                sources.insert(tx.query_row(
+                    "SELECT source FROM items WHERE id = ?1",
+                    [verdict.item_id],
+                    |r| r.get::<_, String>(0),
+                )?);
+            }
+            for source in &sources {
+                self.check_fence(&tx, source)?;
+            }
+        }
         let now = now();
         let mut outcomes = Vec::with_capacity(verdicts.len());
         for verdict in verdicts {

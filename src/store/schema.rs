@@ -214,6 +214,14 @@ const MIGRATIONS: &[&str] = &[
     BEGIN UPDATE item_original_total SET bytes = bytes - OLD.size; END;
     CREATE TRIGGER item_original_resized AFTER UPDATE OF size ON item_original
     BEGIN UPDATE item_original_total SET bytes = bytes - OLD.size + NEW.size; END;",
+    // 15: one owner per source on a store that several daemons share (store/lease.rs): the
+    // owner (host and process id) and the epoch it took the source at, which fences every
+    // write for the source. Unused on a store of one daemon.
+    "CREATE TABLE source_leases (
+        source TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        epoch INTEGER NOT NULL
+    );",
 ];
 
 /// The steps PostgreSQL takes in words of its own, by the version they lead to.

@@ -24,7 +24,7 @@ fn message(bytes: &str, source: &str) -> Item {
     )
 }
 
-fn file(bytes: &str, source: &str) -> Item {
+pub(super) fn file(bytes: &str, source: &str) -> Item {
     Item::new(
         bytes.as_bytes().to_vec(),
         ItemKind::File,
