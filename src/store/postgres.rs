@@ -593,7 +593,26 @@ fn numeric(raw: &[u8]) -> Result<Value, BoxError> {
 
 #[cfg(test)]
 mod tests {
-    use super::translate;
+    use super::{Target, translate};
+    use crate::store::test_postgres::Postgres;
+    use crate::store::{Location, Store};
+
+    /// A database restart between two calls costs the call made while it is down (an error:
+    /// the caller leaves its items where they are), never the store: the next call connects
+    /// again.
+    #[test]
+    fn the_store_carries_on_after_the_database_restarted() {
+        let server = Postgres::start();
+        let url = server.fresh_database("restart");
+        let store = Store::open_at(&Location::Postgres(Target::new(&url, None).unwrap())).unwrap();
+        let first = store.add_request("sync", None, None).unwrap();
+        server.stop();
+        assert!(store.add_request("sync", None, None).is_err());
+        server.resume();
+        let second = store.add_request("sync", None, None).unwrap();
+        assert!(second > first);
+        assert_eq!(store.take_requests().unwrap().len(), 2);
+    }
 
     #[test]
     fn placeholders_become_dollar_numbers_outside_quotes() {
