@@ -35,29 +35,41 @@ pub struct Workspace {
 }
 
 impl Workspace {
+    /// An empty workspace for a test that writes its own config, with `store_section` in it.
+    pub fn bare() -> Workspace {
+        Workspace {
+            dir: tempfile::tempdir().expect("temp dir"),
+            store_url: postgres::store_url("workspace"),
+        }
+    }
+
+    /// The config's `[store]` table: the SQLite file `eingang.db`, or the PostgreSQL URL.
+    pub fn store_section(&self) -> String {
+        match &self.store_url {
+            Some(url) => format!("[store]\nurl = \"{url}\"\n"),
+            None => "[store]\npath = \"eingang.db\"\n".to_owned(),
+        }
+    }
+
     /// A workspace whose config has one dir source `drop` (settle 1 s) and `extra` appended;
     /// its sender checks ask `quiet_dns` unless `extra` has a `[dns]` of its own.
     pub fn new(extra: &str) -> Workspace {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let ws = Workspace::bare();
         let dns = if extra.contains("[dns]") {
             String::new()
         } else {
             dns_section()
         };
-        let store_url = postgres::store_url("workspace");
-        let store = match &store_url {
-            Some(url) => format!("url = \"{url}\""),
-            None => "path = \"eingang.db\"".to_owned(),
-        };
         let config = format!(
-            "formats = \"formats\"\n[store]\n{store}\n{dns}\
-             [[source]]\nname = \"drop\"\nkind = \"dir\"\npath = \"in\"\narchive = \"archiv\"\nerror = \"fehler\"\nsettle = \"1s\"\nrescan = \"2s\"\n{extra}"
+            "formats = \"formats\"\n{}{dns}\
+             [[source]]\nname = \"drop\"\nkind = \"dir\"\npath = \"in\"\narchive = \"archiv\"\nerror = \"fehler\"\nsettle = \"1s\"\nrescan = \"2s\"\n{extra}",
+            ws.store_section()
         );
-        std::fs::write(dir.path().join("eingang.toml"), config).expect("write config");
+        std::fs::write(ws.path("eingang.toml"), config).expect("write config");
         for d in ["in", "archiv", "fehler", "formats"] {
-            std::fs::create_dir_all(dir.path().join(d)).expect("mkdir");
+            std::fs::create_dir_all(ws.path(d)).expect("mkdir");
         }
-        Workspace { dir, store_url }
+        ws
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -155,22 +167,39 @@ impl Workspace {
 
     /// `query_text`, or why the store could not be read (not made yet, say).
     pub fn try_query_text(&self, sql: &str) -> Result<Option<String>, String> {
+        Ok(self.try_query_column(sql)?.into_iter().next().flatten())
+    }
+
+    /// The first column of every row of a query on the store, as text (`None` for NULL).
+    pub fn query_column(&self, sql: &str) -> Vec<Option<String>> {
+        self.try_query_column(sql).expect("query the store")
+    }
+
+    fn try_query_column(&self, sql: &str) -> Result<Vec<Option<String>>, String> {
         if let Some(url) = &self.store_url {
             let rows = postgres::query(url, sql)?;
-            return Ok(rows.first().and_then(|r| r.first().cloned().flatten()));
+            return Ok(rows
+                .into_iter()
+                .map(|r| r.into_iter().next().flatten())
+                .collect());
         }
         let conn =
             rusqlite::Connection::open(self.path("eingang.db")).map_err(|e| e.to_string())?;
-        conn.query_row(sql, [], |r| {
-            r.get::<_, rusqlite::types::Value>(0).map(|v| match v {
-                rusqlite::types::Value::Null => None,
-                rusqlite::types::Value::Integer(n) => Some(n.to_string()),
-                rusqlite::types::Value::Real(x) => Some(x.to_string()),
-                rusqlite::types::Value::Text(t) => Some(t),
-                rusqlite::types::Value::Blob(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+        let mut stmt = conn.prepare(sql).map_err(|e| e.to_string())?;
+        let rows = stmt
+            .query_map([], |r| {
+                r.get::<_, rusqlite::types::Value>(0).map(|v| match v {
+                    rusqlite::types::Value::Null => None,
+                    rusqlite::types::Value::Integer(n) => Some(n.to_string()),
+                    rusqlite::types::Value::Real(x) => Some(x.to_string()),
+                    rusqlite::types::Value::Text(t) => Some(t),
+                    rusqlite::types::Value::Blob(b) => {
+                        Some(String::from_utf8_lossy(&b).into_owned())
+                    }
+                })
             })
-        })
-        .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        rows.collect::<Result<_, _>>().map_err(|e| e.to_string())
     }
 
     /// Who holds the store's lock, as `<pid> <role>`: the lock file beside a SQLite store,
