@@ -764,7 +764,7 @@ fn starttls_with_the_right_ca_works_and_the_password_never_shows() {
             "password in the log"
         );
     }
-    let db = std::fs::read(ws.path("eingang.db")).unwrap();
+    let db = ws.store_bytes();
     assert!(
         !String::from_utf8_lossy(&db).contains("S3cr3t"),
         "password in the store"

@@ -411,13 +411,16 @@ fn an_old_refresh_token_is_refused_with_one_notice_naming_oauth_login() {
     assert!(out.status.success(), "{}", stderr(&out));
     // A second store with the same config (a restored backup, a copied install) sends the
     // configured token again: the provider sees reuse, revokes the family and refuses it.
-    let copy = Workspace {
-        dir: tempfile::tempdir().expect("temp dir"),
-        store_url: None,
-    };
-    for file in ["eingang.toml", "rt", "ca.pem"] {
+    let copy = Workspace::bare();
+    for file in ["rt", "ca.pem"] {
         std::fs::copy(c.ws.path(file), copy.path(file)).expect("copy");
     }
+    let config = std::fs::read_to_string(c.ws.path("eingang.toml")).expect("config");
+    std::fs::write(
+        copy.path("eingang.toml"),
+        config.replace(&c.ws.store_section(), &copy.store_section()),
+    )
+    .expect("config");
     std::fs::create_dir_all(copy.path("formats")).expect("formats");
     let out = copy.run(&["sync"]);
     assert_eq!(out.status.code(), Some(1));
@@ -994,10 +997,8 @@ fn no_secret_reaches_logs_status_export_or_the_store_but_the_refresh_token() {
     }
     // The store: access tokens and the client secret never; of the refresh tokens only the
     // newest, in its own table.
-    let mut bytes = Vec::new();
-    for file in ["eingang.db", "eingang.db-wal", "eingang.db.oauth-lock"] {
-        bytes.extend(std::fs::read(c.ws.path(file)).unwrap_or_default());
-    }
+    let mut bytes = c.ws.store_bytes();
+    bytes.extend(std::fs::read(c.ws.path("eingang.db.oauth-lock")).unwrap_or_default());
     let in_store = |s: &str| bytes.windows(s.len()).any(|w| w == s.as_bytes());
     for s in c.client.stats()["access_tokens"]
         .as_array()

@@ -458,8 +458,21 @@ fn placeholders(sql: &str) -> String {
 }
 
 /// A parameter: rusqlite's value, written as the type the statement asks for.
-#[derive(Debug)]
 struct Param(Value);
+
+/// Its kind and size only: tokio-postgres logs every statement's parameters at debug level,
+/// and a parameter may be a refresh token or a document.
+impl std::fmt::Debug for Param {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Value::Null => f.write_str("NULL"),
+            Value::Integer(_) => f.write_str("an integer"),
+            Value::Real(_) => f.write_str("a real"),
+            Value::Text(t) => write!(f, "a text of {} bytes", t.len()),
+            Value::Blob(b) => write!(f, "a blob of {} bytes", b.len()),
+        }
+    }
+}
 
 type BoxError = Box<dyn std::error::Error + Sync + Send>;
 
@@ -612,6 +625,15 @@ mod tests {
         let second = store.add_request("sync", None, None).unwrap();
         assert!(second > first);
         assert_eq!(store.take_requests().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_parameter_shows_its_kind_never_its_value() {
+        let shown = format!(
+            "{:?}",
+            super::Param(rusqlite::types::Value::Text("rt-geheim".into()))
+        );
+        assert_eq!(shown, "a text of 9 bytes");
     }
 
     #[test]

@@ -202,6 +202,37 @@ impl Workspace {
         rows.collect::<Result<_, _>>().map_err(|e| e.to_string())
     }
 
+    /// Everything the store holds, as bytes to search for a secret: the SQLite file and its
+    /// write-ahead log, or every row of every table of the PostgreSQL database as text.
+    pub fn store_bytes(&self) -> Vec<u8> {
+        let Some(url) = &self.store_url else {
+            let mut bytes = Vec::new();
+            for file in ["eingang.db", "eingang.db-wal"] {
+                bytes.extend(std::fs::read(self.path(file)).unwrap_or_default());
+            }
+            return bytes;
+        };
+        let tables = postgres::query(
+            url,
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'",
+        )
+        .expect("the tables");
+        let mut bytes = Vec::new();
+        for table in tables
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().flatten())
+        {
+            for row in
+                postgres::query(url, &format!("SELECT t::text FROM {table} t")).expect("the rows")
+            {
+                for cell in row.into_iter().flatten() {
+                    bytes.extend(cell.into_bytes());
+                }
+            }
+        }
+        bytes
+    }
+
     /// Who holds the store's lock, as `<pid> <role>`: the lock file beside a SQLite store,
     /// the application name of the lock's session on PostgreSQL. `None` while nobody does
     /// (or the store cannot be read yet).
