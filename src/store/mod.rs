@@ -484,6 +484,12 @@ impl Store {
     /// working in it: SQLite's online backup, page by page, started over when a writer changes
     /// a page already copied. Returns the number of documents in the copy.
     pub fn backup(&self, to: &Path) -> Result<i64, Error> {
+        let store = self.lock();
+        let Some(conn) = store.as_sqlite() else {
+            return Err(Error::Postgres(
+                "a PostgreSQL store is backed up with PostgreSQL's own tools (pg_dump)".to_owned(),
+            ));
+        };
         if to.exists() {
             return Err(Error::Sqlite(rusqlite::Error::SqliteFailure(
                 rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
@@ -500,17 +506,13 @@ impl Store {
             )
         })?;
         let mut copy = rusqlite::Connection::open(to)?;
-        {
-            let conn = self.lock();
-            let Some(conn) = conn.as_sqlite() else {
-                return Err(Error::Postgres(
-                    "a PostgreSQL store is backed up with PostgreSQL's own tools (pg_dump)"
-                        .to_owned(),
-                ));
-            };
-            let backup = rusqlite::backup::Backup::new(conn, &mut copy)?;
-            backup.run_to_completion(256, Duration::from_millis(20), None)?;
-        }
+        rusqlite::backup::Backup::new(conn, &mut copy)?.run_to_completion(
+            256,
+            Duration::from_millis(20),
+            None,
+        )?;
+        // The copy is checked without holding up the store.
+        drop(store);
         let check: String = copy.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
         if check != "ok" {
             return Err(Error::Sqlite(rusqlite::Error::SqliteFailure(
