@@ -301,10 +301,9 @@ fn sheet_reader() -> PathBuf {
 /// The intake of a command; `retry` says when messages waiting for DNS are tried again.
 fn intake(config: &Config, retry: Retry) -> Result<Intake> {
     let registry = registry(config)?;
-    let store =
-        Store::open(&config.store).with_context(|| format!("{}", config.store.display()))?;
+    let store = Store::open_at(&config.store).with_context(|| format!("{}", config.store))?;
     // From here on every stored document gets its hand-off rows for the configured connectors.
-    store.set_connectors(&crate::connector::registrations(config))?;
+    store.set_connectors(&crate::connector::registrations(config));
     let auth = SenderAuth::new(config, resolver(config), retry);
     Ok(Intake::new(
         registry,
@@ -550,12 +549,12 @@ fn existing_store(config: &Config) -> Result<Option<Store>> {
     if !config.store.exists() {
         eprintln!(
             "note: no store at {} yet: nothing has been handled with this config",
-            escape::text(&config.store.display().to_string())
+            escape::text(&config.store.to_string())
         );
         return Ok(None);
     }
     Ok(Some(
-        Store::open(&config.store).with_context(|| format!("{}", config.store.display()))?,
+        Store::open_at(&config.store).with_context(|| format!("{}", config.store))?,
     ))
 }
 
@@ -744,7 +743,7 @@ fn supplier_auth_lines(config: &Config) -> Vec<String> {
     let Ok(registry) = registry(config) else {
         return Vec::new();
     };
-    let Ok(store) = Store::open(&config.store) else {
+    let Ok(store) = Store::open_at(&config.store) else {
         return Vec::new();
     };
     let since = chrono::Utc::now() - chrono::TimeDelta::days(CHECK_RECENT_DAYS);
@@ -908,7 +907,7 @@ fn ask_daemon(
     config: &Config,
     requests: &[(&str, Option<&str>, Option<i64>)],
 ) -> Result<Vec<serde_json::Value>> {
-    let store = Store::open(&config.store)?;
+    let store = Store::open_at(&config.store)?;
     let mut ids = Vec::with_capacity(requests.len());
     for (kind, source, item) in requests {
         ids.push(store.add_request(kind, *source, *item)?);
@@ -972,8 +971,8 @@ fn check(config: &Config, create_folders: bool) -> Result<i32> {
         }
     }
     line(
-        &format!("store {}", config.store.display()),
-        Store::open(&config.store)
+        &format!("store {}", config.store),
+        Store::open_at(&config.store)
             .map(|_| ())
             .map_err(|e| e.to_string()),
     );
@@ -1292,7 +1291,7 @@ fn run(config: &Config, found: &Found) -> Result<i32> {
         Err(lock::Error::Held(holder)) => {
             return Err(BadConfig(vec![format!(
                 "store {}: {holder} works this store already; one daemon per store (stop it first)",
-                config.store.display()
+                config.store
             )])
             .into());
         }
@@ -1322,7 +1321,7 @@ fn run(config: &Config, found: &Found) -> Result<i32> {
             Found::Flag(path) | Found::File(path) => path.display().to_string(),
             Found::Embedded(_) => "the embedded default".to_owned(),
         },
-        config.store.display(),
+        config.store,
         config.formats.display(),
         intake.formats(),
         sources
@@ -1357,7 +1356,7 @@ fn connector_replay(config: &Config, name: &str, since: Option<i64>, dead: bool)
     let Some(connector) = config.connectors.iter().find(|c| c.name == name) else {
         bail!("no connector named {name:?} in the config");
     };
-    let store = Store::open(&config.store)?;
+    let store = Store::open_at(&config.store)?;
     let queued = store.replay_handoffs(name, &connector.documents, since, dead)?;
     println!(
         "connector {}: {queued} document(s) queued again",

@@ -14,6 +14,7 @@ use crate::auth::Trust;
 use crate::format::Limits;
 use crate::oauth::preset::{self, Protocol, Provider};
 use crate::schedule::{Schedule, parse_duration};
+use crate::store::Location;
 
 /// The folder of the embedded default (no config file).
 pub const DEFAULT_DATA_DIR: &str = "eingang-data";
@@ -51,6 +52,10 @@ struct RawDns {
 #[derive(Debug, Default, Deserialize)]
 struct RawStore {
     path: Option<String>,
+    url: Option<String>,
+    password_env: Option<String>,
+    password_file: Option<String>,
+    password: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -186,8 +191,8 @@ impl fmt::Debug for Secret {
 pub struct Config {
     /// The folder of supplier format modules.
     pub formats: PathBuf,
-    /// The SQLite file.
-    pub store: PathBuf,
+    /// Where the store lives: a SQLite file, or a PostgreSQL database.
+    pub store: Location,
     /// Size, depth and row limits (the spreadsheet child is filled in by the binary).
     pub max_item_bytes: u64,
     /// See `Limits::max_inflated_bytes`.
@@ -382,7 +387,7 @@ pub struct OAuth2Config {
     /// An extra trust anchor (the login's `ca_file`), also for the token endpoint.
     pub ca_file: Option<PathBuf>,
     /// The store, where refresh tokens are kept.
-    pub store: PathBuf,
+    pub store: Location,
 }
 
 /// `oauth_grant`.
@@ -472,6 +477,7 @@ impl Config {
             formats: Some("formats".into()),
             store: RawStore {
                 path: Some(data.join("eingang.db").display().to_string()),
+                ..RawStore::default()
             },
             source: vec![RawSource {
                 name: Some("drop".into()),
@@ -490,7 +496,7 @@ impl Config {
     pub fn from_raw(raw: RawConfig, base: &Path) -> Result<Config, Vec<String>> {
         let mut problems = Vec::new();
         let resolve = |p: &str| base.join(p);
-        let store = resolve(raw.store.path.as_deref().unwrap_or("eingang.db"));
+        let store = check_store(&raw.store, &resolve, &mut problems);
         let mut names = HashSet::new();
         let mut sources = Vec::new();
         for (i, source) in raw.source.into_iter().enumerate() {
@@ -627,7 +633,7 @@ fn one_line(text: &str) -> String {
 fn check_source(
     raw: RawSource,
     resolve: &dyn Fn(&str) -> PathBuf,
-    store: &Path,
+    store: &Location,
 ) -> Result<SourceConfig, Vec<String>> {
     let mut problems = Vec::new();
     let name = raw.name.clone().filter(|n| !n.trim().is_empty());
@@ -754,7 +760,7 @@ fn check_dir(
 fn check_ftp(
     raw: &RawSource,
     resolve: &dyn Fn(&str) -> PathBuf,
-    store: &Path,
+    store: &Location,
     problems: &mut Vec<String>,
 ) -> Option<SourceKind> {
     let settle = parse_duration(raw.settle.as_deref().unwrap_or(DEFAULT_FTP_SETTLE))
@@ -774,7 +780,7 @@ pub fn check_remote(
     raw_kind: &str,
     raw: &RawSource,
     resolve: &dyn Fn(&str) -> PathBuf,
-    store: &Path,
+    store: &Location,
     problems: &mut Vec<String>,
 ) -> Option<RemoteConfig> {
     let before = problems.len();
@@ -912,7 +918,7 @@ pub fn check_remote(
 fn check_notify(
     raw: RawNotify,
     resolve: &dyn Fn(&str) -> PathBuf,
-    store: &Path,
+    store: &Location,
 ) -> Result<NotifyConfig, Vec<String>> {
     let mut problems = Vec::new();
     let ca_file = raw.ca_file.as_deref().map(resolve);
@@ -1139,7 +1145,7 @@ fn check_login(
     login: &str,
     user: &str,
     ca_file: &Option<PathBuf>,
-    store: &Path,
+    store: &Location,
     resolve: &dyn Fn(&str) -> PathBuf,
     problems: &mut Vec<String>,
 ) -> CheckedLogin {
@@ -1301,7 +1307,7 @@ fn check_login(
             refresh_token,
             mechanism,
             ca_file: ca_file.clone(),
-            store: store.to_path_buf(),
+            store: store.clone(),
         }),
         preset: server,
     }
@@ -1325,6 +1331,57 @@ fn check_addresses(key: &str, list: &[String], problems: &mut Vec<String>) {
     for address in list {
         if address.trim().parse::<lettre::Address>().is_err() {
             problems.push(format!("{key}: {address:?} is not an e-mail address"));
+        }
+    }
+}
+
+/// `[store]`: a SQLite `path` (default `eingang.db`), or a PostgreSQL `url` with its password
+/// beside it (`password_env`, `password_file` or `password`; none for a trusted login).
+fn check_store(
+    raw: &RawStore,
+    resolve: &dyn Fn(&str) -> PathBuf,
+    problems: &mut Vec<String>,
+) -> Location {
+    let fallback = Location::File(resolve(raw.path.as_deref().unwrap_or("eingang.db")));
+    let has_password =
+        raw.password_env.is_some() || raw.password_file.is_some() || raw.password.is_some();
+    let Some(url) = &raw.url else {
+        if has_password {
+            problems.push(
+                "config: store: a password is for a PostgreSQL store: give url too, or remove it"
+                    .to_owned(),
+            );
+        }
+        return fallback;
+    };
+    if raw.path.is_some() {
+        problems.push(
+            "config: store: give either path (SQLite) or url (PostgreSQL), not both".to_owned(),
+        );
+        return fallback;
+    }
+    let password = if has_password {
+        match read_secret(
+            "password",
+            &raw.password_env,
+            &raw.password_file,
+            &raw.password,
+            resolve,
+        ) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                problems.push(format!("config: store: {e}"));
+                return fallback;
+            }
+        }
+    } else {
+        None
+    };
+    match crate::store::Target::new(url, password) {
+        Ok(target) => Location::Postgres(target),
+        Err(e) => {
+            problems.push(format!("config: store: {e}"));
+            fallback
         }
     }
 }
@@ -1430,7 +1487,7 @@ mod tests {
         };
         assert_eq!(dir.inbox, Path::new("/etc/eingang/drop/eingang"));
         assert_eq!(dir.settle, Duration::from_secs(2));
-        assert_eq!(c.store, Path::new("/etc/eingang/eingang.db"));
+        assert_eq!(c.store, Location::File("/etc/eingang/eingang.db".into()));
     }
 
     #[test]
@@ -1547,6 +1604,46 @@ mod tests {
     }
 
     #[test]
+    fn a_postgres_store_takes_its_password_beside_the_url_never_in_it() {
+        let src = "[[source]]\nname = \"drop\"\nkind = \"dir\"\npath = \"in\"\n";
+        let c = load(&format!(
+            "[store]\nurl = \"postgres://eingang@127.0.0.1:5432/eingang\"\npassword = \"geheim\"\n{src}"
+        ))
+        .unwrap();
+        let Location::Postgres(target) = &c.store else {
+            panic!("a url is a PostgreSQL store: {:?}", c.store);
+        };
+        assert_eq!(
+            c.store.to_string(),
+            "postgres://eingang@127.0.0.1:5432/eingang"
+        );
+        assert!(!format!("{target:?}").contains("geheim"));
+        let refused = |text: &str, why: &str| {
+            let errs = load(&format!("[store]\n{text}\n{src}"))
+                .unwrap_err()
+                .join("\n");
+            assert!(errs.contains(why), "{text}: {errs}");
+        };
+        refused(
+            "url = \"postgres://eingang:geheim@127.0.0.1/eingang\"",
+            "url carries a password",
+        );
+        refused(
+            "url = \"postgres://eingang@127.0.0.1/eingang\"\npath = \"x.db\"",
+            "not both",
+        );
+        refused(
+            "password_env = \"X\"",
+            "a password is for a PostgreSQL store",
+        );
+        refused("url = \"mysql:x\"", "not a PostgreSQL URL");
+        refused(
+            "url = \"postgres://eingang@127.0.0.1/eingang\"\npassword_env = \"EINGANG_NO_SUCH_VAR\"",
+            "EINGANG_NO_SUCH_VAR is not set",
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         assert!(load("[store]\npth = \"x.db\"\n").is_err());
     }
@@ -1589,7 +1686,10 @@ mod tests {
         );
         assert_eq!(oauth.grant, Grant::RefreshToken);
         assert_eq!(oauth.login, "mail");
-        assert_eq!(oauth.store, Path::new("/etc/eingang/eingang.db"));
+        assert_eq!(
+            oauth.store,
+            Location::File("/etc/eingang/eingang.db".into())
+        );
         assert!(remote.password.expose().is_empty());
     }
 

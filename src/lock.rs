@@ -3,6 +3,11 @@
 //! it dies), and naming its holder. `eingang run` holds it for its life; `sync`, `import` and
 //! `reprocess` hold it while they work, so no two of them ever work one inbox at once. Two
 //! daemons on one store would race for the same items.
+//!
+//! A PostgreSQL store is held the same way with a session advisory lock, on a connection of
+//! the holder's own that lives as long as the lock; the holder is named by that connection's
+//! `application_name`. PostgreSQL frees the lock when the session ends (keepalives notice a
+//! holder that vanished).
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
@@ -10,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rustix::fs::FlockOperation;
+
+use crate::store::{Location, Target, postgres};
 
 /// How often a waiting command looks at the lock again.
 const RETRY: Duration = Duration::from_millis(200);
@@ -42,9 +49,28 @@ impl std::fmt::Display for Holder {
 /// A held lock; dropping it (or the process ending) frees it.
 #[derive(Debug)]
 pub struct StoreLock {
-    _file: File,
-    path: PathBuf,
+    _held: Held,
 }
+
+/// What keeps a lock: the open lock file, or the lock's database session.
+enum Held {
+    File(File),
+    Session(tokio_postgres::Client),
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Held::File(file) => write!(f, "{file:?}"),
+            Held::Session(client) => {
+                write!(f, "a database session (closed: {})", client.is_closed())
+            }
+        }
+    }
+}
+
+/// The advisory lock of a PostgreSQL store's owner (two-key space, beside the writer lock).
+const OWNER_LOCK: (i32, i32) = (0x6569_6e67, 2);
 
 /// Why the lock was not taken.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +86,9 @@ pub enum Error {
         /// The cause.
         why: std::io::Error,
     },
+    /// The database of a PostgreSQL store could not be reached or asked.
+    #[error(transparent)]
+    Database(#[from] crate::store::Error),
 }
 
 impl StoreLock {
@@ -71,7 +100,68 @@ impl StoreLock {
     }
 
     /// Takes the store's lock for `role` without waiting.
-    pub fn take(store: &Path, role: &str) -> Result<StoreLock, Error> {
+    pub fn take(store: &Location, role: &str) -> Result<StoreLock, Error> {
+        match store {
+            Location::File(path) => Self::take_file(path, role),
+            Location::Postgres(target) => Self::take_session(target, role),
+        }
+    }
+
+    fn take_session(target: &Target, role: &str) -> Result<StoreLock, Error> {
+        let mut config = target.config();
+        config.application_name(format!("eingang {} {role}", std::process::id()));
+        let client = postgres::block(async move {
+            let client = postgres::connect(config).await?;
+            let locked: bool = client
+                .query_one(
+                    "SELECT pg_try_advisory_lock($1, $2)",
+                    &[&OWNER_LOCK.0, &OWNER_LOCK.1],
+                )
+                .await
+                .and_then(|row| row.try_get(0))
+                .map_err(postgres::error)?;
+            if locked {
+                return Ok(Ok(client));
+            }
+            // Advisory locks are per database: the same key in another database of the
+            // server is another store's.
+            let name: Option<String> = client
+                .query(
+                    "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                     WHERE l.locktype = 'advisory' AND l.granted
+                       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                       AND l.classid = $1::int4::oid AND l.objid = $2::int4::oid AND l.objsubid = 2",
+                    &[&OWNER_LOCK.0, &OWNER_LOCK.1],
+                )
+                .await
+                .map_err(postgres::error)?
+                .first()
+                .and_then(|row| row.try_get(0).ok());
+            Ok(Err(name))
+        })?;
+        match client {
+            Ok(client) => Ok(StoreLock {
+                _held: Held::Session(client),
+            }),
+            Err(name) => {
+                let mut words = name.as_deref().unwrap_or("").split_whitespace().skip(1);
+                Err(Error::Held(
+                    match (words.next().and_then(|p| p.parse().ok()), words.next()) {
+                        (Some(pid), Some(role)) => Holder {
+                            pid,
+                            role: role.to_owned(),
+                        },
+                        _ => Holder {
+                            pid: 0,
+                            role: "another process".to_owned(),
+                        },
+                    },
+                ))
+            }
+        }
+    }
+
+    fn take_file(store: &Path, role: &str) -> Result<StoreLock, Error> {
         let path = Self::path_for(store);
         let io = |why| Error::Io {
             path: path.display().to_string(),
@@ -101,12 +191,14 @@ impl StoreLock {
         file.rewind().map_err(io)?;
         writeln!(file, "{} {role}", std::process::id()).map_err(io)?;
         file.sync_all().map_err(io)?;
-        Ok(StoreLock { _file: file, path })
+        Ok(StoreLock {
+            _held: Held::File(file),
+        })
     }
 
     /// Takes the lock, waiting up to `limit` while a one-shot command holds it; a daemon
     /// holding it is returned at once (`Error::Held`), since it does not finish by itself.
-    pub fn take_waiting(store: &Path, role: &str, limit: Duration) -> Result<StoreLock, Error> {
+    pub fn take_waiting(store: &Location, role: &str, limit: Duration) -> Result<StoreLock, Error> {
         let end = Instant::now() + limit;
         loop {
             match Self::take(store, role) {
@@ -116,11 +208,6 @@ impl StoreLock {
                 other => return other,
             }
         }
-    }
-
-    /// The lock file, for messages.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 
@@ -155,7 +242,7 @@ mod tests {
     #[test]
     fn a_second_owner_is_refused_and_told_who_holds_the_store() {
         let dir = tempfile::tempdir().unwrap();
-        let store = dir.path().join("eingang.db");
+        let store = Location::File(dir.path().join("eingang.db"));
         let held = StoreLock::take(&store, "run").unwrap();
         // flock locks belong to the open file: a second open in this process conflicts too.
         match StoreLock::take(&store, "sync") {

@@ -178,6 +178,7 @@ fn imap_workspace(
 ) -> Workspace {
     let ws = Workspace {
         dir: tempfile::tempdir().expect("temp dir"),
+        store_url: None,
     };
     std::fs::create_dir_all(ws.path("formats")).expect("formats");
     ws.with_format("acme");

@@ -185,9 +185,15 @@ fn transient_is_not_permanent_a_store_that_cannot_open_leaves_items_in_the_inbox
         b"a file where the store folder should be",
     )
     .unwrap();
-    let config = std::fs::read_to_string(ws.path("eingang.toml"))
-        .unwrap()
-        .replace("path = \"eingang.db\"", "path = \"blocker/eingang.db\"");
+    let config = std::fs::read_to_string(ws.path("eingang.toml")).unwrap();
+    let config = match &ws.store_url {
+        // On PostgreSQL: a database the server does not have.
+        Some(url) => {
+            let (server, _) = url.rsplit_once('/').unwrap();
+            config.replace(url.as_str(), &format!("{server}/no_such_store"))
+        }
+        None => config.replace("path = \"eingang.db\"", "path = \"blocker/eingang.db\""),
+    };
     std::fs::write(ws.path("eingang.toml"), config).unwrap();
     ws.drop_file("in", "ls-1.xml", &opentrans("LS-1", "1"));
     let out = ws.run(&["sync"]);

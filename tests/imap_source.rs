@@ -43,8 +43,7 @@ impl Reach<'_> {
 /// `Lieferscheine/Eingang`, `Lieferscheine/Archiv`, `Lieferscheine/Rückläufer`), the Acme
 /// supplier format, and `extra` appended to the source.
 fn workspace(user: &str, reach: &Reach<'_>, extra: &str) -> Workspace {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let ws = Workspace { dir };
+    let ws = Workspace::bare();
     std::fs::create_dir_all(ws.path("formats")).expect("formats");
     std::fs::copy(
         concat!(env!("CARGO_MANIFEST_DIR"), "/formats/acme.toml"),
@@ -54,10 +53,11 @@ fn workspace(user: &str, reach: &Reach<'_>, extra: &str) -> Workspace {
     std::fs::write(ws.path("ca.pem"), &reach.ca).expect("ca");
     std::fs::write(ws.path("password"), format!("{PASSWORD}\n")).expect("password");
     let config = format!(
-        "formats = \"formats\"\n[store]\npath = \"eingang.db\"\n{}\
+        "formats = \"formats\"\n{}{}\
          [[source]]\nname = \"mail\"\nkind = \"imap\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"{}\"\n\
          ca_file = \"ca.pem\"\nuser = \"{user}\"\npassword_file = \"password\"\n\
          inbox = \"Lieferscheine/Eingang\"\narchive = \"Lieferscheine/Archiv\"\nerror = \"Lieferscheine/Rückläufer\"\n{extra}",
+        ws.store_section(),
         support::dns_section(),
         reach.port,
         reach.tls
@@ -282,13 +282,8 @@ fn an_oversized_message_is_rejected_without_downloading_it() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(headers_with(&mbox.messages(ERROR), "big@example.com"), 1);
     assert_eq!(ws.exported().len(), 1);
-    let reason: String = rusqlite::Connection::open(ws.path("eingang.db"))
-        .unwrap()
-        .query_row(
-            "SELECT reason FROM items WHERE outcome = 'rejected'",
-            [],
-            |r| r.get(0),
-        )
+    let reason = ws
+        .query_text("SELECT reason FROM items WHERE outcome = 'rejected'")
         .unwrap();
     assert!(reason.contains("too large"), "{reason}");
     // The big message is UID 2: its size was asked for, its body never.
@@ -559,13 +554,8 @@ fn a_refused_move_leaves_the_message_in_the_inbox_until_the_folder_is_back() {
     });
     std::thread::sleep(Duration::from_secs(2));
     let inbox_while_missing = mbox.count(INBOX);
-    let last_error = rusqlite::Connection::open(ws.path("eingang.db"))
-        .unwrap()
-        .query_row(
-            "SELECT last_error FROM source_state WHERE source = 'mail'",
-            [],
-            |r| r.get::<_, Option<String>>(0),
-        )
+    let last_error = ws
+        .try_query_text("SELECT last_error FROM source_state WHERE source = 'mail'")
         .unwrap_or_default()
         .unwrap_or_default();
     mbox.create(ARCHIVE);
@@ -774,7 +764,7 @@ fn starttls_with_the_right_ca_works_and_the_password_never_shows() {
             "password in the log"
         );
     }
-    let db = std::fs::read(ws.path("eingang.db")).unwrap();
+    let db = ws.store_bytes();
     assert!(
         !String::from_utf8_lossy(&db).contains("S3cr3t"),
         "password in the store"

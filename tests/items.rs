@@ -85,10 +85,7 @@ fn items_lists_the_ledger_newest_first_with_reason_place_and_reprocess_line() {
     assert_eq!(rows[0]["reprocess"], again);
     assert_eq!(
         rows[0]["reason"].as_str().unwrap(),
-        rusqlite::Connection::open(ws.path("eingang.db"))
-            .unwrap()
-            .query_row("SELECT reason FROM items WHERE id = ?1", [bad], |r| r
-                .get::<_, String>(0))
+        ws.query_text(&format!("SELECT reason FROM items WHERE id = {bad}"))
             .unwrap()
     );
     assert_eq!(rows[1]["state"], "archived");

@@ -68,8 +68,7 @@ fn log_has(ws: &Workspace, text: &str) -> bool {
 
 /// A number from the store, or `None` while the daemon has not created it yet.
 fn try_query(ws: &Workspace, sql: &str) -> Option<i64> {
-    let conn = rusqlite::Connection::open(ws.path("eingang.db")).ok()?;
-    conn.query_row(sql, [], |r| r.get(0)).ok()
+    ws.try_query_text(sql).ok()??.parse().ok()
 }
 
 fn pending(ws: &Workspace) -> i64 {

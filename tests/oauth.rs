@@ -69,9 +69,7 @@ fn case(
     for folder in [INBOX, ARCHIVE, ERROR] {
         mbox.create(folder);
     }
-    let ws = Workspace {
-        dir: tempfile::tempdir().expect("temp dir"),
-    };
+    let ws = Workspace::bare();
     std::fs::create_dir_all(ws.path("formats")).expect("formats");
     std::fs::write(ws.path("ca.pem"), &dovecot::shared_certificates().0).expect("ca");
     let (port, tls) = match reach {
@@ -79,11 +77,12 @@ fn case(
         Reach::Plain(port) => (port, "none"),
     };
     let config = format!(
-        "formats = \"formats\"\n[store]\npath = \"eingang.db\"\n{}\
+        "formats = \"formats\"\n{}{}\
          [[source]]\nname = \"mail\"\nkind = \"imap\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"{tls}\"\n\
          ca_file = \"ca.pem\"\nuser = \"{user}\"\nauth = \"oauth2\"\n\
          oauth_token_url = \"{}\"\noauth_device_url = \"{}\"\noauth_client_id = \"{}\"\noauth_scope = \"{SCOPE}\"\n\
          inbox = \"Eingang\"\narchive = \"Archiv\"\nerror = \"Fehler\"\n{source}\n{tail}",
+        ws.store_section(),
         support::dns_section(),
         idp.url("/token"),
         idp.url("/device"),
@@ -132,34 +131,29 @@ impl Case {
 
     /// The refresh token the store holds for the source's account.
     fn stored_refresh_token(&self) -> Option<String> {
-        let conn = rusqlite::Connection::open(self.ws.path("eingang.db")).expect("store");
-        conn.query_row("SELECT refresh_token FROM oauth_account", [], |r| r.get(0))
+        self.ws
+            .try_query_text("SELECT refresh_token FROM oauth_account")
             .ok()
             .flatten()
     }
 
     /// The kinds of the outbox rows, oldest first.
     fn outbox(&self) -> Vec<String> {
-        let conn = rusqlite::Connection::open(self.ws.path("eingang.db")).expect("store");
-        let mut stmt = conn
-            .prepare("SELECT kind FROM outbox ORDER BY id")
-            .expect("query");
-        stmt.query_map([], |r| r.get(0))
-            .expect("rows")
-            .collect::<Result<_, _>>()
-            .expect("kinds")
+        self.ws
+            .query_column("SELECT kind FROM outbox ORDER BY id")
+            .into_iter()
+            .map(|kind| kind.expect("a kind"))
+            .collect()
     }
 
     /// The source's last error in the store, if it has failed since it last worked.
     fn last_error(&self) -> Option<String> {
-        let conn = rusqlite::Connection::open(self.ws.path("eingang.db")).expect("store");
-        conn.query_row(
-            "SELECT last_error FROM source_state WHERE source = 'mail' AND failing_since IS NOT NULL",
-            [],
-            |r| r.get(0),
-        )
-        .ok()
-        .flatten()
+        self.ws
+            .try_query_text(
+                "SELECT last_error FROM source_state WHERE source = 'mail' AND failing_since IS NOT NULL",
+            )
+            .ok()
+            .flatten()
     }
 
     /// `eingang run`, its log (at `log` level) going to `daemon.log` in the workspace.
@@ -417,12 +411,16 @@ fn an_old_refresh_token_is_refused_with_one_notice_naming_oauth_login() {
     assert!(out.status.success(), "{}", stderr(&out));
     // A second store with the same config (a restored backup, a copied install) sends the
     // configured token again: the provider sees reuse, revokes the family and refuses it.
-    let copy = Workspace {
-        dir: tempfile::tempdir().expect("temp dir"),
-    };
-    for file in ["eingang.toml", "rt", "ca.pem"] {
+    let copy = Workspace::bare();
+    for file in ["rt", "ca.pem"] {
         std::fs::copy(c.ws.path(file), copy.path(file)).expect("copy");
     }
+    let config = std::fs::read_to_string(c.ws.path("eingang.toml")).expect("config");
+    std::fs::write(
+        copy.path("eingang.toml"),
+        config.replace(&c.ws.store_section(), &copy.store_section()),
+    )
+    .expect("config");
     std::fs::create_dir_all(copy.path("formats")).expect("formats");
     let out = copy.run(&["sync"]);
     assert_eq!(out.status.code(), Some(1));
@@ -999,10 +997,8 @@ fn no_secret_reaches_logs_status_export_or_the_store_but_the_refresh_token() {
     }
     // The store: access tokens and the client secret never; of the refresh tokens only the
     // newest, in its own table.
-    let mut bytes = Vec::new();
-    for file in ["eingang.db", "eingang.db-wal", "eingang.db.oauth-lock"] {
-        bytes.extend(std::fs::read(c.ws.path(file)).unwrap_or_default());
-    }
+    let mut bytes = c.ws.store_bytes();
+    bytes.extend(std::fs::read(c.ws.path("eingang.db.oauth-lock")).unwrap_or_default());
     let in_store = |s: &str| bytes.windows(s.len()).any(|w| w == s.as_bytes());
     for s in c.client.stats()["access_tokens"]
         .as_array()

@@ -33,21 +33,14 @@ fn daemon(ws: &Workspace) -> Child {
         .spawn()
         .unwrap();
     let holds = wait_until(Duration::from_secs(10), || {
-        std::fs::read_to_string(ws.path("eingang.db.lock"))
-            .is_ok_and(|t| t.trim() == format!("{} run", child.id()))
+        ws.store_holder()
+            .is_some_and(|t| t == format!("{} run", child.id()))
     });
     assert!(holds, "the daemon never took the store");
     // Its first pass, over an empty inbox, is done once the source is recorded.
     assert!(wait_until(Duration::from_secs(10), || {
-        rusqlite::Connection::open(ws.path("eingang.db"))
-            .and_then(|c| {
-                c.query_row(
-                    "SELECT COUNT(*) FROM source_state WHERE last_ok IS NOT NULL",
-                    [],
-                    |r| r.get::<_, i64>(0),
-                )
-            })
-            .is_ok_and(|n| n == 1)
+        ws.try_query_text("SELECT COUNT(*) FROM source_state WHERE last_ok IS NOT NULL")
+            .is_ok_and(|n| n.as_deref() == Some("1"))
     }));
     child
 }

@@ -120,19 +120,18 @@ fn imap_workspace(
     tail: &str,
 ) -> (Workspace, Client) {
     let user = new_user(test);
-    let ws = Workspace {
-        dir: tempfile::tempdir().expect("temp dir"),
-    };
+    let ws = Workspace::bare();
     std::fs::create_dir_all(ws.path("formats")).expect("formats");
     write_formats(&ws);
     std::fs::write(ws.path("ca.pem"), &dovecot::shared_certificates().0).expect("ca");
     std::fs::write(ws.path("password"), format!("{PASSWORD}\n")).expect("password");
     let config = format!(
-        "formats = \"formats\"\n[store]\npath = \"eingang.db\"\n{}\
+        "formats = \"formats\"\n{}{}\
          [[source]]\nname = \"mail\"\nkind = \"imap\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"implicit\"\n\
          ca_file = \"ca.pem\"\nuser = \"{user}\"\npassword_file = \"password\"\n\
          inbox = \"Lieferscheine/Eingang\"\narchive = \"Lieferscheine/Archiv\"\nerror = \"Lieferscheine/Fehler\"\n\
          {extra}\n{tail}",
+        ws.store_section(),
         dns_section(dns),
         dovecot.imaps_port,
     );
@@ -173,14 +172,10 @@ fn cxml_mail(from: &str, fixture: &str) -> Vec<u8> {
 
 /// The reasons of the rejected items, by id.
 fn reasons(ws: &Workspace) -> Vec<String> {
-    let conn = rusqlite::Connection::open(ws.path("eingang.db")).expect("open store");
-    let mut stmt = conn
-        .prepare("SELECT reason FROM items WHERE outcome = 'rejected' ORDER BY id")
-        .expect("prepare");
-    stmt.query_map([], |r| r.get(0))
-        .expect("query")
-        .collect::<Result<_, _>>()
-        .expect("rows")
+    ws.query_column("SELECT reason FROM items WHERE outcome = 'rejected' ORDER BY id")
+        .into_iter()
+        .map(|reason| reason.expect("a reason"))
+        .collect()
 }
 
 fn status_json(ws: &Workspace) -> serde_json::Value {

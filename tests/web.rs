@@ -566,15 +566,9 @@ fn health_readiness_and_metrics_follow_the_source_tasks() {
     // The daemon's first pass (over the empty inbox) is over before the items arrive, so
     // that the pass that meets them is the one `sync` asks for.
     assert!(wait_until(Duration::from_secs(10), || {
-        rusqlite::Connection::open(site.ws.path("eingang.db"))
-            .and_then(|c| {
-                c.query_row(
-                    "SELECT COUNT(*) FROM source_state WHERE last_ok IS NOT NULL",
-                    [],
-                    |r| r.get::<_, i64>(0),
-                )
-            })
-            .is_ok_and(|n| n == 1)
+        site.ws
+            .try_query_text("SELECT COUNT(*) FROM source_state WHERE last_ok IS NOT NULL")
+            .is_ok_and(|n| n.as_deref() == Some("1"))
     }));
     site.ws.drop_file("in", "ls.xml", &opentrans("LS-M1", "1"));
     site.ws.drop_file("in", "kaputt.xml", b"<broken");

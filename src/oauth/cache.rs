@@ -6,12 +6,12 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::{AccessToken, Error, account_key, grant};
 use crate::config::OAuth2Config;
+use crate::store::Location;
 
 /// One account's token.
 #[derive(Default)]
@@ -19,7 +19,7 @@ struct Account {
     token: tokio::sync::Mutex<Option<AccessToken>>,
 }
 
-type Accounts = Mutex<HashMap<(PathBuf, String), Arc<Account>>>;
+type Accounts = Mutex<HashMap<(Location, String), Arc<Account>>>;
 
 fn account(config: &OAuth2Config) -> Arc<Account> {
     static ACCOUNTS: OnceLock<Accounts> = OnceLock::new();

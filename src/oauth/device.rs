@@ -129,8 +129,7 @@ pub async fn login(config: &OAuth2Config, out: &mut dyn Write) -> Result<(), Err
     writeln!(
         out,
         "Signed in: the refresh token for {} is stored in {}.",
-        config.login,
-        config.store.display()
+        config.login, config.store
     )
     .map_err(|e| Error::Failed(format!("cannot print: {e}")))?;
     Ok(())

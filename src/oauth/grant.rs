@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use super::http::{Http, HttpError, one_line};
 use super::{AccessToken, Error, account_key};
 use crate::config::{Grant, OAuth2Config, Secret};
-use crate::store::Store;
+use crate::store::{Location, Store};
 
 /// An oauth2 client with its token endpoint set.
 pub(super) type TokenClient =
@@ -315,12 +315,12 @@ pub(super) fn fingerprint(token: &Secret) -> String {
 
 /// Runs a store call on the blocking pool, on a connection of its own.
 pub(super) async fn with_store<T: Send + 'static>(
-    path: &Path,
+    location: &Location,
     call: impl FnOnce(&Store) -> T + Send + 'static,
 ) -> Result<T, Error> {
-    let path = path.to_path_buf();
+    let location = location.clone();
     tokio::task::spawn_blocking(move || {
-        let store = Store::open(&path).map_err(store_error)?;
+        let store = Store::open_at(&location).map_err(store_error)?;
         Ok(call(&store))
     })
     .await
@@ -340,8 +340,20 @@ fn lock_path(store: &Path) -> PathBuf {
 
 /// Takes the refresh lock of a store (waiting for another process's refresh to end); it is
 /// released when the returned file is dropped, or when the process dies.
-pub(super) async fn lock(store: &Path) -> Result<std::fs::File, Error> {
-    let path = lock_path(store);
+pub(super) async fn lock(store: &Location) -> Result<std::fs::File, Error> {
+    // A PostgreSQL store has one owner daemon at a time (`lock::StoreLock`); its refreshes
+    // and this machine's `oauth login` meet at a lock file of this machine.
+    let path = match store {
+        Location::File(path) => lock_path(path),
+        Location::Postgres(_) => {
+            std::env::temp_dir().join(format!("eingang-{:016x}.oauth-lock", {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                store.hash(&mut h);
+                h.finish()
+            }))
+        }
+    };
     tokio::task::spawn_blocking(move || {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
@@ -386,7 +398,7 @@ mod tests {
             refresh_token: None,
             mechanism: None,
             ca_file: None,
-            store: PathBuf::from("eingang.db"),
+            store: Location::File(PathBuf::from("eingang.db")),
         }
     }
 

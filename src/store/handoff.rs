@@ -11,8 +11,8 @@
 
 use std::time::Duration;
 
+use super::db::{Connection, OptionalExtension, TransactionBehavior, params};
 use chrono::Utc;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 
 use super::outbox::stamp;
@@ -108,53 +108,38 @@ fn stored_operation(text: Option<&str>) -> Option<Operation> {
     }
 }
 
-/// The connectors this process registered, on its connection only (a TEMP table): another
-/// process on the same store (a `sync` with another config) queues for its own. Made empty at
-/// open, so that a process that registers none queues nothing.
-pub(super) fn prepare(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch(
-        "CREATE TEMP TABLE IF NOT EXISTS connector (
-             name TEXT PRIMARY KEY,
-             documents TEXT NOT NULL
-         );",
-    )
-}
-
-/// The hook of `insert_documents`: one pending row per registered connector that takes this
-/// kind of document, in the caller's transaction.
+/// The hook of `insert_documents`: one pending row per connector registered on this
+/// connection that takes this kind of document, in the caller's transaction.
 pub(super) fn queue(
     conn: &Connection,
     document_id: i64,
     kind: &str,
     operation: Option<Operation>,
     now: &str,
-) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO handoff (connector, document_id, event, created_at, next_at)
-         SELECT name, ?1, ?2, ?3, ?3 FROM temp.connector
-         WHERE instr(documents, ',' || ?4 || ',') > 0",
-    )?
-    .execute(params![document_id, event_of(operation), now, kind])?;
+) -> Result<(), Error> {
+    for name in conn.connectors_for(kind) {
+        conn.execute(
+            "INSERT INTO handoff (connector, document_id, event, created_at, next_at)
+             VALUES (?1, ?2, ?3, ?4, ?4)",
+            params![name, document_id, event_of(operation), now],
+        )?;
+    }
     Ok(())
 }
 
 impl Store {
     /// Registers this process's configured connectors (replacing the ones it registered
-    /// before): from now on every document it stores of their kinds gets a hand-off row.
-    /// Documents stored before are not queued (`replay_handoffs` does that on request).
-    pub fn set_connectors(&self, connectors: &[Registration]) -> Result<(), Error> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute("DELETE FROM temp.connector", [])?;
-        {
-            let mut insert =
-                tx.prepare_cached("INSERT INTO temp.connector (name, documents) VALUES (?1, ?2)")?;
-            for c in connectors {
-                insert.execute(params![c.name, format!(",{},", c.documents.join(","))])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
+    /// before), on its own connection only: another process on the same store (a `sync` with
+    /// another config) queues for its own. From now on every document it stores of their
+    /// kinds gets a hand-off row. Documents stored before are not queued (`replay_handoffs`
+    /// does that on request).
+    pub fn set_connectors(&self, connectors: &[Registration]) {
+        self.lock().set_connectors(
+            connectors
+                .iter()
+                .map(|c| (c.name.clone(), c.documents.clone()))
+                .collect(),
+        );
     }
 
     /// The hand-offs of `connector` due at `now`, oldest document first, at most `limit`. A
@@ -220,7 +205,7 @@ impl Store {
         connector: &str,
         attempts: &[(i64, Option<&str>)],
     ) -> Result<(), Error> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut update = tx.prepare_cached(
@@ -246,7 +231,7 @@ impl Store {
         connector: &str,
         results: &[(i64, Attempt)],
     ) -> Result<Vec<i64>, Error> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let at = now();
         let mut dead = Vec::new();
@@ -293,7 +278,7 @@ impl Store {
                 }
                 Attempt::NotMade => {
                     tx.prepare_cached(
-                        "UPDATE handoff SET attempts = MAX(attempts - 1, 0)
+                        "UPDATE handoff SET attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END
                          WHERE connector = ?1 AND document_id = ?2",
                     )?
                     .execute(params![connector, document_id])?;
@@ -308,8 +293,9 @@ impl Store {
     pub fn handoff_counts(&self) -> Result<Vec<HandoffCounts>, Error> {
         let conn = self.lock();
         let mut stmt = conn.prepare(
-            "SELECT h.connector, SUM(h.state = 'pending'), SUM(h.state = 'delivered'),
-                    SUM(h.state = 'dead'),
+            "SELECT h.connector, SUM(CASE WHEN h.state = 'pending' THEN 1 ELSE 0 END),
+                    SUM(CASE WHEN h.state = 'delivered' THEN 1 ELSE 0 END),
+                    SUM(CASE WHEN h.state = 'dead' THEN 1 ELSE 0 END),
                     (SELECT e.last_error FROM handoff e
                      WHERE e.connector = h.connector AND e.state != 'delivered'
                        AND e.last_error IS NOT NULL
@@ -341,7 +327,7 @@ impl Store {
         since: Option<i64>,
         dead_only: bool,
     ) -> Result<usize, Error> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let at = now();
         let mut queued = 0;
@@ -380,7 +366,7 @@ impl Store {
 
     /// The documents a notice about undelivered documents tells of.
     pub fn dead_documents(&self, notice: i64) -> Result<Vec<DeadDocument>, Error> {
-        dead_members(&self.lock(), notice).map_err(Error::from)
+        dead_members(&self.lock(), notice)
     }
 }
 
@@ -401,7 +387,7 @@ pub(super) fn gathered_before() -> String {
 }
 
 /// The connector's notice about dead documents that still gathers, else a new one.
-fn open_notice(conn: &Connection, connector: &str, at: &str) -> rusqlite::Result<i64> {
+fn open_notice(conn: &Connection, connector: &str, at: &str) -> Result<i64, Error> {
     let open: Option<i64> = conn
         .prepare_cached(
             "SELECT id FROM outbox WHERE source = ?1 AND kind = 'undelivered'
@@ -413,14 +399,13 @@ fn open_notice(conn: &Connection, connector: &str, at: &str) -> rusqlite::Result
     if let Some(id) = open {
         return Ok(id);
     }
-    conn.prepare_cached(
+    conn.insert(
         "INSERT INTO outbox (source, kind, created_at) VALUES (?1, 'undelivered', ?2)",
-    )?
-    .execute(params![connector, at])?;
-    Ok(conn.last_insert_rowid())
+        params![connector, at],
+    )
 }
 
-pub(super) fn dead_members(conn: &Connection, notice: i64) -> rusqlite::Result<Vec<DeadDocument>> {
+pub(super) fn dead_members(conn: &Connection, notice: i64) -> Result<Vec<DeadDocument>, Error> {
     let mut stmt = conn.prepare_cached(
         "SELECT h.document_id, d.kind, d.number, d.supplier, h.attempts, h.last_error
          FROM handoff h JOIN documents d ON d.id = h.document_id
@@ -436,7 +421,7 @@ pub(super) fn dead_members(conn: &Connection, notice: i64) -> rusqlite::Result<V
             error: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
         })
     })?;
-    rows.collect()
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 #[cfg(test)]
@@ -445,44 +430,42 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("eingang.db")).unwrap();
+        let store = Store::open_at(&crate::store::test_location(dir.path())).unwrap();
         (dir, store)
     }
 
     /// A stored document of `kind` on a disposed item, with the hand-off rows the hook writes.
     fn stored(store: &Store, kind: &str, number: &str) -> i64 {
         let conn = store.lock();
-        conn.execute(
+        let item = conn
+            .insert(
             "INSERT INTO items (sha256, source, kind, location, size, received_at, outcome, disposed_at)
              VALUES (?1, 'drop', 'file', 'in/x', 1, ?2, 'imported', ?2)",
             params![number, now()],
         )
-        .unwrap();
-        let item = conn.last_insert_rowid();
-        conn.execute(
+            .unwrap();
+        let id = conn
+            .insert(
             "INSERT INTO documents (item_id, kind, format, number, business_key, file, json, stored_at)
              VALUES (?1, ?2, 'opentrans-2.1', ?3, ?3, 'x.xml', '{}', ?4)",
             params![item, kind, number, now()],
         )
-        .unwrap();
-        let id = conn.last_insert_rowid();
+            .unwrap();
         queue(&conn, id, kind, None, &now()).unwrap();
         id
     }
 
     fn register(store: &Store) {
-        store
-            .set_connectors(&[
-                Registration {
-                    name: "erp".into(),
-                    documents: vec!["delivery_note".into(), "order".into()],
-                },
-                Registration {
-                    name: "orders".into(),
-                    documents: vec!["order".into()],
-                },
-            ])
-            .unwrap();
+        store.set_connectors(&[
+            Registration {
+                name: "erp".into(),
+                documents: vec!["delivery_note".into(), "order".into()],
+            },
+            Registration {
+                name: "orders".into(),
+                documents: vec!["order".into()],
+            },
+        ]);
     }
 
     #[test]
@@ -506,9 +489,11 @@ mod tests {
 
     #[test]
     fn only_the_process_that_registered_connectors_queues_for_them() {
-        let (dir, store) = store();
+        let dir = tempfile::tempdir().unwrap();
+        let location = crate::store::test_location(dir.path());
+        let store = Store::open_at(&location).unwrap();
         register(&store);
-        let other = Store::open(&dir.path().join("eingang.db")).unwrap();
+        let other = Store::open_at(&location).unwrap();
         stored(&other, "delivery_note", "LS-1");
         assert_eq!(other.handoff_counts().unwrap(), []);
         stored(&store, "delivery_note", "LS-2");

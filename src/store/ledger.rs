@@ -6,7 +6,7 @@
 //! Reads only, apart from `mark_handled` and `keep_originals`; it never decides an
 //! outcome (that is `commit`).
 
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use super::db::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use serde_json::Value;
 
 use super::{Error, Store, now};
@@ -144,7 +144,7 @@ const ITEM_SELECT: &str = "SELECT i.id, i.received_at, i.source, i.kind, i.sende
         i.file_name, i.message_id, i.supplier, i.outcome, i.label, i.reason, i.location,
         i.archived, i.archived_ref, i.reprocessed_at, i.handled_at, i.size, i.sha256,
         i.disposed_at IS NOT NULL,
-        (SELECT group_concat(d.id) FROM documents d WHERE d.item_id = i.id)
+        (SELECT string_agg(CAST(d.id AS TEXT), ',') FROM documents d WHERE d.item_id = i.id)
      FROM items i";
 
 fn ledger_item(r: &Row<'_>) -> rusqlite::Result<LedgerItem> {
@@ -350,13 +350,13 @@ impl Store {
     /// One ledger row.
     pub fn item(&self, id: i64) -> Result<Option<LedgerItem>, Error> {
         let conn = self.lock();
-        Ok(item_by_id(&conn, id)?)
+        item_by_id(&conn, id)
     }
 
     /// Closes an open failure without reprocessing it ("handled by hand": a person booked it
     /// or told the supplier). `false` when the id names no open failure.
     pub fn mark_handled(&self, id: i64) -> Result<bool, Error> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let changed = tx.execute(
             &format!("UPDATE items AS i SET handled_at = ?2 WHERE i.id = ?1 AND {OPEN_FAILURE}"),
@@ -382,13 +382,13 @@ impl Store {
         if kept.is_empty() && rejected.is_empty() {
             return Ok(());
         }
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         super::outbox::keep_notice_originals(&tx, rejected)?;
         {
             let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO item_original (item_id, size, kept_at, bytes)
-                 VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO item_original (item_id, size, kept_at, bytes)
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
             )?;
             let at = now();
             for (item_id, bytes) in kept {
@@ -585,19 +585,30 @@ impl Store {
 
 /// Whether the store at `path` opens and answers, on a connection of its own (read-only, so
 /// that a long write of the daemon does not make it look broken).
-pub fn probe(path: &std::path::Path) -> Result<(), Error> {
-    let conn = Connection::open_with_flags(
+pub fn probe(location: &super::Location) -> Result<(), Error> {
+    let path = match location {
+        super::Location::File(path) => path,
+        super::Location::Postgres(target) => {
+            let conn = Connection::postgres(super::postgres::Session::open(target)?);
+            conn.query_row("SELECT id FROM store_identity", [], |r| {
+                r.get::<_, String>(0)
+            })?;
+            return Ok(());
+        }
+    };
+    let sqlite = rusqlite::Connection::open_with_flags(
         path,
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    conn.busy_timeout(std::time::Duration::from_secs(2))?;
+    sqlite.busy_timeout(std::time::Duration::from_secs(2))?;
+    let conn = Connection::sqlite(sqlite);
     conn.query_row("SELECT id FROM store_identity", [], |r| {
         r.get::<_, String>(0)
     })?;
     Ok(())
 }
 
-fn item_by_id(conn: &Connection, id: i64) -> rusqlite::Result<Option<LedgerItem>> {
+fn item_by_id(conn: &Connection, id: i64) -> Result<Option<LedgerItem>, Error> {
     conn.query_row(&format!("{ITEM_SELECT} WHERE i.id = ?1"), [id], ledger_item)
         .optional()
 }
@@ -620,13 +631,13 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let store = Store::open_at(&crate::store::test_location(dir.path())).unwrap();
         (dir, store)
     }
 
     fn insert(store: &Store, source: &str, outcome: Option<&str>, disposed: bool) -> i64 {
         let conn = store.lock();
-        conn.execute(
+        conn.insert(
             "INSERT INTO items (sha256, source, kind, location, file_name, size, received_at,
                                 outcome, reason, label, disposed_at, archived)
              VALUES ('x', ?1, 'file', '/in/a.csv', 'a.csv', 3, '2026-12-01T08:00:00.000Z', ?2,
@@ -636,8 +647,7 @@ mod tests {
                      CASE WHEN ?3 THEN '/fehler/a.csv' END)",
             params![source, outcome, disposed],
         )
-        .unwrap();
-        conn.last_insert_rowid()
+        .unwrap()
     }
 
     #[test]

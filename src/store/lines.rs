@@ -5,7 +5,8 @@
 //! hand-off and the admin page show the same bytes as before. Documents stored before keep their
 //! whole JSON (`lines_apart = 0`), shown as stored.
 
-use rusqlite::{Connection, Row};
+use super::Error;
+use super::db::{Connection, Row};
 use serde_json::{Map, Value};
 
 use crate::model::{Decimal, DeliveryLine, OrderLine};
@@ -18,7 +19,7 @@ pub(super) fn complete(
     kind: &str,
     lines_apart: bool,
     json: &mut Map<String, Value>,
-) -> rusqlite::Result<()> {
+) -> Result<(), Error> {
     if !lines_apart {
         return Ok(());
     }

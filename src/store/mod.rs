@@ -7,22 +7,25 @@
 //!
 //! Blocking by design; `Store::call` runs one call on the blocking pool for async callers.
 
+mod db;
 pub mod handoff;
+pub mod lease;
 pub mod ledger;
 mod lines;
 mod oauth;
 pub mod outbox;
+pub(crate) mod postgres;
 pub mod receiver;
 mod requests;
 mod schema;
 mod source_state;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use db::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 
 use crate::auth::{self, Sender};
@@ -32,6 +35,7 @@ use crate::item::Item;
 use crate::model::{Document, Operation};
 pub use ledger::{DocumentQuery, ItemFilter, ItemState, LedgerItem};
 pub use oauth::OAuthGrant;
+pub use postgres::Target;
 pub use requests::Request;
 pub use source_state::Stray;
 
@@ -51,7 +55,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Switches the store to write-ahead logging. SQLite answers busy at once, without its busy
 /// handler, when another process opens the same new store at the same moment (a `status`
 /// beside a starting daemon): try again until the busy timeout is spent.
-fn use_wal(conn: &Connection) -> rusqlite::Result<()> {
+fn use_wal(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
     let give_up = std::time::Instant::now() + BUSY_TIMEOUT;
     loop {
         match conn.pragma_update(None, "journal_mode", "WAL") {
@@ -82,6 +86,15 @@ pub enum Error {
         /// This build's version.
         known: usize,
     },
+    /// PostgreSQL refused or failed, or could not be reached.
+    #[error("store: {0}")]
+    Postgres(String),
+    /// The source's lease moved on to another owner (`lease::SourceLease`): this process no
+    /// longer owns it, and nothing was written.
+    #[error(
+        "store: source {0} is no longer this daemon's (another took it over); nothing was written"
+    )]
+    Fenced(String),
     /// The blocking task that ran a store call ended abnormally.
     #[error("store: the store task stopped: {0}")]
     Task(String),
@@ -346,7 +359,66 @@ pub struct FailedItem {
     pub archived_ref: Option<String>,
 }
 
-/// The SQLite store. One connection; `&self` methods lock it for one call.
+/// What a write for a source must find in `source_leases`: that the source is still this
+/// owner's, at the epoch it took it with (`lease::SourceLease::fence`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The source.
+    pub source: String,
+    /// The owner: host and process id.
+    pub owner: String,
+    /// The epoch it took the source at.
+    pub epoch: i64,
+}
+
+/// Where a store lives: a SQLite file (the default), or a PostgreSQL database that several
+/// daemons share.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Location {
+    /// A SQLite file.
+    File(std::path::PathBuf),
+    /// A PostgreSQL database.
+    Postgres(Target),
+}
+
+impl Location {
+    /// Whether there is a store there yet: a SQLite file may be missing, a PostgreSQL
+    /// database is taken to exist (opening it says otherwise).
+    pub fn exists(&self) -> bool {
+        match self {
+            Location::File(p) => p.exists(),
+            Location::Postgres(_) => true,
+        }
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::File(p) => write!(f, "{}", p.display()),
+            Location::Postgres(t) => f.write_str(&t.shown()),
+        }
+    }
+}
+
+/// The PostgreSQL server of the tests (`EINGANG_TEST_STORE=postgres`), shared with the
+/// integration tests; not every part of it is used here.
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../../tests/support/postgres.rs"]
+pub(crate) mod test_postgres;
+
+/// Where a unit test keeps its store: a SQLite file in `dir`, or with
+/// `EINGANG_TEST_STORE=postgres` a fresh database on the tests' PostgreSQL server.
+#[cfg(test)]
+pub(crate) fn test_location(dir: &Path) -> Location {
+    match test_postgres::store_url("unit") {
+        Some(url) => Location::Postgres(Target::new(&url, None).expect("the test server's URL")),
+        None => Location::File(dir.join("eingang.db")),
+    }
+}
+
+/// The store. One connection; `&self` methods lock it for one call.
 pub struct Store {
     conn: Mutex<Connection>,
     /// The start of every Message-ID this store gives its notices (`eingang.<store id>.`).
@@ -354,6 +426,9 @@ pub struct Store {
     /// Items whose parse began in this process and is not committed yet: a row without an
     /// outcome that is not in here was left by a process that died.
     started: Mutex<HashSet<i64>>,
+    /// The fences of the sources this process owns on a shared store, by source; none on a
+    /// store of one daemon, whose writes are not fenced.
+    fences: Mutex<HashMap<String, Fence>>,
 }
 
 impl Store {
@@ -373,26 +448,35 @@ impl Store {
                 Some(format!("{}: {e}", path.display())),
             )
         })?;
-        let mut conn = Connection::open(path)?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        use_wal(&conn)?;
+        let sqlite = rusqlite::Connection::open(path)?;
+        sqlite.busy_timeout(BUSY_TIMEOUT)?;
+        use_wal(&sqlite)?;
+        sqlite.pragma_update(None, "foreign_keys", "ON")?;
+        let conn = Connection::sqlite(sqlite);
         // An item is moved right after its commit, so the commit must survive a power loss.
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if found > schema::latest() as i64 {
-            return Err(Error::TooNew {
-                found,
-                known: schema::latest(),
-            });
+        conn.set_durable(true)?;
+        Store::over(conn)
+    }
+
+    /// Opens the store at `location`: a SQLite file, or a PostgreSQL database (migrated to
+    /// the same schema).
+    pub fn open_at(location: &Location) -> Result<Store, Error> {
+        match location {
+            Location::File(path) => Store::open(path),
+            Location::Postgres(target) => {
+                Store::over(Connection::postgres(postgres::Session::open(target)?))
+            }
         }
-        schema::migrate(&mut conn)?;
-        handoff::prepare(&conn)?;
+    }
+
+    fn over(conn: Connection) -> Result<Store, Error> {
+        schema::migrate(&conn)?;
         let id: String = conn.query_row("SELECT id FROM store_identity", [], |r| r.get(0))?;
         Ok(Store {
             conn: Mutex::new(conn),
             notice_ids: format!("eingang.{id}."),
             started: Mutex::new(HashSet::new()),
+            fences: Mutex::new(HashMap::new()),
         })
     }
 
@@ -400,6 +484,12 @@ impl Store {
     /// working in it: SQLite's online backup, page by page, started over when a writer changes
     /// a page already copied. Returns the number of documents in the copy.
     pub fn backup(&self, to: &Path) -> Result<i64, Error> {
+        let store = self.lock();
+        let Some(conn) = store.as_sqlite() else {
+            return Err(Error::Postgres(
+                "a PostgreSQL store is backed up with PostgreSQL's own tools (pg_dump)".to_owned(),
+            ));
+        };
         if to.exists() {
             return Err(Error::Sqlite(rusqlite::Error::SqliteFailure(
                 rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
@@ -415,12 +505,14 @@ impl Store {
                 Some(format!("{}: {e}", to.display())),
             )
         })?;
-        let mut copy = Connection::open(to)?;
-        {
-            let conn = self.lock();
-            let backup = rusqlite::backup::Backup::new(&conn, &mut copy)?;
-            backup.run_to_completion(256, Duration::from_millis(20), None)?;
-        }
+        let mut copy = rusqlite::Connection::open(to)?;
+        rusqlite::backup::Backup::new(conn, &mut copy)?.run_to_completion(
+            256,
+            Duration::from_millis(20),
+            None,
+        )?;
+        // The copy is checked without holding up the store.
+        drop(store);
         let check: String = copy.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
         if check != "ok" {
             return Err(Error::Sqlite(rusqlite::Error::SqliteFailure(
@@ -447,6 +539,42 @@ impl Store {
         self.conn
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Fences every later write for `fence.source` (`begin`, `commit`): it is made only while
+    /// `source_leases` still names this owner at this epoch, and refused (`Error::Fenced`)
+    /// once another daemon took the source over. Replaces the source's earlier fence.
+    pub fn fence(&self, fence: Fence) {
+        self.fences
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(fence.source.clone(), fence);
+    }
+
+    /// Checks, in the write transaction `tx`, that this process still owns `source` where it
+    /// fences its writes. On PostgreSQL the lease row is read `FOR SHARE`: a takeover's epoch
+    /// bump waits until this transaction ends, so no commit lands after it.
+    fn check_fence(&self, tx: &Connection, source: &str) -> Result<(), Error> {
+        let fences = self.fences.lock().unwrap_or_else(|p| p.into_inner());
+        if fences.is_empty() {
+            return Ok(());
+        }
+        let fenced = || Error::Fenced(source.to_owned());
+        let Some(fence) = fences.get(source) else {
+            return Err(fenced());
+        };
+        let sql = if tx.is_postgres() {
+            "SELECT owner, epoch FROM source_leases WHERE source = ?1 FOR SHARE"
+        } else {
+            "SELECT owner, epoch FROM source_leases WHERE source = ?1"
+        };
+        let found: Option<(String, i64)> = tx
+            .query_row(sql, [source], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        match found {
+            Some((owner, epoch)) if owner == fence.owner && epoch == fence.epoch => Ok(()),
+            _ => Err(fenced()),
+        }
     }
 
     /// What the ledger knows about the sender of each item, before `begin` and before any DNS
@@ -493,9 +621,16 @@ impl Store {
     /// up again once `due_by` has reached its time, as a fresh arrival on its own row; before
     /// that it is `Prior::Waiting`.
     pub fn begin(&self, items: &[&Item], due_by: &str) -> Result<Vec<Prior>, Error> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let mut started = self.started.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for source in items
+            .iter()
+            .map(|i| i.origin.source.as_str())
+            .collect::<HashSet<_>>()
+        {
+            self.check_fence(&tx, source)?;
+        }
         let mut priors = Vec::with_capacity(items.len());
         {
             let mut latest = tx.prepare_cached(
@@ -507,10 +642,6 @@ impl Store {
             // against it, and no longer "waiting", so that a crash while it is parsed counts.
             let mut resume = tx.prepare_cached(
                 "UPDATE items SET deferred_until = NULL, attempts = 1 WHERE id = ?1",
-            )?;
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO items (sha256, source, kind, location, file_name, size, received_at, attempts)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)",
             )?;
             let now = now();
             for item in items {
@@ -527,17 +658,21 @@ impl Store {
                         ))
                     })
                     .optional()?;
-                let mut insert_new = || -> rusqlite::Result<i64> {
-                    insert.execute(params![
-                        item.key().as_str(),
-                        item.origin.source,
-                        item.kind.as_str(),
-                        item.origin.location,
-                        item.origin.file_name,
-                        item.size() as i64,
-                        now,
-                    ])?;
-                    Ok(tx.last_insert_rowid())
+                let insert_new = || -> Result<i64, Error> {
+                    tx.insert(
+                        "INSERT INTO items (sha256, source, kind, location, file_name, size,
+                                            received_at, attempts)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)",
+                        params![
+                            item.key().as_str(),
+                            item.origin.source,
+                            item.kind.as_str(),
+                            item.origin.location,
+                            item.origin.file_name,
+                            item.size() as i64,
+                            now,
+                        ],
+                    )
                 };
                 let here = |location: &str| location == item.origin.location;
                 let prior = match row {
@@ -605,8 +740,8 @@ impl Store {
     /// wait would only widen the window in which a process killed from outside (a restart,
     /// an OOM kill of a neighbour) is taken for an item that crashed it.
     pub fn count_attempt(&self, item_id: i64) -> Result<(), Error> {
-        let mut conn = self.lock();
-        conn.pragma_update(None, "synchronous", "OFF")?;
+        let conn = self.lock();
+        conn.set_durable(false)?;
         let counted = (|| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute(
@@ -615,8 +750,8 @@ impl Store {
             )?;
             tx.commit()
         })();
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        Ok(counted?)
+        conn.set_durable(true)?;
+        counted
     }
 
     /// Writes the verdicts in one transaction: documents and lines for imports (a duplicate
@@ -631,8 +766,26 @@ impl Store {
                 started.remove(&verdict.item_id);
             }
         }
-        let mut conn = self.lock();
-        let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if !self
+            .fences
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+        {
+            let mut sources = HashSet::new();
+            for verdict in &verdicts {
+                sources.insert(tx.query_row(
+                    "SELECT source FROM items WHERE id = ?1",
+                    [verdict.item_id],
+                    |r| r.get::<_, String>(0),
+                )?);
+            }
+            for source in &sources {
+                self.check_fence(&tx, source)?;
+            }
+        }
         let now = now();
         let mut outcomes = Vec::with_capacity(verdicts.len());
         for verdict in verdicts {
@@ -748,7 +901,7 @@ impl Store {
         if held.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut outcomes = Vec::with_capacity(held.len());
         {
@@ -792,7 +945,7 @@ impl Store {
         if places.is_empty() {
             return Ok(());
         }
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut update = tx.prepare_cached(
@@ -842,10 +995,10 @@ impl Store {
 
     /// Every stored document with `id > since`, oldest first, with its origin.
     pub fn export(&self, since: i64) -> Result<Vec<Exported>, Error> {
-        self.export_page(since, -1)
+        self.export_page(since, i64::MAX)
     }
 
-    /// The first `limit` stored documents with `id > since` (`-1`: all), as `export` prints them.
+    /// The first `limit` stored documents with `id > since` (`i64::MAX`: all), as `export` prints them.
     pub fn export_page(&self, since: i64, limit: i64) -> Result<Vec<Exported>, Error> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
@@ -923,12 +1076,15 @@ impl Store {
                     st.last_ok, CASE WHEN st.last_error_at > COALESCE(st.last_ok, '') THEN st.last_error END
              FROM (SELECT source FROM items UNION SELECT source FROM source_state) s
              LEFT JOIN (SELECT source,
-                               SUM(outcome = 'imported' AND disposed_at IS NOT NULL) AS archived,
-                               SUM(outcome = 'rejected' AND disposed_at IS NOT NULL
-                                   AND reprocessed_at IS NULL AND handled_at IS NULL) AS failed,
-                               SUM(outcome = 'rejected' AND disposed_at IS NOT NULL
-                                   AND reprocessed_at IS NULL AND handled_at IS NOT NULL) AS handled,
-                               SUM(disposed_at IS NULL) AS in_flight
+                               SUM(CASE WHEN outcome = 'imported' AND disposed_at IS NOT NULL
+                                        THEN 1 ELSE 0 END) AS archived,
+                               SUM(CASE WHEN outcome = 'rejected' AND disposed_at IS NOT NULL
+                                             AND reprocessed_at IS NULL AND handled_at IS NULL
+                                        THEN 1 ELSE 0 END) AS failed,
+                               SUM(CASE WHEN outcome = 'rejected' AND disposed_at IS NOT NULL
+                                             AND reprocessed_at IS NULL AND handled_at IS NOT NULL
+                                        THEN 1 ELSE 0 END) AS handled,
+                               SUM(CASE WHEN disposed_at IS NULL THEN 1 ELSE 0 END) AS in_flight
                         FROM items GROUP BY source) c ON c.source = s.source
              LEFT JOIN source_state st ON st.source = s.source
              ORDER BY s.source",
@@ -1027,24 +1183,22 @@ impl Store {
 
     /// How many documents are stored (superseded ones included).
     pub fn document_count(&self) -> Result<i64, Error> {
-        Ok(self
-            .lock()
-            .query_row("SELECT COUNT(*) FROM documents", [], |r| r.get(0))?)
+        self.lock()
+            .query_row("SELECT COUNT(*) FROM documents", [], |r| r.get(0))
     }
 
     /// How many outbox rows wait to be sent.
     pub fn pending_notifications(&self) -> Result<i64, Error> {
-        Ok(self.lock().query_row(
+        self.lock().query_row(
             "SELECT COUNT(*) FROM outbox WHERE state = 'pending'",
             [],
             |r| r.get(0),
-        )?)
+        )
     }
 
     /// The rejected, disposed item with this id, neither reprocessed nor handled by hand.
     pub fn failed_item(&self, id: i64) -> Result<Option<FailedItem>, Error> {
-        Ok(self
-            .lock()
+        self.lock()
             .query_row(
                 "SELECT id, source, archived, location, archived_ref FROM items
                  WHERE id = ?1 AND outcome = 'rejected' AND disposed_at IS NOT NULL
@@ -1060,13 +1214,13 @@ impl Store {
                     })
                 },
             )
-            .optional()?)
+            .optional()
     }
 
     /// Clears a failed outcome after the item was put back into its inbox: the next arrival of
     /// the same bytes is a fresh try.
     pub fn mark_reprocessed(&self, id: i64) -> Result<(), Error> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
             "UPDATE items SET reprocessed_at = ?2 WHERE id = ?1",
@@ -1159,7 +1313,7 @@ fn decided(
     id: i64,
     outcome: &str,
     reason: Option<String>,
-) -> rusqlite::Result<Outcome> {
+) -> Result<Outcome, Error> {
     if outcome == "imported" {
         let mut stmt =
             conn.prepare_cached("SELECT id FROM documents WHERE item_id = ?1 ORDER BY id")?;
@@ -1201,7 +1355,7 @@ fn active_document(
     conn: &Connection,
     document: &Document,
     key: &str,
-) -> rusqlite::Result<Option<i64>> {
+) -> Result<Option<i64>, Error> {
     let standard = match document {
         Document::DeliveryNote(n) => !n.format.starts_with("table:"),
         Document::Order(o) => o.order_id.is_some(),
@@ -1218,7 +1372,7 @@ fn active_document(
         "SELECT id FROM documents
          WHERE kind = ?1 AND number = ?2 AND superseded_by IS NULL
            AND (kind = 'order' OR format = ?3)
-           AND (supplier IS ?4 OR supplier IS NULL OR ?4 IS NULL)
+           AND (supplier IS NOT DISTINCT FROM ?4 OR supplier IS NULL OR ?4 IS NULL)
          ORDER BY id LIMIT 1",
     )?
     .query_row(
@@ -1271,7 +1425,7 @@ fn account(
     }
 }
 
-fn first_sender(conn: &Connection, document: i64) -> rusqlite::Result<FirstSender> {
+fn first_sender(conn: &Connection, document: i64) -> Result<FirstSender, Error> {
     conn.prepare_cached(
         "SELECT d.sender_identity, d.item_id, i.sender, i.sender_auth, i.received_at, i.source,
                 COALESCE(i.file_name, i.location)
@@ -1299,7 +1453,7 @@ fn first_sender(conn: &Connection, document: i64) -> rusqlite::Result<FirstSende
 /// Whether this arrival is a reprocess of an item rejected as a conflict: a person looked at
 /// both and asks for this one. Its documents then take the place of the stored ones, if its
 /// sender is known.
-fn is_replacing(conn: &Connection, item_id: i64) -> rusqlite::Result<bool> {
+fn is_replacing(conn: &Connection, item_id: i64) -> Result<bool, Error> {
     conn.prepare_cached(
         "SELECT EXISTS (SELECT 1 FROM items earlier JOIN items this ON this.sha256 = earlier.sha256
                         WHERE this.id = ?1 AND earlier.id < this.id AND earlier.label = 'conflict'
@@ -1322,7 +1476,7 @@ fn insert_documents(
     documents: &mut [Document],
     now: &str,
     arrival: &Arrival<'_>,
-) -> rusqlite::Result<Result<Vec<i64>, Reject>> {
+) -> Result<Result<Vec<i64>, Reject>, Error> {
     let mut ids = Vec::with_capacity(documents.len());
     let replacing = arrival.sender.is_known() && is_replacing(conn, item_id)?;
     let this = account(
@@ -1344,7 +1498,7 @@ fn insert_documents(
         let supplier = document.supplier().map(str::to_owned);
         // The second of two documents with one key: a duplicate, or a conflict (`None` when
         // this one is to replace the first).
-        let clash = |existing: i64| -> rusqlite::Result<Option<Reject>> {
+        let clash = |existing: i64| -> Result<Option<Reject>, Error> {
             let first = first_sender(conn, existing)?;
             if arrival.sender.same_as(&first.sender) {
                 return Ok(Some(Reject::Duplicate {
@@ -1422,13 +1576,12 @@ fn insert_documents(
             Document::DeliveryNote(n) => n.date,
             Document::Order(o) => o.date,
         };
-        conn.prepare_cached(
+        let id = conn.insert(
             "INSERT INTO documents (item_id, kind, format, supplier, number, business_key, payload_id,
                                     operation, date, file, json, stored_at, sender_identity,
                                     lines_apart)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 1)",
-        )?
-        .execute(params![
+            params![
             item_id,
             document.kind(),
             document.format(),
@@ -1442,8 +1595,8 @@ fn insert_documents(
             json,
             now,
             arrival.sender.stored(),
-        ])?;
-        let id = conn.last_insert_rowid();
+            ],
+        )?;
         if let Some(old) = supersedes {
             conn.prepare_cached("UPDATE documents SET superseded_by = ?2 WHERE id = ?1")?
                 .execute(params![old, id])?;
@@ -1472,7 +1625,7 @@ fn head_json(document: &mut Document) -> String {
     json
 }
 
-fn insert_lines(conn: &Connection, document_id: i64, document: &Document) -> rusqlite::Result<()> {
+fn insert_lines(conn: &Connection, document_id: i64, document: &Document) -> Result<(), Error> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO lines (document_id, position, line_no, supplier_part_id, buyer_part_id, gtin,
                             description, quantity, manufacturer_part_id, unit, unit_price, line_total,

@@ -5,7 +5,7 @@
 //! sign in again, written in the same transaction. Access tokens and client secrets never
 //! come here.
 
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use super::db::{OptionalExtension, TransactionBehavior, params};
 
 use super::{Error, Store, now};
 
@@ -32,8 +32,7 @@ impl std::fmt::Debug for OAuthGrant {
 impl Store {
     /// The stored grant of an account.
     pub fn oauth_grant(&self, account: &str) -> Result<Option<OAuthGrant>, Error> {
-        Ok(self
-            .lock()
+        self.lock()
             .query_row(
                 "SELECT refresh_token, seed, needs_login FROM oauth_account WHERE account = ?1",
                 [account],
@@ -45,7 +44,7 @@ impl Store {
                     })
                 },
             )
-            .optional()?)
+            .optional()
     }
 
     /// Stores the account's newest refresh token, durably, and clears a refusal: a refresh
@@ -57,7 +56,7 @@ impl Store {
         refresh_token: &str,
         seed: Option<&str>,
     ) -> Result<(), Error> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
             "INSERT INTO oauth_account (account, login, refresh_token, seed, updated_at)
@@ -80,7 +79,7 @@ impl Store {
         seed: Option<&str>,
         why: &str,
     ) -> Result<bool, Error> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let at = now();
         let already: Option<Option<String>> = tx
@@ -94,7 +93,7 @@ impl Store {
             "INSERT INTO oauth_account (account, login, refresh_token, seed, updated_at, needs_login)
              VALUES (?1, ?2, NULL, ?3, ?4, ?5)
              ON CONFLICT(account) DO UPDATE SET refresh_token = NULL, seed = ?3, updated_at = ?4,
-                                                needs_login = COALESCE(needs_login, ?5)",
+                                                needs_login = COALESCE(oauth_account.needs_login, ?5)",
             params![account, login, seed, at, why],
         )?;
         let first = !matches!(already, Some(Some(_)));
@@ -117,7 +116,7 @@ mod tests {
     #[test]
     fn a_refused_refresh_token_gives_one_notice_until_a_new_sign_in() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("eingang.db")).unwrap();
+        let store = Store::open_at(&crate::store::test_location(dir.path())).unwrap();
         let account = "https://idp.example/token app u@example.com mail";
         assert_eq!(store.oauth_grant(account).unwrap(), None);
         store

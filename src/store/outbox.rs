@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use super::db::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{Error, Store, now};
 
@@ -155,9 +155,10 @@ fn rejected_item(r: &Row<'_>, at: usize) -> rusqlite::Result<RejectedItem> {
 pub(super) fn keep_notice_originals(
     tx: &Connection,
     originals: &[(i64, &[u8])],
-) -> rusqlite::Result<()> {
-    let mut insert = tx
-        .prepare_cached("INSERT OR IGNORE INTO outbox_original (item_id, bytes) VALUES (?1, ?2)")?;
+) -> Result<(), Error> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO outbox_original (item_id, bytes) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+    )?;
     for (item_id, bytes) in originals {
         insert.execute(params![item_id, bytes])?;
     }
@@ -172,14 +173,13 @@ pub fn stamp(at: DateTime<Utc>) -> String {
 impl Store {
     /// The kept bytes of a rejected item, if they were small enough to keep.
     pub fn original(&self, item_id: i64) -> Result<Option<Vec<u8>>, Error> {
-        Ok(self
-            .lock()
+        self.lock()
             .query_row(
                 "SELECT bytes FROM outbox_original WHERE item_id = ?1",
                 [item_id],
                 |r| r.get(0),
             )
-            .optional()?)
+            .optional()
     }
 
     /// The notices due now, oldest first. A rejection is due once its item has been moved
@@ -298,13 +298,12 @@ impl Store {
     /// in one transaction; returns its row id. Rows that went out meanwhile, or that were
     /// attempted already (they may have reached people), are left alone.
     pub fn summarize(&self, source: &str, ids: &[i64]) -> Result<i64, Error> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
+        let summary = tx.insert(
             "INSERT INTO outbox (source, kind, created_at) VALUES (?1, 'summary', ?2)",
             params![source, now()],
         )?;
-        let summary = tx.last_insert_rowid();
         {
             let mut link = tx.prepare_cached(
                 "UPDATE outbox SET summary_id = ?1
@@ -323,7 +322,7 @@ impl Store {
     /// and the Message-ID (kept from the first attempt on). Committed durably first, so that a
     /// crash after the server took the mail leaves a row that says so may have happened.
     pub fn begin_attempt(&self, id: i64, message_id: &str) -> Result<(), Error> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
             "UPDATE outbox SET attempts = attempts + 1, last_attempt_at = ?2,
@@ -338,7 +337,7 @@ impl Store {
     /// Takes a notice (and the members of a summary) out of the outbox, and drops the kept
     /// bytes of their items.
     pub fn finish_notice(&self, id: i64, how: Finished) -> Result<(), Error> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let at = now();
         tx.execute(
@@ -363,7 +362,7 @@ impl Store {
         down_after: Duration,
         at: DateTime<Utc>,
     ) -> Result<(), Error> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let state: Option<(Option<String>, Option<String>)> = tx
             .query_row(
@@ -431,19 +430,18 @@ impl Store {
     /// The random id of this store, made once by the schema; it keeps Message-IDs of two
     /// stores apart.
     pub fn store_id(&self) -> Result<String, Error> {
-        Ok(self
-            .lock()
-            .query_row("SELECT id FROM store_identity", [], |r| r.get(0))?)
+        self.lock()
+            .query_row("SELECT id FROM store_identity", [], |r| r.get(0))
     }
 }
 
-fn members(conn: &Connection, summary: i64) -> rusqlite::Result<Vec<RejectedItem>> {
+fn members(conn: &Connection, summary: i64) -> Result<Vec<RejectedItem>, Error> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {ITEM_COLUMNS} FROM outbox o JOIN items i ON i.id = o.item_id
          WHERE o.summary_id = ?1 ORDER BY o.id"
     ))?;
     let rows = stmt.query_map([summary], |r| rejected_item(r, 0))?;
-    rows.collect()
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 #[cfg(test)]
@@ -452,27 +450,26 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("eingang.db")).unwrap();
+        let store = Store::open_at(&crate::store::test_location(dir.path())).unwrap();
         (dir, store)
     }
 
     /// A rejected, disposed item with its outbox row, as `commit` and `mark_disposed` leave it.
     fn rejected(store: &Store, source: &str, name: &str) -> i64 {
         let conn = store.lock();
-        conn.execute(
+        let item = conn
+            .insert(
             "INSERT INTO items (sha256, source, kind, location, file_name, size, received_at,
                                 outcome, reason, label, disposed_at, archived)
              VALUES (?1, ?2, 'file', ?3, ?1, 1, ?4, 'rejected', 'broken', 'unreadable file', ?4, ?5)",
             params![name, source, format!("in/{name}"), now(), format!("fehler/{name}")],
         )
-        .unwrap();
-        let item = conn.last_insert_rowid();
-        conn.execute(
+            .unwrap();
+        conn.insert(
             "INSERT INTO outbox (item_id, source, kind, created_at) VALUES (?1, ?2, 'rejected', ?3)",
             params![item, source, now()],
         )
-        .unwrap();
-        conn.last_insert_rowid()
+            .unwrap()
     }
 
     fn fail(store: &Store, source: &str, since: DateTime<Utc>) {

@@ -3,8 +3,9 @@
 //! "should not change for retry attempts"). The ledger is the record of that answer: nothing
 //! is written here, and nothing beside the commit has to be kept in step with it.
 
-use rusqlite::{OptionalExtension, params};
+use super::db::{OptionalExtension, params};
 
+use super::db::Row;
 use super::{Error, Store};
 
 /// A decided item as the receiver answers it.
@@ -21,14 +22,13 @@ pub struct Answered {
 impl Store {
     /// The first decided arrival at `location` of `source` (a partner's payloadID), if any.
     pub fn answered(&self, source: &str, location: &str) -> Result<Option<Answered>, Error> {
-        Ok(self
-            .lock()
+        self.lock()
             .prepare_cached(
                 "SELECT id, outcome, label, reason FROM items
                  WHERE source = ?1 AND location = ?2 AND outcome IS NOT NULL ORDER BY id LIMIT 1",
             )?
             .query_row(params![source, location], answered)
-            .optional()?)
+            .optional()
     }
 
     /// The decided items with these ids, in the order given (an undecided one is left out).
@@ -47,7 +47,7 @@ impl Store {
     }
 }
 
-fn answered(r: &rusqlite::Row<'_>) -> rusqlite::Result<Answered> {
+fn answered(r: &Row<'_>) -> rusqlite::Result<Answered> {
     let imported = r.get::<_, String>(1)? == "imported";
     Ok(Answered {
         item_id: r.get(0)?,

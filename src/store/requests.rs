@@ -2,7 +2,7 @@
 //! owner per store): `sync` for "a pass now", `reprocess` for putting a failed item back. The
 //! command writes a row and waits; the daemon takes it, does it, and writes the result.
 
-use rusqlite::{OptionalExtension, params};
+use super::db::{OptionalExtension, params};
 
 use super::{Error, Store, now};
 
@@ -28,11 +28,10 @@ impl Store {
         item_id: Option<i64>,
     ) -> Result<i64, Error> {
         let conn = self.lock();
-        conn.execute(
+        conn.insert(
             "INSERT INTO requests (kind, source, item_id, created_at) VALUES (?1, ?2, ?3, ?4)",
             params![kind, source, item_id, now()],
-        )?;
-        Ok(conn.last_insert_rowid())
+        )
     }
 
     /// The requests no daemon has taken yet, oldest first; each is marked taken.
@@ -95,7 +94,7 @@ mod tests {
     #[test]
     fn a_request_is_taken_once_and_its_result_read_back() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let store = Store::open_at(&crate::store::test_location(dir.path())).unwrap();
         let sync = store.add_request("sync", Some("drop"), None).unwrap();
         let again = store.add_request("reprocess", None, Some(7)).unwrap();
         let taken = store.take_requests().unwrap();

@@ -1,6 +1,10 @@
-//! The SQLite schema, migrated step by step along `PRAGMA user_version`.
+//! The store's schema, migrated step by step along `PRAGMA user_version` (SQLite) or the
+//! `schema_version` table (PostgreSQL). The steps are written for SQLite; PostgreSQL takes the
+//! same steps in its own types (`postgres_ddl`), and a step it spells otherwise (a trigger)
+//! in its own words (`POSTGRES_STEPS`).
 
-use rusqlite::Connection;
+use super::Error;
+use super::db::{Connection, TransactionBehavior};
 
 /// Each entry moves the schema from version `index` to `index + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -210,28 +214,104 @@ const MIGRATIONS: &[&str] = &[
     BEGIN UPDATE item_original_total SET bytes = bytes - OLD.size; END;
     CREATE TRIGGER item_original_resized AFTER UPDATE OF size ON item_original
     BEGIN UPDATE item_original_total SET bytes = bytes - OLD.size + NEW.size; END;",
+    // 15: one owner per source on a store that several daemons share (store/lease.rs): the
+    // owner (host and process id) and the epoch it took the source at, which fences every
+    // write for the source. Unused on a store of one daemon.
+    "CREATE TABLE source_leases (
+        source TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        epoch INTEGER NOT NULL
+    );",
 ];
 
+/// The steps PostgreSQL takes in words of its own, by the version they lead to.
+const POSTGRES_STEPS: &[(usize, &str)] = &[(
+    14,
+    "ALTER TABLE lines ADD COLUMN supplier_part_aux_id TEXT;
+    ALTER TABLE documents ADD COLUMN lines_apart BIGINT NOT NULL DEFAULT 0;
+    CREATE TABLE item_original_total (bytes BIGINT NOT NULL);
+    INSERT INTO item_original_total (bytes) SELECT COALESCE(SUM(size), 0) FROM item_original;
+    CREATE FUNCTION item_original_counted() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP IN ('UPDATE', 'DELETE') THEN
+            UPDATE item_original_total SET bytes = bytes - OLD.size;
+        END IF;
+        IF TG_OP IN ('INSERT', 'UPDATE') THEN
+            UPDATE item_original_total SET bytes = bytes + NEW.size;
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER item_original_counted AFTER INSERT OR DELETE OR UPDATE OF size
+    ON item_original FOR EACH ROW EXECUTE FUNCTION item_original_counted();",
+)];
+
 /// Brings the schema to the newest version, one transaction per step.
-pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
-    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    for (version, sql) in MIGRATIONS
+/// A store written by a newer eingang is refused (`Error::TooNew`).
+pub fn migrate(conn: &Connection) -> Result<(), Error> {
+    if conn.is_postgres() {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")?;
+        tx.commit()?;
+    }
+    let current = version(conn)?;
+    if current > latest() as i64 {
+        return Err(Error::TooNew {
+            found: current,
+            known: latest(),
+        });
+    }
+    for (before, sql) in MIGRATIONS
         .iter()
         .enumerate()
         .skip(usize::try_from(current).unwrap_or(0))
     {
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Another process opening the same new store (a `status` beside a starting daemon)
         // may have taken this step since the version was read: read it again under the lock.
-        let now: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if now > version as i64 {
+        if version(&tx)? > before as i64 {
             continue;
         }
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", version as i64 + 1)?;
+        if tx.is_postgres() {
+            tx.execute_batch(&postgres_ddl(before + 1, sql))?;
+            tx.execute_batch(&format!(
+                "DELETE FROM schema_version; INSERT INTO schema_version VALUES ({})",
+                before + 1
+            ))?;
+        } else {
+            tx.execute_batch(sql)?;
+            tx.execute_batch(&format!("PRAGMA user_version = {}", before + 1))?;
+        }
         tx.commit()?;
     }
     Ok(())
+}
+
+/// The store's schema version.
+fn version(conn: &Connection) -> Result<i64, Error> {
+    let sql = if conn.is_postgres() {
+        "SELECT COALESCE(MAX(version), 0) FROM schema_version"
+    } else {
+        "PRAGMA user_version"
+    };
+    conn.query_row(sql, [], |r| r.get(0))
+}
+
+/// The step to `version` as PostgreSQL takes it: its own words where it has them, else
+/// SQLite's in its types (64-bit integers, identity keys, `bytea`) and its own random store id.
+fn postgres_ddl(version: usize, sql: &str) -> String {
+    if let Some((_, own)) = POSTGRES_STEPS.iter().find(|(v, _)| *v == version) {
+        return (*own).to_owned();
+    }
+    sql.replace(
+        "INTEGER PRIMARY KEY",
+        "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+    )
+    .replace("INTEGER", "BIGINT")
+    .replace("BLOB", "BYTEA")
+    .replace(
+        "lower(hex(randomblob(8)))",
+        "substr(md5(random()::text || clock_timestamp()::text), 1, 16)",
+    )
 }
 
 /// The schema version this build writes.

@@ -4,7 +4,7 @@
 //! inbox that eingang leaves alone. `up_since` is the first success after the last failure,
 //! for the web page's "up since".
 
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use super::db::{OptionalExtension, TransactionBehavior, params};
 
 use super::{Error, Store, now};
 
@@ -59,7 +59,7 @@ impl Store {
     /// and, in the same transaction, one notice; an entry no longer there is forgotten (it is
     /// told again should it come back). Returns the new ones.
     pub fn record_strays(&self, source: &str, strays: &[Stray]) -> Result<Vec<Stray>, Error> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let known: Vec<String> = {
             let mut stmt = conn.prepare_cached("SELECT name FROM strays WHERE source = ?1")?;
             let rows = stmt.query_map([source], |r| r.get(0))?;
@@ -138,14 +138,20 @@ impl Store {
         source: &str,
         places: &[super::Place],
     ) -> Result<Vec<super::Place>, Error> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let at = now();
         let mut new = Vec::new();
         for place in places {
             let added = tx.execute(
-                "INSERT OR IGNORE INTO unrecorded (source, at, reference, seen_at) VALUES (?1, ?2, ?3, ?4)",
-                params![source, place.at, place.reference.as_deref().unwrap_or(""), at],
+                "INSERT INTO unrecorded (source, at, reference, seen_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT DO NOTHING",
+                params![
+                    source,
+                    place.at,
+                    place.reference.as_deref().unwrap_or(""),
+                    at
+                ],
             )?;
             if added == 1 {
                 new.push(place.clone());
@@ -209,7 +215,7 @@ mod tests {
     #[test]
     fn notes_are_set_and_cleared() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let store = Store::open_at(&crate::store::test_location(dir.path())).unwrap();
         assert_eq!(store.source_note("mail").unwrap(), None);
         store.set_source_note("mail", Some("no UIDPLUS")).unwrap();
         store.record_pass("mail", Ok(())).unwrap();
@@ -224,7 +230,7 @@ mod tests {
     #[test]
     fn a_stray_is_told_once_while_it_stays() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let store = Store::open_at(&crate::store::test_location(dir.path())).unwrap();
         let link = Stray {
             name: "link.csv".into(),
             why: "a symbolic link".into(),

@@ -16,7 +16,6 @@ pub mod settings;
 pub mod text;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,7 +55,7 @@ struct Shared {
     /// The configured connectors: name and kind.
     connectors: Vec<(String, &'static str)>,
     lang: Language,
-    store_path: PathBuf,
+    store_path: crate::store::Location,
     sessions: auth::Sessions,
     limiter: auth::Limiter,
     recorder: PrometheusRecorder,

@@ -4,6 +4,7 @@
 
 pub mod dns;
 pub mod ftp;
+pub mod postgres;
 pub mod smtp;
 pub mod webhook;
 
@@ -25,30 +26,50 @@ pub fn dns_section() -> String {
     format!("[dns]\nserver = \"{}\"\n", quiet_dns().addr())
 }
 
-/// A temporary folder with `eingang.toml`, a drop folder and a store.
+/// A temporary folder with `eingang.toml`, a drop folder and a store: a SQLite file in the
+/// folder, or with `EINGANG_TEST_STORE=postgres` a fresh PostgreSQL database (`store_url`).
 pub struct Workspace {
     pub dir: tempfile::TempDir,
+    /// The PostgreSQL store's URL, when the tests run on PostgreSQL.
+    pub store_url: Option<String>,
 }
 
 impl Workspace {
+    /// An empty workspace for a test that writes its own config, with `store_section` in it.
+    pub fn bare() -> Workspace {
+        Workspace {
+            dir: tempfile::tempdir().expect("temp dir"),
+            store_url: postgres::store_url("workspace"),
+        }
+    }
+
+    /// The config's `[store]` table: the SQLite file `eingang.db`, or the PostgreSQL URL.
+    pub fn store_section(&self) -> String {
+        match &self.store_url {
+            Some(url) => format!("[store]\nurl = \"{url}\"\n"),
+            None => "[store]\npath = \"eingang.db\"\n".to_owned(),
+        }
+    }
+
     /// A workspace whose config has one dir source `drop` (settle 1 s) and `extra` appended;
     /// its sender checks ask `quiet_dns` unless `extra` has a `[dns]` of its own.
     pub fn new(extra: &str) -> Workspace {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let ws = Workspace::bare();
         let dns = if extra.contains("[dns]") {
             String::new()
         } else {
             dns_section()
         };
         let config = format!(
-            "formats = \"formats\"\n[store]\npath = \"eingang.db\"\n{dns}\
-             [[source]]\nname = \"drop\"\nkind = \"dir\"\npath = \"in\"\narchive = \"archiv\"\nerror = \"fehler\"\nsettle = \"1s\"\nrescan = \"2s\"\n{extra}"
+            "formats = \"formats\"\n{}{dns}\
+             [[source]]\nname = \"drop\"\nkind = \"dir\"\npath = \"in\"\narchive = \"archiv\"\nerror = \"fehler\"\nsettle = \"1s\"\nrescan = \"2s\"\n{extra}",
+            ws.store_section()
         );
-        std::fs::write(dir.path().join("eingang.toml"), config).expect("write config");
+        std::fs::write(ws.path("eingang.toml"), config).expect("write config");
         for d in ["in", "archiv", "fehler", "formats"] {
-            std::fs::create_dir_all(dir.path().join(d)).expect("mkdir");
+            std::fs::create_dir_all(ws.path(d)).expect("mkdir");
         }
-        Workspace { dir }
+        ws
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -132,8 +153,104 @@ impl Workspace {
 
     /// One number from the store, read as a second process would.
     pub fn query_i64(&self, sql: &str) -> i64 {
-        let conn = rusqlite::Connection::open(self.path("eingang.db")).expect("open store");
-        conn.query_row(sql, [], |r| r.get(0)).expect("query")
+        self.query_text(sql)
+            .expect("a value")
+            .parse()
+            .expect("a number")
+    }
+
+    /// The first value of a query on the store (SQL both databases read alike), as text;
+    /// `None` for NULL. Panics when the store cannot be read.
+    pub fn query_text(&self, sql: &str) -> Option<String> {
+        self.try_query_text(sql).expect("query the store")
+    }
+
+    /// `query_text`, or why the store could not be read (not made yet, say).
+    pub fn try_query_text(&self, sql: &str) -> Result<Option<String>, String> {
+        Ok(self.try_query_column(sql)?.into_iter().next().flatten())
+    }
+
+    /// The first column of every row of a query on the store, as text (`None` for NULL).
+    pub fn query_column(&self, sql: &str) -> Vec<Option<String>> {
+        self.try_query_column(sql).expect("query the store")
+    }
+
+    fn try_query_column(&self, sql: &str) -> Result<Vec<Option<String>>, String> {
+        if let Some(url) = &self.store_url {
+            let rows = postgres::query(url, sql)?;
+            return Ok(rows
+                .into_iter()
+                .map(|r| r.into_iter().next().flatten())
+                .collect());
+        }
+        let conn =
+            rusqlite::Connection::open(self.path("eingang.db")).map_err(|e| e.to_string())?;
+        let mut stmt = conn.prepare(sql).map_err(|e| e.to_string())?;
+        let rows = stmt
+            .query_map([], |r| {
+                r.get::<_, rusqlite::types::Value>(0).map(|v| match v {
+                    rusqlite::types::Value::Null => None,
+                    rusqlite::types::Value::Integer(n) => Some(n.to_string()),
+                    rusqlite::types::Value::Real(x) => Some(x.to_string()),
+                    rusqlite::types::Value::Text(t) => Some(t),
+                    rusqlite::types::Value::Blob(b) => {
+                        Some(String::from_utf8_lossy(&b).into_owned())
+                    }
+                })
+            })
+            .map_err(|e| e.to_string())?;
+        rows.collect::<Result<_, _>>().map_err(|e| e.to_string())
+    }
+
+    /// Everything the store holds, as bytes to search for a secret: the SQLite file and its
+    /// write-ahead log, or every row of every table of the PostgreSQL database as text.
+    pub fn store_bytes(&self) -> Vec<u8> {
+        let Some(url) = &self.store_url else {
+            let mut bytes = Vec::new();
+            for file in ["eingang.db", "eingang.db-wal"] {
+                bytes.extend(std::fs::read(self.path(file)).unwrap_or_default());
+            }
+            return bytes;
+        };
+        let tables = postgres::query(
+            url,
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'",
+        )
+        .expect("the tables");
+        let mut bytes = Vec::new();
+        for table in tables
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().flatten())
+        {
+            for row in
+                postgres::query(url, &format!("SELECT t::text FROM {table} t")).expect("the rows")
+            {
+                for cell in row.into_iter().flatten() {
+                    bytes.extend(cell.into_bytes());
+                }
+            }
+        }
+        bytes
+    }
+
+    /// Who holds the store's lock, as `<pid> <role>`: the lock file beside a SQLite store,
+    /// the application name of the lock's session on PostgreSQL. `None` while nobody does
+    /// (or the store cannot be read yet).
+    pub fn store_holder(&self) -> Option<String> {
+        let Some(url) = &self.store_url else {
+            return std::fs::read_to_string(self.path("eingang.db.lock"))
+                .ok()
+                .map(|t| t.trim().to_owned());
+        };
+        let rows = postgres::query(
+            url,
+            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+             WHERE l.locktype = 'advisory' AND l.granted AND l.objid = 2 AND l.objsubid = 2
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .ok()?;
+        let name = rows.first()?.first()?.clone()?;
+        name.strip_prefix("eingang ").map(str::to_owned)
     }
 }
 
