@@ -294,9 +294,8 @@ impl Session {
         let client = self.client()?;
         let statement = self.statement(&client, sql, &values)?;
         self.watch(block(async move {
-            let params: Vec<Param> = values.into_iter().map(Param).collect();
-            let refs: Vec<&(dyn ToSql + Sync)> =
-                params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+            let params = params(values);
+            let refs = refs(&params);
             let rows = tokio::time::timeout(STATEMENT_TIMEOUT, client.query(&statement, &refs))
                 .await
                 .map_err(|_| timed_out("query"))?
@@ -316,9 +315,8 @@ impl Session {
         let client = self.client()?;
         let statement = self.statement(&client, sql, &values)?;
         self.watch(block(async move {
-            let params: Vec<Param> = values.into_iter().map(Param).collect();
-            let refs: Vec<&(dyn ToSql + Sync)> =
-                params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+            let params = params(values);
+            let refs = refs(&params);
             let n = tokio::time::timeout(STATEMENT_TIMEOUT, client.execute(&statement, &refs))
                 .await
                 .map_err(|_| timed_out("statement"))?
@@ -459,6 +457,16 @@ fn placeholders(sql: &str) -> String {
 
 /// A parameter: rusqlite's value, written as the type the statement asks for.
 struct Param(Value);
+
+/// A statement's values as PostgreSQL parameters.
+fn params(values: Vec<Value>) -> Vec<Param> {
+    values.into_iter().map(Param).collect()
+}
+
+/// The parameters as tokio-postgres takes them.
+fn refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
+    params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
+}
 
 /// Its kind and size only: tokio-postgres logs every statement's parameters at debug level,
 /// and a parameter may be a refresh token or a document.
