@@ -599,6 +599,32 @@ fn status(config: &Config, as_json: bool) -> Result<i32> {
         Some(store) => store.auth_by_source()?,
         None => Default::default(),
     };
+    // Who works each source: on a shared store the daemon holding its lease, else the one
+    // daemon of the store, if it runs.
+    let owners = match (&store, &config.store) {
+        (Some(store), crate::store::Location::Postgres(_)) => store.source_owners()?,
+        (_, crate::store::Location::File(path)) => match lock::running_daemon(path) {
+            Some(pid) => config
+                .sources
+                .iter()
+                .map(|s| (s.name.clone(), format!("{} {pid}", lock::host())))
+                .collect(),
+            None => Default::default(),
+        },
+        (None, _) => Default::default(),
+    };
+    let owner_of = |name: &str| match owners.get(name).and_then(|o| o.rsplit_once(' ')) {
+        Some((host, pid)) => json!({ "host": host, "pid": pid.parse::<u32>().ok() }),
+        None => serde_json::Value::Null,
+    };
+    let daemons: Vec<serde_json::Value> = match &store {
+        Some(store) => store
+            .daemons()?
+            .into_iter()
+            .map(|d| json!({ "host": d.host, "pid": d.pid, "since": d.since }))
+            .collect(),
+        None => Vec::new(),
+    };
     let waiting_in = |name: &str| -> i64 {
         configured
             .iter()
@@ -631,6 +657,7 @@ fn status(config: &Config, as_json: bool) -> Result<i32> {
                 "last_error": c.last_error,
                 "note": note, "left_alone": left_alone,
                 "sender_auth": auth.get(&c.name).cloned().unwrap_or_default(),
+                "owner": owner_of(&c.name),
             })
         })
         .collect();
@@ -656,7 +683,10 @@ fn status(config: &Config, as_json: bool) -> Result<i32> {
         })
         .collect();
     if as_json {
-        let out = json!({ "sources": sources, "connectors": connectors, "documents": documents, "notifications_pending": notifications });
+        let mut out = json!({ "sources": sources, "connectors": connectors, "documents": documents, "notifications_pending": notifications });
+        if store.as_ref().is_some_and(|s| s.shared().is_some()) {
+            out["daemons"] = json!(daemons);
+        }
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         for s in &sources {
@@ -675,6 +705,14 @@ fn status(config: &Config, as_json: bool) -> Result<i32> {
             );
             if let Some(note) = s["note"].as_str() {
                 println!("{name}: note: {}", escape::text(note));
+            }
+            if let (Some(host), Some(pid)) =
+                (s["owner"]["host"].as_str(), s["owner"]["pid"].as_u64())
+            {
+                println!(
+                    "{name}: worked by the daemon on {} (process {pid})",
+                    escape::text(host)
+                );
             }
             if let Some(line) = auth.get(s["name"].as_str().unwrap_or_default())
                 && let Some(line) = auth_line(line)
@@ -697,6 +735,14 @@ fn status(config: &Config, as_json: bool) -> Result<i32> {
                 c["delivered"],
                 c["dead"],
                 escape::text(c["last_error"].as_str().unwrap_or("none"))
+            );
+        }
+        for d in &daemons {
+            println!(
+                "daemon on {} (process {}): running since {}",
+                escape::text(d["host"].as_str().unwrap_or_default()),
+                d["pid"],
+                escape::text(d["since"].as_str().unwrap_or_default())
             );
         }
         println!("documents: {documents}");
@@ -970,12 +1016,31 @@ fn check(config: &Config, create_folders: bool) -> Result<i32> {
             }
         }
     }
-    line(
-        &format!("store {}", config.store),
-        Store::open_at(&config.store)
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
-    );
+    // On PostgreSQL: connected, migrated, and a write transaction (with the writer lock)
+    // goes through; then the server and the daemons that work the store.
+    let store = Store::open_at(&config.store).and_then(|store| {
+        let daemons = store.daemons()?;
+        store.probe_write()?;
+        Ok((store, daemons))
+    });
+    match store {
+        Ok((store, daemons)) => {
+            line(&format!("store {}", config.store), Ok(()));
+            if let Some(version) = store.server_version()? {
+                println!(
+                    "store: PostgreSQL {}, {} daemon(s) working it{}",
+                    escape::text(&version),
+                    daemons.len(),
+                    daemons
+                        .iter()
+                        .map(|d| format!(" {} {}", escape::text(&d.host), d.pid))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                );
+            }
+        }
+        Err(e) => line(&format!("store {}", config.store), Err(e.to_string())),
+    }
     for line in supplier_auth_lines(config) {
         println!("{line}");
     }

@@ -43,6 +43,11 @@ const HEALTHY_RUN: Duration = Duration::from_secs(300);
 const REQUEST_POLL: Duration = Duration::from_millis(300);
 /// Requests for a pass that may wait for a busy source task.
 const QUEUED_PASSES: usize = 16;
+/// How often a daemon on a shared store tries to take a source another daemon works: a dead
+/// daemon's sources are taken over within `lease::SILENCE` and this.
+const LEASE_POLL: Duration = Duration::from_secs(5);
+/// How long a request forwarded to the daemon that owns a source may take to be answered.
+const FORWARD_WAIT: Duration = Duration::from_secs(600);
 
 /// A pass asked for now, and where its result goes.
 struct PassRequest {
@@ -67,6 +72,9 @@ pub enum NextPass {
     At(chrono::NaiveDateTime),
     /// On news in the inbox (IDLE, file events), at the latest after this long.
     OnNews(Duration),
+    /// Not here: another daemon on the shared store works the source (host and process id,
+    /// when known); this one takes it over should that one stop.
+    Elsewhere(Option<String>),
 }
 
 /// What the supervisor knows of one task.
@@ -128,8 +136,18 @@ type PassQueue = Arc<tokio::sync::Mutex<mpsc::Receiver<PassRequest>>>;
 
 impl Control {
     /// Runs a pass of `source` now (after the one in hand, if any) and returns what it did
-    /// and the error it ended with.
+    /// and the error it ended with. On a shared store the daemon that owns the source runs it.
     pub async fn sync(&self, source: &str) -> Result<(PassReport, Option<String>), String> {
+        if self.intake.store().elsewhere(source) {
+            let answer = self.forward("sync", Some(source), None).await?;
+            let count = |key: &str| answer[key].as_u64().unwrap_or(0) as usize;
+            let report = PassReport {
+                imported: count("imported"),
+                rejected: count("rejected"),
+                ..PassReport::default()
+            };
+            return Ok((report, answer["error"].as_str().map(str::to_owned)));
+        }
         let queue = self
             .passes
             .get(source)
@@ -149,6 +167,26 @@ impl Control {
         &self,
         source: &str,
     ) -> Result<Vec<(String, Result<String, String>)>, String> {
+        if self.intake.store().elsewhere(source) {
+            let answer = self.forward("recover", Some(source), None).await?;
+            if let Some(error) = answer["error"].as_str() {
+                return Err(error.to_owned());
+            }
+            let items = answer["items"].as_array().cloned().unwrap_or_default();
+            return Ok(items
+                .iter()
+                .map(|item| {
+                    let at = item["at"].as_str().unwrap_or_default().to_owned();
+                    match item["place"].as_str() {
+                        Some(place) => (at, Ok(place.to_owned())),
+                        None => (
+                            at,
+                            Err(item["error"].as_str().unwrap_or_default().to_owned()),
+                        ),
+                    }
+                })
+                .collect());
+        }
         crate::source::recover(&self.sources, &self.intake, source)
             .await
             .map_err(|e| e.to_string())
@@ -156,9 +194,53 @@ impl Control {
 
     /// Puts a failed item back into its inbox; returns where it lies now.
     pub async fn reprocess(&self, id: i64) -> Result<String, String> {
+        let item = self
+            .intake
+            .failed_item(id)
+            .await
+            .map_err(|e| e.to_string())?;
+        if item.is_some_and(|item| self.intake.store().elsewhere(&item.source)) {
+            let answer = self.forward("reprocess", None, Some(id)).await?;
+            return match answer["place"].as_str() {
+                Some(place) => Ok(place.to_owned()),
+                None => Err(answer["error"].as_str().unwrap_or_default().to_owned()),
+            };
+        }
         crate::source::reprocess(&self.sources, &self.intake, id)
             .await
             .map_err(|e| e.to_string())
+    }
+
+    /// Hands a request to the daemon that owns its source on a shared store (its requests
+    /// task takes it) and waits for the answer.
+    async fn forward(
+        &self,
+        kind: &'static str,
+        source: Option<&str>,
+        item: Option<i64>,
+    ) -> Result<serde_json::Value, String> {
+        let store = self.intake.store().clone();
+        let of = source.map(str::to_owned);
+        let id = store
+            .call(move |s| s.add_request(kind, of.as_deref(), item))
+            .await
+            .map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + FORWARD_WAIT;
+        loop {
+            let answer = store
+                .call(move |s| s.request_result(id))
+                .await
+                .map_err(|e| e.to_string())?;
+            if let Some(text) = answer {
+                return serde_json::from_str(&text).map_err(|e| e.to_string());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "the daemon that works the source did not answer within {FORWARD_WAIT:?}"
+                ));
+            }
+            tokio::time::sleep(REQUEST_POLL).await;
+        }
     }
 
     /// The configured sources.
@@ -244,8 +326,16 @@ pub async fn run(
         passes: HashMap::new(),
         tasks: board,
     };
+    let store = intake.store().clone();
+    if store.shared().is_some() {
+        tracing::info!(daemon = %crate::lock::daemon_name(), "the store is shared: each source is worked by the daemon that holds its lease");
+    }
     for source in sources {
         let name = source.name().to_owned();
+        if store.shared().is_some() {
+            // Nothing is written for a source before its lease is taken.
+            store.release(&name);
+        }
         let (tx, rx) = mpsc::channel(QUEUED_PASSES);
         control.passes.insert(name.clone(), tx);
         let queue = Arc::new(tokio::sync::Mutex::new(rx));
@@ -258,13 +348,16 @@ pub async fn run(
         Duration::ZERO,
     );
     // Requests an earlier daemon took and never answered: their commands gave up long ago.
-    let abandoned = json!({ "error": "the daemon stopped before it answered" }).to_string();
-    if let Err(e) = intake
-        .store()
-        .call(move |store| store.abandon_requests(&abandoned))
-        .await
-    {
-        tracing::warn!(error = %e, "cannot clear old requests");
+    // On a shared store the others may be answering theirs: a daemon that takes a source over
+    // ends the requests for it instead (`own`).
+    if store.shared().is_none() {
+        let abandoned = json!({ "error": "the daemon stopped before it answered" }).to_string();
+        if let Err(e) = store
+            .call(move |store| store.abandon_requests(&abandoned))
+            .await
+        {
+            tracing::warn!(error = %e, "cannot clear old requests");
+        }
     }
     if let Some(web) = web {
         supervisor.spawn(
@@ -461,6 +554,13 @@ async fn watch_source(
     // schedule says.
     let mut retry_at: Option<String> = None;
     loop {
+        match own(source, intake, stop, asked, board).await {
+            Ownership::Stopped => return,
+            Ownership::Kept => {}
+            // Taken over: what the last owner left between commit and move is finished now,
+            // and its archive looked through once more.
+            Ownership::Taken => (first, audited) = (true, false),
+        }
         let mut waiting: Vec<PassRequest> = Vec::new();
         if !first && let Ok(request) = asked.try_recv() {
             waiting.push(request);
@@ -492,6 +592,24 @@ async fn watch_source(
         last_start = Some(chrono::Local::now().naive_local());
         board.next_pass(source.name(), NextPass::Running);
         let pass = source.pass(intake, stop, mode).await;
+        let fenced = matches!(
+            &pass.result,
+            Err(crate::source::Error::Store(crate::store::Error::Fenced(_)))
+        );
+        let store = intake.store();
+        if fenced || (pass.result.is_err() && store.elsewhere(source.name())) {
+            // Not a failure of the source: the lease is gone (another daemon took the source
+            // over, or the database was out of reach for longer than the lease lasts), and
+            // whoever works the source now says how it goes.
+            tracing::warn!(source = %source.name(), "this daemon lost the source (another daemon took it over, or the database was out of reach); it stops working it");
+            store.release(source.name());
+            for request in waiting {
+                let _ = request
+                    .reply
+                    .send((pass.report.clone(), Some(elsewhere(source.name()))));
+            }
+            continue;
+        }
         let report = &pass.report;
         retry_at.clone_from(&report.retry_at);
         if report.made_progress() {
@@ -518,6 +636,93 @@ async fn watch_source(
             board.next_pass(source.name(), NextPass::At(retry_at));
             if stop.sleep(pause).await {
                 return;
+            }
+        }
+    }
+}
+
+/// Whether a source task may pass: on a shared store, whether this daemon owns the source.
+enum Ownership {
+    /// It did and does (always on a store of one daemon).
+    Kept,
+    /// It took the source just now.
+    Taken,
+    /// The daemon stops.
+    Stopped,
+}
+
+/// The answer to a pass asked of a daemon that does not own the source.
+fn elsewhere(source: &str) -> String {
+    format!("source {source} is worked by another daemon on the shared store")
+}
+
+/// On a shared store, makes sure this daemon owns `source` before a pass: takes the source's
+/// lease when it is free, and while another daemon holds it tries again every `LEASE_POLL`,
+/// answering the passes asked for meanwhile with where the source is worked.
+async fn own(
+    source: &Source,
+    intake: &Intake,
+    stop: &Stop,
+    asked: &mut mpsc::Receiver<PassRequest>,
+    board: &Tasks,
+) -> Ownership {
+    let store = intake.store();
+    let Some(target) = store.shared().cloned() else {
+        return Ownership::Kept;
+    };
+    let name = source.name().to_owned();
+    if store.holds(&name) {
+        return Ownership::Kept;
+    }
+    loop {
+        store.release(&name);
+        let (at, of) = (target.clone(), name.clone());
+        let taken = tokio::task::spawn_blocking(move || {
+            crate::store::lease::SourceLease::take(&at, &of, &crate::lock::daemon_name())
+        })
+        .await
+        .map_err(|e| crate::store::Error::Task(e.to_string()))
+        .and_then(|taken| taken);
+        match taken {
+            Ok(Some(lease)) => {
+                let epoch = lease.fence().epoch;
+                store.hold(lease);
+                tracing::info!(source = %name, epoch, "this daemon works the source now");
+                let abandoned = json!({
+                    "error": "the daemon that took this request lost its source; run the command again"
+                })
+                .to_string();
+                let of = name.clone();
+                if let Err(e) = store
+                    .call(move |s| s.abandon_requests_of(&of, &abandoned))
+                    .await
+                {
+                    tracing::warn!(source = %name, error = %e, "cannot end the requests the last owner took");
+                }
+                return Ownership::Taken;
+            }
+            Ok(None) => {
+                let of = name.clone();
+                let owner = store
+                    .call(move |s| Ok(s.source_owners()?.remove(&of)))
+                    .await
+                    .unwrap_or_default();
+                board.next_pass(&name, NextPass::Elsewhere(owner));
+            }
+            Err(e) => {
+                tracing::warn!(source = %name, error = %e, retry_in = ?LEASE_POLL, "cannot take the source's lease");
+                board.next_pass(&name, NextPass::Elsewhere(None));
+            }
+        }
+        let poll = tokio::time::sleep(LEASE_POLL);
+        tokio::pin!(poll);
+        loop {
+            tokio::select! {
+                () = stop.wait() => return Ownership::Stopped,
+                () = &mut poll => break,
+                Some(request) = asked.recv() => {
+                    let _ = request.reply.send((PassReport::default(), Some(elsewhere(&name))));
+                }
             }
         }
     }
@@ -566,7 +771,7 @@ fn reload_formats(intake: &Intake, formats: &std::path::Path) {
 async fn serve_requests(control: &Control, stop: &Stop) {
     let store = control.intake.store().clone();
     loop {
-        match store.call(|s| s.take_requests()).await {
+        match store.call(|s| s.take_requests(s.owned().as_deref())).await {
             Ok(requests) => {
                 for request in requests {
                     let (control, store) = (control.clone(), store.clone());

@@ -10,12 +10,26 @@
 //! source task between a batch's commit and its move), for the daemon's supervisor.
 //! `EINGANG_FAULT=wait:<point>:<ms>` sleeps at a `wait_point` (`before_read`: a drop folder
 //! between its listing and the read of each file), for tests that swap files in that gap.
+//! `EINGANG_FAULT=freeze:<point>` stops the whole process with SIGSTOP the first time it
+//! reaches that point, as a stalled machine would, until the test sends SIGCONT.
 
-/// Kills the process here when `EINGANG_FAULT` names this point.
+/// Kills the process here when `EINGANG_FAULT` names this point; freezes it the first time
+/// when it is `freeze:<point>`.
 #[cfg(feature = "fault-points")]
 pub fn point(name: &str) {
-    if std::env::var("EINGANG_FAULT").is_ok_and(|v| v == name) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static FROZEN: AtomicBool = AtomicBool::new(false);
+    let Ok(value) = std::env::var("EINGANG_FAULT") else {
+        return;
+    };
+    if value == name {
         kill();
+    }
+    if value.strip_prefix("freeze:") == Some(name) && !FROZEN.swap(true, Ordering::Relaxed) {
+        // SAFETY: kill(2) on our own pid has no memory-safety preconditions.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGSTOP);
+        }
     }
 }
 

@@ -195,6 +195,17 @@ impl Intake {
         Ok(self.auth.check(items, &messages, found).await)
     }
 
+    /// Whether this process may move the items of `source` now (`Store::owns`): always on a
+    /// store of one daemon.
+    pub async fn owns(&self, source: &str) -> bool {
+        let source = source.to_owned();
+        self.cx
+            .store
+            .call(move |store| Ok(store.owns(&source)))
+            .await
+            .unwrap_or(false)
+    }
+
     /// Records where each item lies now, once its source moved it; after this it is done.
     pub async fn placed(&self, places: Vec<(i64, Place)>) -> Result<(), store::Error> {
         if places.is_empty() {

@@ -7,7 +7,9 @@
 //! A PostgreSQL store is held the same way with a session advisory lock, on a connection of
 //! the holder's own that lives as long as the lock; the holder is named by that connection's
 //! `application_name`. PostgreSQL frees the lock when the session ends (keepalives notice a
-//! holder that vanished).
+//! holder that vanished). Daemons hold it shared: several work one PostgreSQL store, each
+//! source owned by one of them (`store::lease`); a command that works inboxes itself holds it
+//! alone.
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
@@ -20,6 +22,23 @@ use crate::store::{Location, Target, postgres};
 
 /// How often a waiting command looks at the lock again.
 const RETRY: Duration = Duration::from_millis(200);
+
+/// The name of this machine, as the owner of a source on a shared store names it.
+pub fn host() -> String {
+    let name = rustix::system::uname();
+    let name = name.nodename().to_string_lossy();
+    let name: String = name.split_whitespace().collect();
+    if name.is_empty() {
+        "localhost".to_owned()
+    } else {
+        name
+    }
+}
+
+/// This daemon as the owner of a source on a shared store: host and process id.
+pub fn daemon_name() -> String {
+    format!("{} {}", host(), std::process::id())
+}
 
 /// Who holds a store's lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +89,7 @@ impl std::fmt::Debug for Held {
 }
 
 /// The advisory lock of a PostgreSQL store's owner (two-key space, beside the writer lock).
-const OWNER_LOCK: (i32, i32) = (0x6569_6e67, 2);
+pub(crate) const OWNER_LOCK: (i32, i32) = (0x6569_6e67, 2);
 
 /// Why the lock was not taken.
 #[derive(Debug, thiserror::Error)]
@@ -109,14 +128,18 @@ impl StoreLock {
 
     fn take_session(target: &Target, role: &str) -> Result<StoreLock, Error> {
         let mut config = target.config();
-        config.application_name(format!("eingang {} {role}", std::process::id()));
+        config.application_name(format!("eingang {} {role} {}", std::process::id(), host()));
+        // Daemons share the store (each source has its own lease); a command that works the
+        // inboxes itself has it alone.
+        let take = if role == "run" {
+            "SELECT pg_try_advisory_lock_shared($1, $2)"
+        } else {
+            "SELECT pg_try_advisory_lock($1, $2)"
+        };
         let client = postgres::block(async move {
             let client = postgres::connect(config).await?;
             let locked: bool = client
-                .query_one(
-                    "SELECT pg_try_advisory_lock($1, $2)",
-                    &[&OWNER_LOCK.0, &OWNER_LOCK.1],
-                )
+                .query_one(take, &[&OWNER_LOCK.0, &OWNER_LOCK.1])
                 .await
                 .and_then(|row| row.try_get(0))
                 .map_err(postgres::error)?;
@@ -209,6 +232,15 @@ impl StoreLock {
             }
         }
     }
+}
+
+/// The process id of the daemon that works a SQLite store now, as its lock file names it
+/// (without touching the lock: a daemon starting now must not find it taken).
+pub fn running_daemon(store: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(StoreLock::path_for(store)).ok()?;
+    let mut words = text.split_whitespace();
+    let pid: u32 = words.next()?.parse().ok()?;
+    (words.next() == Some("run") && Path::new(&format!("/proc/{pid}")).exists()).then_some(pid)
 }
 
 /// Reads who holds a lock from the file; a holder that has not written itself in yet (it

@@ -282,6 +282,11 @@ impl Run<'_> {
             .iter()
             .map(|m| (m.item_id, (m.entry.name(), m.disposition.clone())))
             .collect();
+        // On a store that several daemons share, only the source's owner moves its items,
+        // and only while it still owns it; the new owner moves what this one committed.
+        if !self.intake.owns(self.source).await {
+            return Err(crate::store::Error::Fenced(self.source.to_owned()).into());
+        }
         let disposed = inbox.dispose(moves).await;
         fault::point("after_move");
         let (mut archived, mut rejected) = (0, 0);

@@ -4,25 +4,43 @@
 //! source checks (`Store::fence`), so that an owner that lost its lock (paused, partitioned,
 //! its connection killed) commits nothing for the source again, even before it notices.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use std::collections::HashMap;
 
 use super::postgres::{self, Target};
-use super::{Error, Fence};
+use super::{Error, Fence, Store};
+
+/// How often the owner tells the database it is alive, on the lock's connection.
+pub const HEARTBEAT: Duration = Duration::from_secs(3);
+/// How long the database waits for the next heartbeat before it ends the lock's session and
+/// so frees the source (`idle_session_timeout`): a frozen owner (SIGSTOP, a stalled VM) keeps
+/// its TCP connection alive, since the kernel still answers keepalives for it.
+pub const SILENCE: Duration = Duration::from_secs(15);
 
 /// A source owned by this process while the value lives; dropping it ends the lock's session,
 /// which frees the source for another daemon.
 pub struct SourceLease {
     client: Arc<tokio_postgres::Client>,
     fence: Fence,
+    /// Set once a heartbeat failed: the session is gone or going, and with it the lock.
+    lost: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for SourceLease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SourceLease")
             .field("fence", &self.fence)
+            .field("lost", &self.lost.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
+
+/// The 64-bit advisory lock key of a source, in SQL (a key space apart from the store's
+/// two-key locks); `$1` is the source's name.
+const SOURCE_KEY: &str = "hashtextextended('eingang-source:' || $1, 0)";
 
 impl SourceLease {
     /// Takes `source` for `owner` (host and process id) unless another session holds it
@@ -34,10 +52,18 @@ impl SourceLease {
         let (source, owner) = (source.to_owned(), owner.to_owned());
         postgres::block(async move {
             let client = postgres::connect(config).await?;
-            // One 64-bit key per source: a key space apart from the store's two-key locks.
+            // The server ends this session when the owner falls silent, whatever the owner's
+            // kernel still answers to keepalives.
+            client
+                .batch_execute(&format!(
+                    "SET idle_session_timeout = {}",
+                    SILENCE.as_millis()
+                ))
+                .await
+                .map_err(postgres::error)?;
             let locked: bool = client
                 .query_one(
-                    "SELECT pg_try_advisory_lock(hashtextextended('eingang-source:' || $1, 0))",
+                    &format!("SELECT pg_try_advisory_lock({SOURCE_KEY})"),
                     &[&source],
                 )
                 .await
@@ -57,13 +83,17 @@ impl SourceLease {
                 .await
                 .and_then(|row| row.try_get(0))
                 .map_err(postgres::error)?;
+            let client = Arc::new(client);
+            let lost = Arc::new(AtomicBool::new(false));
+            tokio::spawn(heartbeat(Arc::downgrade(&client), lost.clone()));
             Ok(Some(SourceLease {
-                client: Arc::new(client),
+                client,
                 fence: Fence {
                     source,
                     owner,
                     epoch,
                 },
+                lost,
             }))
         })
     }
@@ -73,19 +103,33 @@ impl SourceLease {
         &self.fence
     }
 
+    /// Whether the lock's session looks alive, without asking the database: no heartbeat
+    /// failed and the connection is open. A `false` is final; a `true` is confirmed by
+    /// `held`.
+    pub fn alive(&self) -> bool {
+        !self.lost.load(Ordering::Relaxed) && !self.client.is_closed()
+    }
+
     /// Whether the source is still this owner's: the lock's session is alive and the lease
     /// is still the one it took. To be asked after an item's commit and before its move (the
     /// IMAP move, the FTP rename, the file move).
     pub fn held(&self) -> bool {
+        if !self.alive() {
+            return false;
+        }
         let client = self.client.clone();
         let fence = self.fence.clone();
-        postgres::block(async move {
-            if client.is_closed() {
-                return Ok(false);
-            }
+        let held = postgres::block(async move {
+            // The lock itself, asked on its own session, and the epoch it was taken at.
             let row = client
                 .query_opt(
-                    "SELECT owner, epoch FROM source_leases WHERE source = $1",
+                    &format!(
+                        "SELECT l.owner, l.epoch FROM source_leases l, pg_locks k
+                         WHERE l.source = $1 AND k.pid = pg_backend_pid()
+                           AND k.locktype = 'advisory' AND k.granted AND k.objsubid = 1
+                           AND k.classid = (({SOURCE_KEY} >> 32) & 4294967295)::oid
+                           AND k.objid = ({SOURCE_KEY} & 4294967295)::oid"
+                    ),
                     &[&fence.source],
                 )
                 .await
@@ -95,7 +139,119 @@ impl SourceLease {
                     && r.try_get::<_, i64>(1).is_ok_and(|e| e == fence.epoch)
             }))
         })
-        .unwrap_or(false)
+        .unwrap_or(false);
+        if !held {
+            self.lost.store(true, Ordering::Relaxed);
+        }
+        held
+    }
+}
+
+/// A daemon working a shared store, as the database sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Daemon {
+    /// Its machine.
+    pub host: String,
+    /// Its process id there.
+    pub pid: u32,
+    /// Since when it holds the store (RFC 3339, UTC).
+    pub since: String,
+}
+
+impl Store {
+    /// The daemon that owns each source of a shared store now, by source, as host and process
+    /// id: the lease of a session that holds the source's lock. Empty on a SQLite store.
+    pub fn source_owners(&self) -> Result<HashMap<String, String>, Error> {
+        let conn = self.lock();
+        if !conn.is_postgres() {
+            return Ok(HashMap::new());
+        }
+        let key = SOURCE_KEY.replace("$1", "l.source");
+        let mut stmt = conn.prepare(&format!(
+            "SELECT l.source, l.owner FROM source_leases l
+             WHERE EXISTS (SELECT 1 FROM pg_locks k
+               WHERE k.locktype = 'advisory' AND k.granted AND k.objsubid = 1
+                 AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                 AND k.classid = (({key} >> 32) & 4294967295)::oid
+                 AND k.objid = ({key} & 4294967295)::oid)"
+        ))?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The PostgreSQL server's version; `None` on a SQLite store.
+    pub fn server_version(&self) -> Result<Option<String>, Error> {
+        let conn = self.lock();
+        if !conn.is_postgres() {
+            return Ok(None);
+        }
+        Ok(Some(conn.query_row(
+            "SELECT current_setting('server_version')",
+            [],
+            |r| r.get(0),
+        )?))
+    }
+
+    /// Opens a write transaction, as a commit does (with the store's writer lock), and rolls
+    /// it back: the store takes writes now.
+    pub fn probe_write(&self) -> Result<(), Error> {
+        let conn = self.lock();
+        let tx = conn.transaction_with_behavior(super::db::TransactionBehavior::Immediate)?;
+        tx.query_row("SELECT count(*) FROM source_leases", [], |r| {
+            r.get::<_, i64>(0)
+        })?;
+        Ok(())
+    }
+
+    /// The daemons that hold a shared store now (`eingang run`, each with its shared lock
+    /// session), oldest first. Empty on a SQLite store.
+    pub fn daemons(&self) -> Result<Vec<Daemon>, Error> {
+        let conn = self.lock();
+        if !conn.is_postgres() {
+            return Ok(Vec::new());
+        }
+        let (class, object) = crate::lock::OWNER_LOCK;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT a.application_name,
+                    to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
+             FROM pg_locks k JOIN pg_stat_activity a ON a.pid = k.pid
+             WHERE k.locktype = 'advisory' AND k.granted AND k.objsubid = 2
+               AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND k.classid = {class}::int4::oid AND k.objid = {object}::int4::oid
+             ORDER BY a.backend_start"
+        ))?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?;
+        let mut daemons = Vec::new();
+        for (name, since) in rows.collect::<Result<Vec<(String, String)>, _>>()? {
+            // `eingang <pid> run <host>`, as `lock` names the session.
+            let words: Vec<&str> = name.split_whitespace().collect();
+            if let ["eingang", pid, "run", host] = words.as_slice()
+                && let Ok(pid) = pid.parse()
+            {
+                daemons.push(Daemon {
+                    host: (*host).to_owned(),
+                    pid,
+                    since,
+                });
+            }
+        }
+        Ok(daemons)
+    }
+}
+
+/// Keeps the lock's session from falling silent while the lease lives; a failed heartbeat
+/// marks the lease lost. Ends with the lease (the last strong reference to its client).
+async fn heartbeat(client: Weak<tokio_postgres::Client>, lost: Arc<AtomicBool>) {
+    loop {
+        tokio::time::sleep(HEARTBEAT).await;
+        let Some(client) = client.upgrade() else {
+            return;
+        };
+        let beat = tokio::time::timeout(SILENCE, client.simple_query("SELECT 1")).await;
+        if !matches!(beat, Ok(Ok(_))) {
+            lost.store(true, Ordering::Relaxed);
+            return;
+        }
     }
 }
 
@@ -131,7 +287,7 @@ mod tests {
                 .is_none(),
             "a second daemon does not"
         );
-        a_store.fence(a.fence().clone());
+        let a = a_store.hold(a);
         let first = crate::store::tests::file("<a/>", "mail");
         assert!(a_store.begin(&[&first], "").is_ok(), "the owner records");
 
@@ -158,7 +314,7 @@ mod tests {
         };
         assert_eq!(b.fence().epoch, 2);
         assert!(!a.held(), "A learns it lost the source");
-        b_store.fence(b.fence().clone());
+        b_store.hold(b);
 
         let second = crate::store::tests::file("<b/>", "mail");
         match a_store.begin(&[&second], "") {

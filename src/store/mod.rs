@@ -426,9 +426,12 @@ pub struct Store {
     /// Items whose parse began in this process and is not committed yet: a row without an
     /// outcome that is not in here was left by a process that died.
     started: Mutex<HashSet<i64>>,
-    /// The fences of the sources this process owns on a shared store, by source; none on a
-    /// store of one daemon, whose writes are not fenced.
-    fences: Mutex<HashMap<String, Fence>>,
+    /// The sources this process works on a shared store, by name: the lease while it owns
+    /// one, `None` while another daemon does. The writes for a source not in here are not
+    /// fenced: every source of a store of one daemon, and what no source owns (a command's).
+    leases: Mutex<HashMap<String, Option<Arc<lease::SourceLease>>>>,
+    /// Where a shared store lives, for the sessions of its source leases.
+    shared: Option<Target>,
 }
 
 impl Store {
@@ -464,9 +467,17 @@ impl Store {
         match location {
             Location::File(path) => Store::open(path),
             Location::Postgres(target) => {
-                Store::over(Connection::postgres(postgres::Session::open(target)?))
+                let mut store =
+                    Store::over(Connection::postgres(postgres::Session::open(target)?))?;
+                store.shared = Some(target.clone());
+                Ok(store)
             }
         }
+    }
+
+    /// The database of a store that several daemons may share: a PostgreSQL one.
+    pub fn shared(&self) -> Option<&Target> {
+        self.shared.as_ref()
     }
 
     fn over(conn: Connection) -> Result<Store, Error> {
@@ -476,7 +487,8 @@ impl Store {
             conn: Mutex::new(conn),
             notice_ids: format!("eingang.{id}."),
             started: Mutex::new(HashSet::new()),
-            fences: Mutex::new(HashMap::new()),
+            leases: Mutex::new(HashMap::new()),
+            shared: None,
         })
     }
 
@@ -541,27 +553,77 @@ impl Store {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Fences every later write for `fence.source` (`begin`, `commit`): it is made only while
-    /// `source_leases` still names this owner at this epoch, and refused (`Error::Fenced`)
-    /// once another daemon took the source over. Replaces the source's earlier fence.
-    pub fn fence(&self, fence: Fence) {
-        self.fences
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(fence.source.clone(), fence);
+    /// Fences every later write for the lease's source (`begin`, `commit`, the moves'
+    /// records, the pass's state): it is made only while `source_leases` still names this
+    /// owner at the lease's epoch, and refused (`Error::Fenced`) once another daemon took the
+    /// source over. Replaces the source's earlier lease.
+    pub fn hold(&self, lease: lease::SourceLease) -> Arc<lease::SourceLease> {
+        let lease = Arc::new(lease);
+        self.leases_map()
+            .insert(lease.fence().source.clone(), Some(lease.clone()));
+        lease
+    }
+
+    /// Fences `source` while this process does not own it: its writes are refused. Drops the
+    /// lease, which frees the source for another daemon.
+    pub fn release(&self, source: &str) {
+        self.leases_map().insert(source.to_owned(), None);
+    }
+
+    /// Whether this process may move the items of `source` now: the source is not fenced, or
+    /// its lease is still held (asked of the database).
+    pub fn owns(&self, source: &str) -> bool {
+        let lease = match self.leases_map().get(source) {
+            None => return true,
+            Some(None) => return false,
+            Some(Some(lease)) => lease.clone(),
+        };
+        lease.held()
+    }
+
+    /// Whether this process holds a live lease on `source` (without asking the database).
+    pub fn holds(&self, source: &str) -> bool {
+        self.leases_map()
+            .get(source)
+            .is_some_and(|l| l.as_ref().is_some_and(|l| l.alive()))
+    }
+
+    /// Whether `source` is fenced here and this process does not hold its lease: another
+    /// daemon (or none) works it.
+    pub fn elsewhere(&self, source: &str) -> bool {
+        self.leases_map().contains_key(source) && !self.holds(source)
+    }
+
+    /// The fenced sources this process owns now, `None` when it fences none (it works them
+    /// all).
+    pub fn owned(&self) -> Option<Vec<String>> {
+        let leases = self.leases_map();
+        if leases.is_empty() {
+            return None;
+        }
+        let mut owned: Vec<String> = leases
+            .iter()
+            .filter(|(_, lease)| lease.as_ref().is_some_and(|l| l.alive()))
+            .map(|(source, _)| source.clone())
+            .collect();
+        owned.sort();
+        Some(owned)
+    }
+
+    fn leases_map(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, Option<Arc<lease::SourceLease>>>> {
+        self.leases.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Checks, in the write transaction `tx`, that this process still owns `source` where it
     /// fences its writes. On PostgreSQL the lease row is read `FOR SHARE`: a takeover's epoch
     /// bump waits until this transaction ends, so no commit lands after it.
     fn check_fence(&self, tx: &Connection, source: &str) -> Result<(), Error> {
-        let fences = self.fences.lock().unwrap_or_else(|p| p.into_inner());
-        if fences.is_empty() {
-            return Ok(());
-        }
-        let fenced = || Error::Fenced(source.to_owned());
-        let Some(fence) = fences.get(source) else {
-            return Err(fenced());
+        let fence = match self.leases_map().get(source) {
+            None => return Ok(()),
+            Some(Some(lease)) if lease.alive() => lease.fence().clone(),
+            Some(_) => return Err(Error::Fenced(source.to_owned())),
         };
         let sql = if tx.is_postgres() {
             "SELECT owner, epoch FROM source_leases WHERE source = ?1 FOR SHARE"
@@ -573,8 +635,42 @@ impl Store {
             .optional()?;
         match found {
             Some((owner, epoch)) if owner == fence.owner && epoch == fence.epoch => Ok(()),
-            _ => Err(fenced()),
+            _ => Err(Error::Fenced(source.to_owned())),
         }
+    }
+
+    /// Refuses a write for `source` that this process knows it may not make (another daemon
+    /// owns the source, or its lease was lost), without asking the database: for what a pass
+    /// records about its source besides items (its state, notes, strays).
+    fn gate(&self, source: &str) -> Result<(), Error> {
+        match self.leases_map().get(source) {
+            None => Ok(()),
+            Some(Some(lease)) if lease.alive() => Ok(()),
+            Some(_) => Err(Error::Fenced(source.to_owned())),
+        }
+    }
+
+    /// `check_fence` for the sources of the items `ids`, where any source is fenced.
+    fn check_fences_of(
+        &self,
+        tx: &Connection,
+        ids: impl Iterator<Item = i64>,
+    ) -> Result<(), Error> {
+        if self.leases_map().is_empty() {
+            return Ok(());
+        }
+        let mut sources = HashSet::new();
+        for id in ids {
+            sources.insert(
+                tx.query_row("SELECT source FROM items WHERE id = ?1", [id], |r| {
+                    r.get::<_, String>(0)
+                })?,
+            );
+        }
+        for source in &sources {
+            self.check_fence(tx, source)?;
+        }
+        Ok(())
     }
 
     /// What the ledger knows about the sender of each item, before `begin` and before any DNS
@@ -768,24 +864,7 @@ impl Store {
         }
         let conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if !self
-            .fences
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
-        {
-            let mut sources = HashSet::new();
-            for verdict in &verdicts {
-                sources.insert(tx.query_row(
-                    "SELECT source FROM items WHERE id = ?1",
-                    [verdict.item_id],
-                    |r| r.get::<_, String>(0),
-                )?);
-            }
-            for source in &sources {
-                self.check_fence(&tx, source)?;
-            }
-        }
+        self.check_fences_of(&tx, verdicts.iter().map(|v| v.item_id))?;
         let now = now();
         let mut outcomes = Vec::with_capacity(verdicts.len());
         for verdict in verdicts {
@@ -903,6 +982,7 @@ impl Store {
         }
         let conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.check_fences_of(&tx, held.iter().map(|h| h.item_id))?;
         let mut outcomes = Vec::with_capacity(held.len());
         {
             let mut deferrals = tx.prepare_cached("SELECT deferrals FROM items WHERE id = ?1")?;
@@ -947,6 +1027,7 @@ impl Store {
         }
         let conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.check_fences_of(&tx, places.iter().map(|(id, _)| *id))?;
         {
             let mut update = tx.prepare_cached(
                 "UPDATE items SET disposed_at = ?2, archived = ?3, archived_ref = ?4 WHERE id = ?1",
@@ -1222,6 +1303,7 @@ impl Store {
     pub fn mark_reprocessed(&self, id: i64) -> Result<(), Error> {
         let conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.check_fences_of(&tx, std::iter::once(id))?;
         tx.execute(
             "UPDATE items SET reprocessed_at = ?2 WHERE id = ?1",
             params![id, now()],

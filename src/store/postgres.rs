@@ -34,6 +34,9 @@ pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
 /// See `KEEPALIVE_IDLE`.
 pub const KEEPALIVE_RETRIES: u32 = 3;
+/// The server aborts a transaction whose client fell silent inside it for this long (a
+/// frozen daemon), which frees the writer lock it held for the others.
+const SILENT_TRANSACTION: Duration = Duration::from_secs(15);
 /// The advisory lock of the store's one writer, in the two-key space (`classid`, `objid`)
 /// that never meets the one-key space of the source locks.
 const WRITER_LOCK: (i32, i32) = (0x6569_6e67, 1);
@@ -115,15 +118,27 @@ impl Target {
         }
     }
 
-    /// The client config: the URL, the password, keepalives, timeouts, a name in
-    /// `pg_stat_activity`.
+    /// The client config: the URL, the password, keepalives on both ends, timeouts, a name
+    /// in `pg_stat_activity`.
     pub(crate) fn config(&self) -> tokio_postgres::Config {
         let mut config: tokio_postgres::Config =
             self.url.parse().expect("the url was checked at load");
         if let Some(p) = &self.password {
             config.password(p.expose());
         }
+        // The server's side: it notices a client that vanished as soon as the client notices
+        // the server.
+        let options = format!(
+            "{} -c tcp_keepalives_idle={} -c tcp_keepalives_interval={} -c tcp_keepalives_count={} \
+             -c idle_in_transaction_session_timeout={}",
+            config.get_options().unwrap_or_default(),
+            KEEPALIVE_IDLE.as_secs(),
+            KEEPALIVE_INTERVAL.as_secs(),
+            KEEPALIVE_RETRIES,
+            SILENT_TRANSACTION.as_millis(),
+        );
         config
+            .options(options.trim_start())
             .application_name("eingang")
             .connect_timeout(CONNECT_TIMEOUT)
             .keepalives(true)
@@ -632,7 +647,7 @@ mod tests {
         server.resume();
         let second = store.add_request("sync", None, None).unwrap();
         assert!(second > first);
-        assert_eq!(store.take_requests().unwrap().len(), 2);
+        assert_eq!(store.take_requests(None).unwrap().len(), 2);
     }
 
     #[test]

@@ -34,24 +34,53 @@ impl Store {
         )
     }
 
-    /// The requests no daemon has taken yet, oldest first; each is marked taken.
-    pub fn take_requests(&self) -> Result<Vec<Request>, Error> {
+    /// The requests no daemon has taken yet, oldest first; each is marked taken. On a shared
+    /// store `owned` names the sources this daemon owns: it takes only the requests for them
+    /// (a reprocess is for the source of its item), and leaves the others to their owners.
+    pub fn take_requests(&self, owned: Option<&[String]>) -> Result<Vec<Request>, Error> {
         let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "UPDATE requests SET taken_at = ?1 WHERE taken_at IS NULL
-             RETURNING id, kind, source, item_id",
-        )?;
-        let rows = stmt.query_map([now()], |r| {
+        let read = |r: &super::db::Row<'_>| {
             Ok(Request {
                 id: r.get(0)?,
                 kind: r.get(1)?,
                 source: r.get(2)?,
                 item_id: r.get(3)?,
             })
-        })?;
-        let mut requests: Vec<Request> = rows.collect::<Result<_, _>>()?;
-        requests.sort_by_key(|r| r.id);
-        Ok(requests)
+        };
+        let Some(owned) = owned else {
+            let mut stmt = conn.prepare_cached(
+                "UPDATE requests SET taken_at = ?1 WHERE taken_at IS NULL
+                 RETURNING id, kind, source, item_id",
+            )?;
+            let rows = stmt.query_map([now()], read)?;
+            let mut requests: Vec<Request> = rows.collect::<Result<_, _>>()?;
+            requests.sort_by_key(|r| r.id);
+            return Ok(requests);
+        };
+        let waiting: Vec<(Request, Option<String>)> = {
+            let mut stmt = conn.prepare_cached(
+                "SELECT r.id, r.kind, r.source, r.item_id, COALESCE(r.source, i.source)
+                 FROM requests r LEFT JOIN items i ON i.id = r.item_id
+                 WHERE r.taken_at IS NULL ORDER BY r.id",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((read(r)?, r.get(4)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut taken = Vec::new();
+        for (request, source) in waiting {
+            if !source.is_some_and(|s| owned.contains(&s)) {
+                continue;
+            }
+            // Another daemon may have taken it meanwhile (it owned the source a moment ago).
+            if conn.execute(
+                "UPDATE requests SET taken_at = ?2 WHERE id = ?1 AND taken_at IS NULL",
+                params![request.id, now()],
+            )? == 1
+            {
+                taken.push(request);
+            }
+        }
+        Ok(taken)
     }
 
     /// Writes a request's result (JSON); the waiting command reads it.
@@ -85,6 +114,18 @@ impl Store {
         )?;
         Ok(())
     }
+
+    /// Ends the requests for `source` that a daemon took and never finished with this result:
+    /// the daemon that takes the source over says so for the one that lost it.
+    pub fn abandon_requests_of(&self, source: &str, result: &str) -> Result<(), Error> {
+        self.lock().execute(
+            "UPDATE requests SET done_at = ?1, result = ?2
+             WHERE done_at IS NULL AND taken_at IS NOT NULL
+               AND (source = ?3 OR item_id IN (SELECT id FROM items WHERE source = ?3))",
+            params![now(), result, source],
+        )?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -97,13 +138,13 @@ mod tests {
         let store = Store::open_at(&crate::store::test_location(dir.path())).unwrap();
         let sync = store.add_request("sync", Some("drop"), None).unwrap();
         let again = store.add_request("reprocess", None, Some(7)).unwrap();
-        let taken = store.take_requests().unwrap();
+        let taken = store.take_requests(None).unwrap();
         assert_eq!(
             taken.iter().map(|r| r.id).collect::<Vec<_>>(),
             [sync, again]
         );
         assert_eq!(taken[1].item_id, Some(7));
-        assert!(store.take_requests().unwrap().is_empty());
+        assert!(store.take_requests(None).unwrap().is_empty());
         assert_eq!(store.request_result(sync).unwrap(), None);
         store.finish_request(sync, "{\"imported\":1}").unwrap();
         assert_eq!(

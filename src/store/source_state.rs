@@ -21,6 +21,7 @@ pub struct Stray {
 impl Store {
     /// Records a pass of a source: `Ok` clears its error, `Err` keeps the text.
     pub fn record_pass(&self, source: &str, result: Result<(), &str>) -> Result<(), Error> {
+        self.gate(source)?;
         let conn = self.lock();
         let now = now();
         match result {
@@ -47,6 +48,7 @@ impl Store {
 
     /// Sets (or with `None` clears) the standing note `status` shows for a source.
     pub fn set_source_note(&self, source: &str, note: Option<&str>) -> Result<(), Error> {
+        self.gate(source)?;
         self.lock().execute(
             "INSERT INTO source_state (source, note) VALUES (?1, ?2)
              ON CONFLICT(source) DO UPDATE SET note = excluded.note",
@@ -59,6 +61,7 @@ impl Store {
     /// and, in the same transaction, one notice; an entry no longer there is forgotten (it is
     /// told again should it come back). Returns the new ones.
     pub fn record_strays(&self, source: &str, strays: &[Stray]) -> Result<Vec<Stray>, Error> {
+        self.gate(source)?;
         let conn = self.lock();
         let known: Vec<String> = {
             let mut stmt = conn.prepare_cached("SELECT name FROM strays WHERE source = ?1")?;
@@ -140,6 +143,7 @@ impl Store {
     ) -> Result<Vec<super::Place>, Error> {
         let conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.check_fence(&tx, source)?;
         let at = now();
         let mut new = Vec::new();
         for place in places {
@@ -187,6 +191,7 @@ impl Store {
 
     /// Forgets an unrecorded item once it was put back into its inbox.
     pub fn forget_unrecorded(&self, source: &str, place: &super::Place) -> Result<(), Error> {
+        self.gate(source)?;
         self.lock().execute(
             "DELETE FROM unrecorded WHERE source = ?1 AND at = ?2 AND reference = ?3",
             params![source, place.at, place.reference.as_deref().unwrap_or("")],

@@ -189,6 +189,16 @@ struct SourcesPage {
     f: Frame,
     rows: Vec<SourceView>,
     connectors: Vec<ConnectorView>,
+    daemons: Vec<DaemonView>,
+}
+
+/// One daemon on a shared store, on the sources page: where it runs, since when, which
+/// sources it works.
+struct DaemonView {
+    name: String,
+    since: String,
+    sources: String,
+    here: bool,
 }
 
 /// One connector on the sources page: what waits, what went, what was given up.
@@ -1045,6 +1055,12 @@ async fn sources_page(
                     text::span(lang, limit)
                 ),
             },
+            Some(NextPass::Elsewhere(owner)) => match (lang, owner) {
+                (Language::De, Some(owner)) => format!("von einem anderen Dienst ({owner})"),
+                (Language::De, None) => "von einem anderen Dienst".to_owned(),
+                (Language::En, Some(owner)) => format!("by another daemon ({owner})"),
+                (Language::En, None) => "by another daemon".to_owned(),
+            },
             None => "–".to_owned(),
         };
         let mut notes: Vec<String> = health.note.iter().cloned().collect();
@@ -1116,8 +1132,47 @@ async fn sources_page(
         f: app.frame(session.csrf.clone(), "quellen", notices).await,
         rows,
         connectors,
+        daemons: daemon_views(app.control.store(), lang).await,
     };
     html(StatusCode::OK, &page)
+}
+
+/// The daemons of a shared store and the sources each works (none on a SQLite store).
+async fn daemon_views(
+    store: &std::sync::Arc<crate::store::Store>,
+    lang: Language,
+) -> Vec<DaemonView> {
+    let found = store.call(|s| Ok((s.daemons()?, s.source_owners()?))).await;
+    let (daemons, owners) = match found {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(error = %e, "http: cannot list the daemons");
+            return Vec::new();
+        }
+    };
+    let me = crate::lock::daemon_name();
+    daemons
+        .into_iter()
+        .map(|d| {
+            let name = format!("{} {}", d.host, d.pid);
+            let mut sources: Vec<&str> = owners
+                .iter()
+                .filter(|(_, owner)| **owner == name)
+                .map(|(source, _)| source.as_str())
+                .collect();
+            sources.sort_unstable();
+            DaemonView {
+                since: text::when(lang, &d.since),
+                sources: if sources.is_empty() {
+                    "–".to_owned()
+                } else {
+                    sources.join(", ")
+                },
+                here: name == me,
+                name,
+            }
+        })
+        .collect()
 }
 
 /// A source name as an element id: letters and digits, everything else `-`.

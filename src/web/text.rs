@@ -90,6 +90,9 @@ pub struct Words {
     pub connectors_title: &'static str,
     pub delivered: &'static str,
     pub dead: &'static str,
+    pub daemons_title: &'static str,
+    pub daemon_since: &'static str,
+    pub daemon_sources: &'static str,
 }
 
 const DE: Words = Words {
@@ -174,6 +177,9 @@ const DE: Words = Words {
     connectors_title: "Weitergabe an die Warenwirtschaft",
     delivered: "Übergeben",
     dead: "Aufgegeben",
+    daemons_title: "Dienste an dieser Datenbank",
+    daemon_since: "läuft seit",
+    daemon_sources: "bearbeitet",
 };
 
 const EN: Words = Words {
@@ -257,6 +263,9 @@ const EN: Words = Words {
     connectors_title: "Hand-off to the ERP",
     delivered: "Delivered",
     dead: "Given up",
+    daemons_title: "Daemons on this database",
+    daemon_since: "running since",
+    daemon_sources: "works",
     back: "Back",
 };
 
