@@ -1379,7 +1379,7 @@ fn run(config: &Config, found: &Found) -> Result<i32> {
     let intake = intake(config, Retry::Backoff).map_err(|e| BadConfig(vec![format!("{e:#}")]))?;
     let notifier = Notifier::new(config, intake.store().clone())
         .map_err(|e| BadConfig(vec![format!("config: notify: {e}")]))?;
-    tracing::info!(
+    let started = format!(
         "eingang {} started: config {}, store {}, formats {} ({} supplier formats), sources: {}",
         env!("CARGO_PKG_VERSION"),
         match found {
@@ -1412,7 +1412,7 @@ fn run(config: &Config, found: &Found) -> Result<i32> {
         notifier,
         handoff,
         (web, cxml),
-        config.formats.clone(),
+        (config.formats.clone(), started),
     ))?;
     Ok(0)
 }

@@ -301,16 +301,23 @@ struct Task {
 }
 
 /// Runs every source and the notifier (and the web page and the cXML receiver, when given)
-/// until SIGTERM or SIGINT, then waits for the batches (and requests) in hand.
+/// until SIGTERM or SIGINT, then waits for the batches (and requests) in hand. `start` is
+/// the formats folder (read again on SIGHUP) and the start-up line, logged once the signals
+/// are taken: whoever reads it may send them.
 pub async fn run(
     sources: Vec<Arc<Source>>,
     intake: Intake,
     notifier: Notifier,
     handoff: Handoff,
     listeners: (Option<Web>, Option<Receiver>),
-    formats: std::path::PathBuf,
+    start: (std::path::PathBuf, String),
 ) -> std::io::Result<()> {
     let (web, cxml) = listeners;
+    let (formats, started) = start;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    tracing::info!("{started}");
     let signal = StopSignal::new();
     let board = Arc::new(Tasks::default());
     let mut supervisor = Supervisor {
@@ -381,8 +388,6 @@ pub async fn run(
         let job = Job::Handoff(Arc::new(handoff));
         supervisor.spawn("handoff".to_owned(), job, 0, Duration::ZERO);
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     loop {
         tokio::select! {
             _ = hangup.recv() => reload_formats(&intake, &formats),
@@ -390,7 +395,7 @@ pub async fn run(
                 tracing::info!("SIGTERM: finishing the items in hand");
                 break;
             }
-            _ = tokio::signal::ctrl_c() => {
+            _ = interrupt.recv() => {
                 tracing::info!("SIGINT: finishing the items in hand");
                 break;
             }
