@@ -56,6 +56,7 @@ struct RawStore {
     password_env: Option<String>,
     password_file: Option<String>,
     password: Option<String>,
+    ca_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1346,6 +1347,12 @@ fn check_store(
     let has_password =
         raw.password_env.is_some() || raw.password_file.is_some() || raw.password.is_some();
     let Some(url) = &raw.url else {
+        if raw.ca_file.is_some() {
+            problems.push(
+                "config: store: ca_file is for a PostgreSQL store over TLS: give url too, or remove it"
+                    .to_owned(),
+            );
+        }
         if has_password {
             problems.push(
                 "config: store: a password is for a PostgreSQL store: give url too, or remove it"
@@ -1377,7 +1384,8 @@ fn check_store(
     } else {
         None
     };
-    match crate::store::Target::new(url, password) {
+    let ca_file = raw.ca_file.as_deref().map(resolve);
+    match crate::store::Target::new(url, password, ca_file.as_deref()) {
         Ok(target) => Location::Postgres(target),
         Err(e) => {
             problems.push(format!("config: store: {e}"));
@@ -1641,6 +1649,46 @@ mod tests {
             "url = \"postgres://eingang@127.0.0.1/eingang\"\npassword_env = \"EINGANG_NO_SUCH_VAR\"",
             "EINGANG_NO_SUCH_VAR is not set",
         );
+        refused(
+            "url = \"postgres://eingang@db.example.com/eingang?sslmode=disable\"",
+            "eingang reaches it over TLS only",
+        );
+        refused(
+            "ca_file = \"db-ca.pem\"",
+            "ca_file is for a PostgreSQL store",
+        );
+    }
+
+    #[test]
+    fn a_postgres_store_on_another_machine_is_reached_over_tls() {
+        let src = "[[source]]\nname = \"drop\"\nkind = \"dir\"\npath = \"in\"\n";
+        let c = load(&format!(
+            "[store]\nurl = \"postgres://eingang@db.example.com:5432/eingang\"\n\
+             password_env = \"PATH\"\n{src}"
+        ))
+        .expect("the CONTRACT's example");
+        assert_eq!(
+            c.store.to_string(),
+            "postgres://eingang@db.example.com:5432/eingang"
+        );
+        let Location::Postgres(target) = &c.store else {
+            panic!("a PostgreSQL store");
+        };
+        assert!(target.tls(), "TLS for a remote host");
+        for (url, tls) in [
+            ("postgres://eingang@127.0.0.1/eingang", false),
+            ("postgres://eingang@localhost/eingang?sslmode=require", true),
+            (
+                "postgres://eingang@localhost/eingang?sslmode=verify-full",
+                true,
+            ),
+        ] {
+            let c = load(&format!("[store]\nurl = \"{url}\"\n{src}")).unwrap();
+            let Location::Postgres(target) = &c.store else {
+                panic!("a PostgreSQL store");
+            };
+            assert_eq!(target.tls(), tls, "{url}");
+        }
     }
 
     #[test]

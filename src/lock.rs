@@ -136,8 +136,9 @@ impl StoreLock {
         } else {
             "SELECT pg_try_advisory_lock($1, $2)"
         };
+        let at = target.clone();
         let client = postgres::block(async move {
-            let client = postgres::connect(config).await?;
+            let client = postgres::connect(&at, config).await?;
             let locked: bool = client
                 .query_one(take, &[&OWNER_LOCK.0, &OWNER_LOCK.1])
                 .await

@@ -49,9 +49,9 @@ impl SourceLease {
     pub fn take(target: &Target, source: &str, owner: &str) -> Result<Option<SourceLease>, Error> {
         let mut config = target.config();
         config.application_name(format!("eingang {owner} source {source}"));
-        let (source, owner) = (source.to_owned(), owner.to_owned());
+        let (source, owner, at) = (source.to_owned(), owner.to_owned(), target.clone());
         postgres::block(async move {
-            let client = postgres::connect(config).await?;
+            let client = postgres::connect(&at, config).await?;
             // The server ends this session when the owner falls silent, whatever the owner's
             // kernel still answers to keepalives.
             client
@@ -262,7 +262,7 @@ mod tests {
     use crate::store::{Location, Store};
 
     fn target(url: &str) -> Target {
-        Target::new(url, None).unwrap()
+        Target::new(url, None, None).unwrap()
     }
 
     /// RECIPES.md §6, the verified sequence: one owner; its session killed, another takes

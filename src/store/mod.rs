@@ -413,7 +413,9 @@ pub(crate) mod test_postgres;
 #[cfg(test)]
 pub(crate) fn test_location(dir: &Path) -> Location {
     match test_postgres::store_url("unit") {
-        Some(url) => Location::Postgres(Target::new(&url, None).expect("the test server's URL")),
+        Some(url) => {
+            Location::Postgres(Target::new(&url, None, None).expect("the test server's URL"))
+        }
         None => Location::File(dir.join("eingang.db")),
     }
 }

@@ -14,9 +14,11 @@ use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use rusqlite::types::Value;
+use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, NoTls, Statement};
+use tokio_rustls::rustls::ClientConfig;
 
 use super::Error;
 use crate::config::Secret;
@@ -41,11 +43,13 @@ const SILENT_TRANSACTION: Duration = Duration::from_secs(15);
 /// that never meets the one-key space of the source locks.
 const WRITER_LOCK: (i32, i32) = (0x6569_6e67, 1);
 
-/// A PostgreSQL store: the URL as configured and the password given beside it.
+/// A PostgreSQL store: the URL as configured, the password given beside it, and the TLS it
+/// is reached over (always for a database on another machine).
 #[derive(Clone)]
 pub struct Target {
     url: String,
     password: Option<Secret>,
+    tls: Option<Arc<ClientConfig>>,
 }
 
 impl std::fmt::Debug for Target {
@@ -70,7 +74,18 @@ impl std::hash::Hash for Target {
 
 impl Target {
     /// Checks a `[store] url`; the password comes from `password_env`/`_file`/`password`.
-    pub fn new(url: &str, password: Option<Secret>) -> Result<Target, String> {
+    /// A database on another machine is reached over TLS only, its certificate checked
+    /// against the system's roots and `ca_file`, and its host name; on this machine TLS is
+    /// used when the URL asks for it (`sslmode=require`). libpq's `verify-ca` and
+    /// `verify-full` are taken as `require`: eingang always verifies both.
+    pub fn new(
+        url: &str,
+        password: Option<Secret>,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Target, String> {
+        let url = url
+            .replace("sslmode=verify-full", "sslmode=require")
+            .replace("sslmode=verify-ca", "sslmode=require");
         let config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| format!("url is not a PostgreSQL URL ({e})"))?;
@@ -83,19 +98,41 @@ impl Target {
                     .to_owned(),
             );
         }
-        for host in config.get_hosts() {
-            if let tokio_postgres::config::Host::Tcp(name) = host
-                && !crate::config::is_loopback(name)
-            {
-                return Err(format!(
-                    "url host {name} is not a loopback host: eingang speaks to PostgreSQL without TLS, so only on this machine (a local pgbouncer in session mode or an SSH tunnel reaches a remote one)"
-                ));
-            }
+        let remote = config.get_hosts().iter().any(|host| {
+            matches!(host, tokio_postgres::config::Host::Tcp(name) if !crate::config::is_loopback(name))
+        });
+        let mode = config.get_ssl_mode();
+        if remote && mode == SslMode::Disable {
+            return Err(
+                "url has sslmode=disable for a database on another machine: eingang reaches it over TLS only (drop sslmode, or give sslmode=require)"
+                    .to_owned(),
+            );
         }
-        Ok(Target {
-            url: url.to_owned(),
-            password,
-        })
+        let tls = if remote || mode == SslMode::Require {
+            Some(crate::source::tls::client_config(ca_file)?)
+        } else {
+            None
+        };
+        Ok(Target { url, password, tls })
+    }
+
+    /// Whether the store is reached over TLS.
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The (first) host of the URL.
+    fn host(&self) -> String {
+        match self
+            .url
+            .parse::<tokio_postgres::Config>()
+            .ok()
+            .and_then(|c| c.get_hosts().first().cloned())
+        {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h,
+            Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+            None => String::new(),
+        }
     }
 
     /// The database as people read it: user, host, port and name, never a password.
@@ -137,6 +174,11 @@ impl Target {
             KEEPALIVE_RETRIES,
             SILENT_TRANSACTION.as_millis(),
         );
+        if self.tls.is_some() {
+            // With TLS at hand, `prefer` would still take a plain session from a server that
+            // offers no TLS.
+            config.ssl_mode(SslMode::Require);
+        }
         config
             .options(options.trim_start())
             .application_name("eingang")
@@ -178,7 +220,16 @@ pub(crate) fn block<T: Send + 'static>(
 pub(crate) fn error(e: tokio_postgres::Error) -> Error {
     Error::Postgres(match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
+        None => {
+            // The cause (a TLS handshake's, say) is what the admin needs.
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                text = format!("{text}: {c}");
+                cause = c.source();
+            }
+            text
+        }
     })
 }
 
@@ -186,22 +237,50 @@ fn timed_out(what: &str) -> Error {
     Error::Postgres(format!("{what} timed out after {STATEMENT_TIMEOUT:?}"))
 }
 
-/// Opens a connection and runs it on the store's runtime.
-pub(crate) async fn connect(config: tokio_postgres::Config) -> Result<Client, Error> {
-    let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls))
-        .await
-        .map_err(|_| Error::Postgres(format!("connect timed out after {CONNECT_TIMEOUT:?}")))?
-        .map_err(error)?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "store connection ended");
+/// Opens a connection to `target` with `config` (its `config()`, adjusted) and runs it on the
+/// store's runtime.
+pub(crate) async fn connect(
+    target: &Target,
+    config: tokio_postgres::Config,
+) -> Result<Client, Error> {
+    let timed_out = || Error::Postgres(format!("connect timed out after {CONNECT_TIMEOUT:?}"));
+    let client = match &target.tls {
+        None => {
+            let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls))
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(error)?;
+            tokio::spawn(run(connection));
+            client
         }
-    });
+        Some(tls) => {
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new((**tls).clone());
+            let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(tls))
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(|e| match error(e) {
+                    Error::Postgres(why) => {
+                        Error::Postgres(crate::source::tls::plain_words(&why, &target.host()))
+                    }
+                    other => other,
+                })?;
+            tokio::spawn(run(connection));
+            client
+        }
+    };
     Ok(client)
+}
+
+/// Drives a connection until it ends.
+async fn run<C: Future<Output = Result<(), tokio_postgres::Error>>>(connection: C) {
+    if let Err(e) = connection.await {
+        tracing::debug!(error = %e, "store connection ended");
+    }
 }
 
 /// One session on the database: the store's connection.
 pub(crate) struct Session {
+    target: Target,
     config: tokio_postgres::Config,
     client: RefCell<Option<Arc<Client>>>,
     statements: RefCell<HashMap<String, Statement>>,
@@ -212,8 +291,10 @@ impl Session {
     /// Connects.
     pub fn open(target: &Target) -> Result<Session, Error> {
         let config = target.config();
-        let client = block(connect(config.clone()))?;
+        let (at, with) = (target.clone(), config.clone());
+        let client = block(async move { connect(&at, with).await })?;
         Ok(Session {
+            target: target.clone(),
             config,
             client: RefCell::new(Some(Arc::new(client))),
             statements: RefCell::new(HashMap::new()),
@@ -233,7 +314,8 @@ impl Session {
             _ => {
                 self.statements.borrow_mut().clear();
                 *self.client.borrow_mut() = None;
-                let c = Arc::new(block(connect(self.config.clone()))?);
+                let (at, with) = (self.target.clone(), self.config.clone());
+                let c = Arc::new(block(async move { connect(&at, with).await })?);
                 *self.client.borrow_mut() = Some(c.clone());
                 Ok(c)
             }
@@ -640,7 +722,8 @@ mod tests {
     fn the_store_carries_on_after_the_database_restarted() {
         let server = Postgres::start();
         let url = server.fresh_database("restart");
-        let store = Store::open_at(&Location::Postgres(Target::new(&url, None).unwrap())).unwrap();
+        let store =
+            Store::open_at(&Location::Postgres(Target::new(&url, None, None).unwrap())).unwrap();
         let first = store.add_request("sync", None, None).unwrap();
         server.stop();
         assert!(store.add_request("sync", None, None).is_err());

@@ -113,6 +113,15 @@ impl Postgres {
 
     /// A server of the caller's own, stopped when it is dropped.
     pub fn start() -> Postgres {
+        Postgres::start_with(None)
+    }
+
+    /// A server of the caller's own that also speaks TLS with this certificate and key (PEM).
+    pub fn start_with_tls(cert: &str, key: &str) -> Postgres {
+        Postgres::start_with(Some((cert, key)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Postgres {
         let bin = binaries();
         let dir = tempfile::Builder::new()
             .prefix("eingang-pg-")
@@ -146,6 +155,26 @@ impl Postgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        if let Some((cert, key)) = tls {
+            let data = dir.join("data");
+            for (name, pem) in [("server.crt", cert), ("server.key", key)] {
+                let path = data.join(name);
+                std::fs::write(&path, pem).expect("write the server's TLS files");
+                std::fs::set_permissions(
+                    &path,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                )
+                .expect("chmod");
+                if let Some((uid, gid)) = server_user() {
+                    std::os::unix::fs::chown(&path, Some(uid), Some(gid)).expect("chown");
+                }
+            }
+            let mut conf = std::fs::OpenOptions::new()
+                .append(true)
+                .open(data.join("postgresql.conf"))
+                .expect("postgresql.conf");
+            std::io::Write::write_all(&mut conf, b"ssl = on\n").expect("turn ssl on");
+        }
         let server = Postgres {
             dir,
             bin,
