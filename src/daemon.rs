@@ -45,7 +45,10 @@ const REQUEST_POLL: Duration = Duration::from_millis(300);
 const QUEUED_PASSES: usize = 16;
 /// How often a daemon on a shared store tries to take a source another daemon works: a dead
 /// daemon's sources are taken over within `lease::SILENCE` and this.
-const LEASE_POLL: Duration = Duration::from_secs(5);
+const LEASE_POLL: Duration = Duration::from_secs(4);
+/// How often a source task on a shared store looks whether its daemon holds more than its
+/// share of the sources (and gives this one to another daemon).
+const BALANCE_EVERY: Duration = Duration::from_secs(30);
 /// How long a request forwarded to the daemon that owns a source may take to be answered.
 const FORWARD_WAIT: Duration = Duration::from_secs(600);
 
@@ -558,14 +561,22 @@ async fn watch_source(
     // Messages left in the inbox until DNS answers are looked at again when due, whatever the
     // schedule says.
     let mut retry_at: Option<String> = None;
+    let mut balanced = Instant::now();
     loop {
         match own(source, intake, stop, asked, board).await {
             Ownership::Stopped => return,
             Ownership::Kept => {}
             // Taken over: what the last owner left between commit and move is finished now,
             // and its archive looked through once more.
-            Ownership::Taken => (first, audited) = (true, false),
+            Ownership::Taken => (first, audited, balanced) = (true, false, Instant::now()),
         }
+        if balanced.elapsed() >= BALANCE_EVERY {
+            balanced = Instant::now();
+            if give_back(source, intake).await {
+                continue;
+            }
+        }
+        let mut lost = intake.store().lease_lost(source.name());
         let mut waiting: Vec<PassRequest> = Vec::new();
         if !first && let Ok(request) = asked.try_recv() {
             waiting.push(request);
@@ -578,6 +589,9 @@ async fn watch_source(
                 () = stop.wait() => return,
                 () = wait(source, next, now, retry) => {}
                 Some(request) = asked.recv() => waiting.push(request),
+                // The lease went while the source waited (this daemon froze, or lost the
+                // database): the source is another daemon's now, or to be taken again.
+                () = lease_lost(&mut lost) => continue,
             }
         }
         first = false;
@@ -679,8 +693,33 @@ async fn own(
     if store.holds(&name) {
         return Ownership::Kept;
     }
+    // Polls in which the source was free but this daemon held its share already: the next
+    // one takes it anyway, so that no source waits for a daemon that is not coming.
+    let mut free_before = false;
     loop {
         store.release(&name);
+        let of = name.clone();
+        let seen = store
+            .call(move |s| Ok((s.source_owners()?.remove(&of), s.daemons()?.len())))
+            .await;
+        let (total, held) = store.lease_counts();
+        let wait = match seen {
+            Ok((Some(owner), _)) => {
+                board.next_pass(&name, NextPass::Elsewhere(Some(owner)));
+                true
+            }
+            Ok((None, daemons)) if held >= total.div_ceil(daemons.max(1)) && !free_before => {
+                free_before = true;
+                true
+            }
+            _ => false,
+        };
+        if wait {
+            if pause(&name, stop, asked).await {
+                return Ownership::Stopped;
+            }
+            continue;
+        }
         let (at, of) = (target.clone(), name.clone());
         let taken = tokio::task::spawn_blocking(move || {
             crate::store::lease::SourceLease::take(&at, &of, &crate::lock::daemon_name())
@@ -706,31 +745,63 @@ async fn own(
                 }
                 return Ownership::Taken;
             }
-            Ok(None) => {
-                let of = name.clone();
-                let owner = store
-                    .call(move |s| Ok(s.source_owners()?.remove(&of)))
-                    .await
-                    .unwrap_or_default();
-                board.next_pass(&name, NextPass::Elsewhere(owner));
-            }
+            Ok(None) => board.next_pass(&name, NextPass::Elsewhere(None)),
             Err(e) => {
                 tracing::warn!(source = %name, error = %e, retry_in = ?LEASE_POLL, "cannot take the source's lease");
                 board.next_pass(&name, NextPass::Elsewhere(None));
             }
         }
-        let poll = tokio::time::sleep(LEASE_POLL);
-        tokio::pin!(poll);
-        loop {
-            tokio::select! {
-                () = stop.wait() => return Ownership::Stopped,
-                () = &mut poll => break,
-                Some(request) = asked.recv() => {
-                    let _ = request.reply.send((PassReport::default(), Some(elsewhere(&name))));
-                }
+        if pause(&name, stop, asked).await {
+            return Ownership::Stopped;
+        }
+    }
+}
+
+/// Waits `LEASE_POLL` for a source this daemon does not own, answering the passes asked for
+/// meanwhile with where the source is worked. Whether the daemon stops.
+async fn pause(name: &str, stop: &Stop, asked: &mut mpsc::Receiver<PassRequest>) -> bool {
+    let poll = tokio::time::sleep(LEASE_POLL);
+    tokio::pin!(poll);
+    loop {
+        tokio::select! {
+            () = stop.wait() => return true,
+            () = &mut poll => return false,
+            Some(request) = asked.recv() => {
+                let _ = request.reply.send((PassReport::default(), Some(elsewhere(name))));
             }
         }
     }
+}
+
+/// Waits until the lease `lost` watches is lost (for ever without one).
+async fn lease_lost(lost: &mut Option<tokio::sync::watch::Receiver<bool>>) {
+    match lost {
+        Some(lost) => {
+            let _ = lost.wait_for(|lost| *lost).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// On a shared store, gives `source` to another daemon when this one holds more than its
+/// share of the sources (say it took them all before the others started): it drops the lease
+/// and leaves the source to them for a poll. Whether it did.
+async fn give_back(source: &Source, intake: &Intake) -> bool {
+    let store = intake.store();
+    if store.shared().is_none() {
+        return false;
+    }
+    let Ok(daemons) = store.call(|s| s.daemons()).await else {
+        return false;
+    };
+    let (total, held) = store.lease_counts();
+    let share = total.div_ceil(daemons.len().max(1));
+    if held <= share {
+        return false;
+    }
+    tracing::info!(source = %source.name(), held, share, daemons = daemons.len(), "giving the source to another daemon: this one holds more than its share");
+    store.release(source.name());
+    true
 }
 
 /// After a pass: the pause before the next try (`None` after a pass without error) and the
@@ -776,7 +847,10 @@ fn reload_formats(intake: &Intake, formats: &std::path::Path) {
 async fn serve_requests(control: &Control, stop: &Stop) {
     let store = control.intake.store().clone();
     loop {
-        match store.call(|s| s.take_requests(s.owned().as_deref())).await {
+        match store
+            .call(|s| s.take_requests(s.elsewhere_sources().as_deref()))
+            .await
+        {
             Ok(requests) => {
                 for request in requests {
                     let (control, store) = (control.clone(), store.clone());

@@ -74,7 +74,7 @@ pub struct StoreLock {
 /// What keeps a lock: the open lock file, or the lock's database session.
 enum Held {
     File(File),
-    Session(tokio_postgres::Client),
+    Session(std::sync::Arc<tokio_postgres::Client>),
 }
 
 impl std::fmt::Debug for Held {
@@ -145,6 +145,15 @@ impl StoreLock {
                 .and_then(|row| row.try_get(0))
                 .map_err(postgres::error)?;
             if locked {
+                // A frozen holder loses the lock like a source's owner does: the daemons on the
+                // store are the live ones.
+                crate::store::lease::keep_alive(&client).await?;
+                let client = std::sync::Arc::new(client);
+                let beats = std::sync::Arc::new(tokio::sync::watch::Sender::new(false));
+                tokio::spawn(crate::store::lease::heartbeat(
+                    std::sync::Arc::downgrade(&client),
+                    beats,
+                ));
                 return Ok(Ok(client));
             }
             // Advisory locks are per database: the same key in another database of the

@@ -7,6 +7,10 @@
 //! item in the right folder (O3); one notice per rejection, none for an import (O5); the store
 //! intact and every ledger row decided and placed, with the bytes that were put in (O7).
 //!
+//! The storms run on a SQLite store whatever `EINGANG_TEST_STORE` says: the oracle reads the
+//! store file. What they promise on a PostgreSQL store shared by several daemons (kills,
+//! freezes, a cut link, the database gone) is in `tests/daemons.rs`.
+//!
 //! Every storm is seeded: the seed is printed (the harness shows it when a test fails) and
 //! `EINGANG_CHAOS_SEED` repeats the same kill times, item mix and faults (the machine's timing
 //! still varies, so a repeat hits the same windows only roughly). A failing storm keeps its
@@ -708,7 +712,7 @@ fn folders_seen(folders: [&Path; 3], plan: &[Planned], db: &Path, smtp: &SmtpSer
 #[test]
 fn a_sigkill_storm_over_a_drop_folder_loses_nothing_and_imports_nothing_twice() {
     let smtp = SmtpServer::start();
-    let ws = Workspace::new(&smtp.notify_section(NOTIFY_EXTRA));
+    let ws = Workspace::sqlite(&smtp.notify_section(NOTIFY_EXTRA));
     storm_over_folders(
         "a_sigkill_storm_over_a_drop_folder_loses_nothing_and_imports_nothing_twice",
         FolderStorm {
@@ -731,7 +735,7 @@ fn a_sigkill_storm_over_a_drop_folder_loses_nothing_and_imports_nothing_twice() 
 fn a_sigkill_storm_over_an_ftp_inbox_loses_nothing_and_imports_nothing_twice() {
     let smtp = SmtpServer::start();
     let server = support::ftp::FtpServer::start();
-    let ws = Workspace::new(&format!(
+    let ws = Workspace::sqlite(&format!(
         "{}{}",
         server.source("edi", "schedule = \"every 1s\"\n"),
         smtp.notify_section(NOTIFY_EXTRA)
@@ -836,7 +840,7 @@ fn a_rejected_ftp_file_gets_its_error_note_even_if_interrupted_after_its_move() 
     );
     // Plaintext (loopback) so that the proxy sees the commands; data connections go to
     // vsftpd directly (PASV).
-    let ws = Workspace::new(&format!(
+    let ws = Workspace::sqlite(&format!(
         "[[source]]\nname = \"edi\"\nkind = \"ftp\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
          user = \"{}\"\npassword_file = \"{}\"\ninbox = \"/in\"\narchive = \"/archiv\"\nerror = \"/fehler\"\n\
          settle = \"1s\"\n",
@@ -879,7 +883,7 @@ fn a_rejected_ftp_file_gets_its_error_note_even_if_interrupted_after_its_move() 
 #[test]
 fn a_rejected_dropped_file_gets_its_error_note_even_if_killed_after_its_move() {
     use std::os::unix::process::ExitStatusExt;
-    let ws = Workspace::new("");
+    let ws = Workspace::sqlite("");
     ws.drop_file("in", "kaputt.xml", b"<DISPATCHNOTIFICATION><oops>");
     let out = ws.run_env(&["sync"], &[("EINGANG_FAULT", "after_commit")]);
     assert_eq!(

@@ -187,16 +187,26 @@ impl Drop for Daemons {
     }
 }
 
+/// A takes every source before B starts; then they share them, half each, and status names
+/// each source's owner.
 #[test]
 fn each_source_is_worked_by_one_daemon_and_status_names_it() {
     let server = Postgres::shared();
     let ws = branches(server, "one_owner");
-    let mut daemons = Daemons(vec![
-        daemon(&ws, "a", "eingang.toml", None),
-        daemon(&ws, "b", "eingang.toml", None),
-    ]);
+    let mut daemons = Daemons(vec![daemon(&ws, "a", "eingang.toml", None)]);
+    all_owned_by(&ws, &[daemons.0[0].id()], TAKEOVER);
+    daemons.0.push(daemon(&ws, "b", "eingang.toml", None));
     let pids: Vec<u32> = daemons.0.iter().map(Child::id).collect();
-    all_owned_by(&ws, &pids, TAKEOVER);
+    let mut shares = Vec::new();
+    let shared = wait_until(Duration::from_secs(90), || {
+        let owned = all_owned_by(&ws, &pids, TAKEOVER);
+        shares = pids
+            .iter()
+            .map(|p| owned.values().filter(|o| *o == p).count())
+            .collect();
+        shares == [BRANCHES / 2, BRANCHES / 2]
+    });
+    assert!(shared, "A gives B its share: {shares:?}");
 
     drop_notes(&ws, 1, 6);
     all_archived(&ws, 6, Duration::from_secs(60));

@@ -606,7 +606,7 @@ fn a_secret_file_readable_by_others_is_warned_about_at_start_and_in_check() {
 
 #[test]
 fn a_store_restored_from_an_older_copy_is_noticed_at_start_and_recovered() {
-    let ws = Workspace::new("");
+    let ws = Workspace::sqlite("");
     let copy = |from: &str, to: &str| {
         for side in ["", "-wal"] {
             let source = ws.path(&format!("{from}{side}"));

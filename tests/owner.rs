@@ -1,6 +1,7 @@
-//! One owner per store (DESIGN.md promise 9): a second daemon refuses, and `sync`,
-//! `reprocess` and `import` never work an inbox while the daemon does: the first two hand
-//! their work to it, `import` refuses.
+//! One owner per store (DESIGN.md promise 9): a second daemon on a SQLite store refuses (on a
+//! PostgreSQL store it is welcome: `tests/daemons.rs`), and `sync`, `reprocess` and `import`
+//! never work an inbox while a daemon does: the first two hand their work to it, `import`
+//! refuses.
 
 mod support;
 
@@ -11,7 +12,10 @@ use support::{Workspace, opentrans, stderr, stdout, wait_until};
 
 /// A workspace whose drop source passes once at start, then only when asked.
 fn workspace() -> Workspace {
-    let ws = Workspace::new("");
+    only_asked(Workspace::new(""))
+}
+
+fn only_asked(ws: Workspace) -> Workspace {
     let config = std::fs::read_to_string(ws.path("eingang.toml")).unwrap();
     std::fs::write(
         ws.path("eingang.toml"),
@@ -47,7 +51,7 @@ fn daemon(ws: &Workspace) -> Child {
 
 #[test]
 fn a_second_daemon_on_one_store_refuses_and_names_the_first() {
-    let ws = workspace();
+    let ws = only_asked(Workspace::sqlite(""));
     let mut first = daemon(&ws);
     let started = std::time::Instant::now();
     let second = ws.run(&["run"]);

@@ -239,7 +239,7 @@ fn run_says_what_it_watches_in_one_start_up_line_and_sighup_reloads_the_formats(
 
 #[test]
 fn backup_while_the_daemon_runs_is_a_consistent_copy() {
-    let ws = Workspace::new("");
+    let ws = Workspace::sqlite("");
     for n in 1..=3 {
         ws.drop_file(
             "in",

@@ -4,7 +4,6 @@
 //! source checks (`Store::fence`), so that an owner that lost its lock (paused, partitioned,
 //! its connection killed) commits nothing for the source again, even before it notices.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -26,14 +25,14 @@ pub struct SourceLease {
     client: Arc<tokio_postgres::Client>,
     fence: Fence,
     /// Set once a heartbeat failed: the session is gone or going, and with it the lock.
-    lost: Arc<AtomicBool>,
+    lost: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl std::fmt::Debug for SourceLease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SourceLease")
             .field("fence", &self.fence)
-            .field("lost", &self.lost.load(Ordering::Relaxed))
+            .field("lost", &*self.lost.borrow())
             .finish_non_exhaustive()
     }
 }
@@ -52,15 +51,7 @@ impl SourceLease {
         let (source, owner, at) = (source.to_owned(), owner.to_owned(), target.clone());
         postgres::block(async move {
             let client = postgres::connect(&at, config).await?;
-            // The server ends this session when the owner falls silent, whatever the owner's
-            // kernel still answers to keepalives.
-            client
-                .batch_execute(&format!(
-                    "SET idle_session_timeout = {}",
-                    SILENCE.as_millis()
-                ))
-                .await
-                .map_err(postgres::error)?;
+            keep_alive(&client).await?;
             let locked: bool = client
                 .query_one(
                     &format!("SELECT pg_try_advisory_lock({SOURCE_KEY})"),
@@ -84,7 +75,7 @@ impl SourceLease {
                 .and_then(|row| row.try_get(0))
                 .map_err(postgres::error)?;
             let client = Arc::new(client);
-            let lost = Arc::new(AtomicBool::new(false));
+            let lost = Arc::new(tokio::sync::watch::Sender::new(false));
             tokio::spawn(heartbeat(Arc::downgrade(&client), lost.clone()));
             Ok(Some(SourceLease {
                 client,
@@ -107,7 +98,13 @@ impl SourceLease {
     /// failed and the connection is open. A `false` is final; a `true` is confirmed by
     /// `held`.
     pub fn alive(&self) -> bool {
-        !self.lost.load(Ordering::Relaxed) && !self.client.is_closed()
+        !*self.lost.borrow() && !self.client.is_closed()
+    }
+
+    /// Becomes `true` once the lease is known lost (a heartbeat failed, or `held` said no):
+    /// for a source task that waits for news to stop waiting.
+    pub fn lost(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.lost.subscribe()
     }
 
     /// Whether the source is still this owner's: the lock's session is alive and the lease
@@ -141,7 +138,7 @@ impl SourceLease {
         })
         .unwrap_or(false);
         if !held {
-            self.lost.store(true, Ordering::Relaxed);
+            self.lost.send_replace(true);
         }
         held
     }
@@ -239,9 +236,25 @@ impl Store {
     }
 }
 
-/// Keeps the lock's session from falling silent while the lease lives; a failed heartbeat
-/// marks the lease lost. Ends with the lease (the last strong reference to its client).
-async fn heartbeat(client: Weak<tokio_postgres::Client>, lost: Arc<AtomicBool>) {
+/// Has the server end a lock's session once its holder falls silent for `SILENCE`, whatever
+/// the holder's kernel still answers to keepalives; `heartbeat` keeps it from falling silent.
+pub(crate) async fn keep_alive(client: &tokio_postgres::Client) -> Result<(), Error> {
+    client
+        .batch_execute(&format!(
+            "SET idle_session_timeout = {}",
+            SILENCE.as_millis()
+        ))
+        .await
+        .map_err(postgres::error)
+}
+
+/// Keeps a lock's session from falling silent while its holder lives (`SILENCE`); a failed
+/// heartbeat marks the lock lost. Ends with the holder (the last strong reference to the
+/// client).
+pub(crate) async fn heartbeat(
+    client: Weak<tokio_postgres::Client>,
+    lost: Arc<tokio::sync::watch::Sender<bool>>,
+) {
     loop {
         tokio::time::sleep(HEARTBEAT).await;
         let Some(client) = client.upgrade() else {
@@ -249,7 +262,7 @@ async fn heartbeat(client: Weak<tokio_postgres::Client>, lost: Arc<AtomicBool>) 
         };
         let beat = tokio::time::timeout(SILENCE, client.simple_query("SELECT 1")).await;
         if !matches!(beat, Ok(Ok(_))) {
-            lost.store(true, Ordering::Relaxed);
+            lost.send_replace(true);
             return;
         }
     }

@@ -583,6 +583,24 @@ impl Store {
         lease.held()
     }
 
+    /// What tells that the lease on `source` was lost, while this process holds one.
+    pub fn lease_lost(&self, source: &str) -> Option<tokio::sync::watch::Receiver<bool>> {
+        self.leases_map()
+            .get(source)
+            .and_then(|l| l.as_ref().map(|l| l.lost()))
+    }
+
+    /// How many sources this process fences (all it may work) and how many of them it holds
+    /// a live lease on.
+    pub fn lease_counts(&self) -> (usize, usize) {
+        let leases = self.leases_map();
+        let held = leases
+            .values()
+            .filter(|l| l.as_ref().is_some_and(|l| l.alive()))
+            .count();
+        (leases.len(), held)
+    }
+
     /// Whether this process holds a live lease on `source` (without asking the database).
     pub fn holds(&self, source: &str) -> bool {
         self.leases_map()
@@ -596,20 +614,20 @@ impl Store {
         self.leases_map().contains_key(source) && !self.holds(source)
     }
 
-    /// The fenced sources this process owns now, `None` when it fences none (it works them
-    /// all).
-    pub fn owned(&self) -> Option<Vec<String>> {
+    /// The fenced sources this process does not own now (other daemons work them), `None`
+    /// when it fences none (it works them all).
+    pub fn elsewhere_sources(&self) -> Option<Vec<String>> {
         let leases = self.leases_map();
         if leases.is_empty() {
             return None;
         }
-        let mut owned: Vec<String> = leases
+        let mut elsewhere: Vec<String> = leases
             .iter()
-            .filter(|(_, lease)| lease.as_ref().is_some_and(|l| l.alive()))
+            .filter(|(_, lease)| !lease.as_ref().is_some_and(|l| l.alive()))
             .map(|(source, _)| source.clone())
             .collect();
-        owned.sort();
-        Some(owned)
+        elsewhere.sort();
+        Some(elsewhere)
     }
 
     fn leases_map(

@@ -35,9 +35,9 @@ impl Store {
     }
 
     /// The requests no daemon has taken yet, oldest first; each is marked taken. On a shared
-    /// store `owned` names the sources this daemon owns: it takes only the requests for them
-    /// (a reprocess is for the source of its item), and leaves the others to their owners.
-    pub fn take_requests(&self, owned: Option<&[String]>) -> Result<Vec<Request>, Error> {
+    /// store `leave` names the sources other daemons work: their requests (a reprocess is for
+    /// the source of its item) are left to them.
+    pub fn take_requests(&self, leave: Option<&[String]>) -> Result<Vec<Request>, Error> {
         let conn = self.lock();
         let read = |r: &super::db::Row<'_>| {
             Ok(Request {
@@ -47,7 +47,7 @@ impl Store {
                 item_id: r.get(3)?,
             })
         };
-        let Some(owned) = owned else {
+        let Some(leave) = leave else {
             let mut stmt = conn.prepare_cached(
                 "UPDATE requests SET taken_at = ?1 WHERE taken_at IS NULL
                  RETURNING id, kind, source, item_id",
@@ -68,7 +68,7 @@ impl Store {
         };
         let mut taken = Vec::new();
         for (request, source) in waiting {
-            if !source.is_some_and(|s| owned.contains(&s)) {
+            if source.is_some_and(|s| leave.contains(&s)) {
                 continue;
             }
             // Another daemon may have taken it meanwhile (it owned the source a moment ago).
@@ -153,5 +153,49 @@ mod tests {
         );
         store.abandon_requests("{\"error\":\"stopped\"}").unwrap();
         assert!(store.request_result(again).unwrap().is_some());
+    }
+
+    /// On a shared store a daemon leaves the requests for the sources others work (a
+    /// reprocess by its item's source); the one that takes a source over ends the requests
+    /// its last owner took and never answered.
+    #[test]
+    fn a_daemon_takes_the_requests_of_its_own_sources_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_at(&crate::store::test_location(dir.path())).unwrap();
+        let item = crate::store::tests::file("<a/>", "mail");
+        let priors = store.begin(&[&item], "").unwrap();
+        let [crate::store::Prior::Fresh { item_id }] = priors[..] else {
+            panic!("a fresh arrival: {priors:?}");
+        };
+        let drop = store.add_request("sync", Some("drop"), None).unwrap();
+        let mail = store.add_request("sync", Some("mail"), None).unwrap();
+        let put_back = store.add_request("reprocess", None, Some(item_id)).unwrap();
+
+        let elsewhere = ["drop".to_owned()];
+        let taken = store.take_requests(Some(&elsewhere)).unwrap();
+        assert_eq!(
+            taken.iter().map(|r| r.id).collect::<Vec<_>>(),
+            [mail, put_back]
+        );
+        assert!(
+            store.take_requests(Some(&elsewhere)).unwrap().is_empty(),
+            "taken once"
+        );
+        let others = ["mail".to_owned()];
+        assert_eq!(store.take_requests(Some(&others)).unwrap()[0].id, drop);
+
+        store
+            .abandon_requests_of("mail", "{\"error\":\"lost\"}")
+            .unwrap();
+        assert!(store.request_result(mail).unwrap().is_some());
+        assert!(
+            store.request_result(put_back).unwrap().is_some(),
+            "by its item's source"
+        );
+        assert_eq!(
+            store.request_result(drop).unwrap(),
+            None,
+            "another source's stays"
+        );
     }
 }

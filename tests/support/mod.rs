@@ -54,7 +54,20 @@ impl Workspace {
     /// A workspace whose config has one dir source `drop` (settle 1 s) and `extra` appended;
     /// its sender checks ask `quiet_dns` unless `extra` has a `[dns]` of its own.
     pub fn new(extra: &str) -> Workspace {
-        let ws = Workspace::bare();
+        Workspace::with_store(Workspace::bare(), extra)
+    }
+
+    /// `new` on a SQLite store whatever `EINGANG_TEST_STORE` says: for what only a store file
+    /// has (a copy of the file restored, SQLite's online backup).
+    pub fn sqlite(extra: &str) -> Workspace {
+        let ws = Workspace {
+            dir: tempfile::tempdir().expect("temp dir"),
+            store_url: None,
+        };
+        Workspace::with_store(ws, extra)
+    }
+
+    fn with_store(ws: Workspace, extra: &str) -> Workspace {
         let dns = if extra.contains("[dns]") {
             String::new()
         } else {
@@ -249,8 +262,13 @@ impl Workspace {
                AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
         )
         .ok()?;
+        // `eingang <pid> <role> <host>`
         let name = rows.first()?.first()?.clone()?;
-        name.strip_prefix("eingang ").map(str::to_owned)
+        let words: Vec<&str> = name.split_whitespace().collect();
+        match words.as_slice() {
+            ["eingang", pid, role, ..] => Some(format!("{pid} {role}")),
+            _ => None,
+        }
     }
 }
 
