@@ -59,7 +59,8 @@ WATCHER = """exec 3<&0
 "$@" &
 pid=$!
 ( read -r _ <&3; kill "$pid" 2>/dev/null ) &
-wait "$pid"""
+wait "$pid"
+"""
 
 
 def watched(argv):
