@@ -40,6 +40,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -239,6 +240,7 @@ class Bench(drain_bench.Bench):
         self.postgres = None
         self.daemons = None
         self.odd = []
+        self.tag = None  # the run under way, for what `note` says
 
     def start(self):
         super().start()
@@ -256,6 +258,7 @@ class Bench(drain_bench.Bench):
         super().stop()
 
     def note(self, what):
+        what = f"{self.tag}: {what}"
         self.odd.append(what)
         print(f"  odd: {what}", flush=True)
 
@@ -269,6 +272,7 @@ class Bench(drain_bench.Bench):
 
     def run(self, binary, msgs, names, k, tag):
         n = len(names)
+        self.tag = tag
         database = f"bench_{tag}"
         pg = self.postgres
         pg.sql("postgres", f"CREATE DATABASE {database}")
@@ -298,7 +302,7 @@ class Bench(drain_bench.Bench):
         codes = [p.returncode for p in daemons.procs]
         result["exit"] = codes
         if any(c not in (0, -signal.SIGKILL) for c in codes):
-            self.note(f"{tag}: daemons exited {codes}")
+            self.note(f"daemons exited {codes}")
         if self.odd != odd_before:
             self.keep_logs(daemons, tag)
         self.daemons = None
@@ -441,7 +445,7 @@ def main():
     ap.add_argument("--shared", default=os.path.join(os.path.dirname(imap_bench.ROOT), "shared"))
     ap.add_argument("--work", default=None, help="where corpora and stores go (default: TMPDIR)")
     ap.add_argument("--json", help="write every run here")
-    ap.add_argument("--logs", default="daemons-logs",
+    ap.add_argument("--logs", default=os.path.join(tempfile.gettempdir(), "eingang-daemons-logs"),
                     help="where the daemons' logs of a run with something odd are kept")
     args = ap.parse_args()
     args.logs = os.path.abspath(args.logs)
@@ -480,7 +484,8 @@ def main():
             shutil.rmtree(os.path.dirname(msgs), ignore_errors=True)
             documents = {r["documents"] for r in runs if r["n"] == n}
             if len(documents) > 1:
-                bench.note(f"N={n}: the runs stored different numbers of documents {documents}")
+                bench.tag = f"N={n}"
+                bench.note(f"the runs stored different numbers of documents {documents}")
     finally:
         bench.stop()
     print()
