@@ -11,12 +11,9 @@
 #                       [--python default compat32] [--json results.json] [--work DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for tool in dovecot dnsmasq; do
-  if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$tool" ]; then
-    echo "error: $tool not found: apt-get install -y --no-install-recommends dovecot-imapd dnsmasq-base" >&2
-    exit 1
-  fi
-done
+. bench/require.sh
+require dovecot dovecot-imapd
+require dnsmasq dnsmasq-base
 case " $* " in
   *" --binary "*) ;;
   *) cargo build --release --quiet; set -- --binary target/release/eingang "$@" ;;

@@ -139,13 +139,33 @@ def store_figures(path):
     return size, documents, tables
 
 
-def workspace(shared, dns_port, base, source=None):
+def imap_source(name, dovecot, user):
+    """A `[[source]]` for `user`'s inbox on `dovecot`, over implicit TLS with the bench CA."""
+    return f"""[[source]]
+name = "{name}"
+kind = "imap"
+host = "127.0.0.1"
+port = {dovecot.imaps_port}
+tls = "implicit"
+ca_file = "{dovecot.base}/ca.pem"
+user = "{user}"
+password = "{PASSWORD}"
+inbox = "Lieferscheine/Eingang"
+archive = "Lieferscheine/Archiv"
+error = "Lieferscheine/Fehler"
+schedule = "idle"
+"""
+
+
+def workspace(shared, dns_port, base, source=None, store='path = "eingang.db"'):
+    """A workspace with the supplier formats, a `dir` connector taking every document, the
+    private DNS server and `source`; `store` is the body of `[store]`."""
     ws = tempfile.mkdtemp(prefix="ws-", dir=base)
     shutil.copytree(os.path.join(shared, "bench", "formats"), os.path.join(ws, "formats"))
     os.makedirs(os.path.join(ws, "erp"))
     text = f"""formats = "formats"
 [store]
-path = "eingang.db"
+{store}
 [dns]
 server = "127.0.0.1:{dns_port}"
 [[connector]]
@@ -191,6 +211,8 @@ class Bench:
                        check=True, stdout=subprocess.DEVNULL)
         with open(os.path.join(out, "meta.json")) as f:
             meta = json.load(f)
+        print(f"corpus N={n}: {meta['avg_bytes']:.0f} bytes/message on average, "
+              f"{meta['counts']}", flush=True)
         msgs = os.path.join(out, "msgs")
         return msgs, sorted(os.listdir(msgs)), meta
 
@@ -221,20 +243,7 @@ class Bench:
     def sync(self, binary, msgs, names):
         n = len(names)
         user = self.mailbox(msgs, names)
-        source = f"""[[source]]
-name = "lieferscheine"
-kind = "imap"
-host = "127.0.0.1"
-port = {self.dovecot.imaps_port}
-tls = "implicit"
-ca_file = "{self.dovecot.base}/ca.pem"
-user = "{user}"
-password = "{PASSWORD}"
-inbox = "Lieferscheine/Eingang"
-archive = "Lieferscheine/Archiv"
-error = "Lieferscheine/Fehler"
-schedule = "idle"
-"""
+        source = imap_source("lieferscheine", self.dovecot, user)
         ws = workspace(self.args.shared, self.dns.port, self.base, source)
         cpu0 = self.dovecot.cpu_seconds()
         log = os.path.join(ws, "sync.log")
@@ -370,9 +379,7 @@ def main():
     try:
         bench.start()
         for n in args.n:
-            msgs, names, meta = bench.corpus(n)
-            print(f"corpus N={n}: {meta['avg_bytes']:.0f} bytes/message on average, "
-                  f"{meta['counts']}", flush=True)
+            msgs, names, _ = bench.corpus(n)
             results = {}
             for r in range(args.repeat):
                 for label, path in binaries:

@@ -5,9 +5,7 @@
 # Usage: bench/imap.sh [-n 2000] [--idle-rounds 100] [--repeat 3]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v dovecot >/dev/null 2>&1 && [ ! -x /usr/sbin/dovecot ]; then
-  echo "error: dovecot not found: apt-get install -y --no-install-recommends dovecot-imapd" >&2
-  exit 1
-fi
+. bench/require.sh
+require dovecot dovecot-imapd
 cargo build --release --quiet
 exec python3 bench/imap_bench.py --binary target/release/eingang "$@"

@@ -52,20 +52,24 @@ def wait_for(check, seconds, what):
     sys.exit(f"bench: timed out waiting for {what}")
 
 
-# Runs "$@" in the background and kills it once stdin reaches its end (this process gone);
-# exits when the server does. The reader gets stdin as fd 3: an asynchronous list in a
+# Runs "$@" in the background and sends it signal $1 once stdin reaches its end (this process
+# gone); exits when the server does. The reader gets stdin as fd 3: an asynchronous list in a
 # non-interactive shell otherwise reads /dev/null. As in tests/support/dns.rs.
 WATCHER = """exec 3<&0
+sig=$1
+shift
 "$@" &
 pid=$!
-( read -r _ <&3; kill "$pid" 2>/dev/null ) &
-wait "$pid"""
+( read -r _ <&3; kill -s "$sig" "$pid" 2>/dev/null ) &
+wait "$pid"
+"""
 
 
-def watched(argv):
-    """Starts a server under the watcher shell; `stop_watched` ends it."""
-    return subprocess.Popen(["sh", "-c", WATCHER, "watcher"] + argv, stdin=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def watched(argv, stop_signal="TERM"):
+    """Starts a server under the watcher shell; `stop_watched` ends it with `stop_signal`."""
+    return subprocess.Popen(["sh", "-c", WATCHER, "watcher", stop_signal] + argv,
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
 
 
 def stop_watched(proc):
@@ -161,28 +165,33 @@ service anvil {{
     def cpu_seconds(self):
         """CPU of the master, its reaped children (the per-session imap processes) and its
         live children, from /proc."""
-        tick = os.sysconf("SC_CLK_TCK")
-        total = 0
         with open(os.path.join(self.base, "run", "master.pid")) as f:
-            master = int(f.read().split()[0])
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit():
-                continue
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            ppid = int(fields[1])
-            utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
-            if int(pid) == master:
-                total += utime + stime + cutime + cstime
-            elif ppid == master:
-                total += utime + stime
-        return total / tick
+            return cpu_seconds_of_tree(int(f.read().split()[0]))
 
     def stop(self):
         stop_watched(self.proc)
+
+
+def cpu_seconds_of_tree(master):
+    """CPU seconds of a server's master process, of its children that it reaped and of its
+    live children, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ppid = int(fields[1])
+        utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+        if int(pid) == master:
+            total += utime + stime + cutime + cstime
+        elif ppid == master:
+            total += utime + stime
+    return total / tick
 
 
 def measured(argv, cwd, log_path):
@@ -201,15 +210,9 @@ def reap_sampling_peak(proc, deadline, every):
     """Waits for proc (killed after `deadline`, a monotonic time), sampling its own VmHWM
     every `every` seconds; returns (exit status, rusage, peak RSS MiB). Reaped here, not by
     Popen."""
-    peak_kib = 0
+    peak = 0
     while True:
-        try:
-            with open(f"/proc/{proc.pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        peak_kib = max(peak_kib, int(line.split()[1]))
-        except OSError:
-            pass
+        peak = max(peak, peak_rss_mib(proc.pid))
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid == proc.pid:
             break
@@ -217,7 +220,19 @@ def reap_sampling_peak(proc, deadline, every):
             proc.kill()
         time.sleep(every)
     proc.returncode = status
-    return status, usage, peak_kib / 1024
+    return status, usage, peak
+
+
+def peak_rss_mib(pid):
+    """The process's own peak RSS so far (VmHWM) in MiB; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0
 
 
 def imap(dovecot, user):
