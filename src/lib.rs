@@ -39,7 +39,8 @@
 //!   window against a `today` passed in).
 //! - `store` (5): the SQLite ledger: items with their outcome and place, documents, lines,
 //!   outbox, source health (`source_state`), migrations; `store::ledger` reads it for people
-//!   (`eingang items`, the admin page).
+//!   (`eingang items`, the admin page); `store::copy` moves a SQLite store into an empty
+//!   PostgreSQL one (`eingang store copy`).
 //! - `disposition` (6): outcome → archive or error (or it stays in its inbox: a message
 //!   waiting for DNS to check its sender), decided in one place.
 //! - `connector` (8): the ERP hand-off: every stored document of the kinds a `[[connector]]`

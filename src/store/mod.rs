@@ -7,6 +7,7 @@
 //!
 //! Blocking by design; `Store::call` runs one call on the blocking pool for async callers.
 
+pub mod copy;
 mod db;
 pub mod handoff;
 pub mod lease;
