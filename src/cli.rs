@@ -1,5 +1,5 @@
 //! The commands of CONTRACT.md: run, sync, check, parse, import, status, export, reprocess,
-//! oauth login, connector replay, items, hash-password.
+//! oauth login, connector replay, store copy, items, hash-password.
 //! Each returns its exit code; errors become the contract's stderr line `error: <what>: <why>`.
 
 use std::io::{IsTerminal, Write};
@@ -21,7 +21,7 @@ use crate::notify::Notifier;
 use crate::pipeline;
 use crate::source::{Mode, Source};
 use crate::stop::Stop;
-use crate::store::{Outcome, Place, Store};
+use crate::store::{Location, Outcome, Place, Store, Target};
 
 /// Items per store transaction for `import`.
 const IMPORT_BATCH: usize = 256;
@@ -104,6 +104,12 @@ pub enum Command {
         /// The new file to write (it must not exist).
         file: PathBuf,
     },
+    /// The store itself: moving it to PostgreSQL.
+    Store {
+        /// What to do.
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Put items of a source's archive that the store does not know (it was restored from an
     /// older copy) back into its inbox, to be imported again.
     Recover {
@@ -156,6 +162,27 @@ pub enum ConnectorCommand {
         /// Only the documents it gave up on (above --since, if given).
         #[arg(long)]
         dead: bool,
+    },
+}
+
+/// `eingang store …`.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copies the SQLite store of the config into an empty PostgreSQL database (migrated
+    /// first), in one transaction; no daemon or command may work the SQLite store meanwhile.
+    Copy {
+        /// The PostgreSQL database, as for `[store] url` (without a password).
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// The environment variable holding the database password (as `[store] password_env`).
+        #[arg(long, value_name = "NAME", conflicts_with = "password_file")]
+        password_env: Option<String>,
+        /// The file holding the database password (as `[store] password_file`).
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<String>,
+        /// The CA of the database's certificate, if not a system root (as `[store] ca_file`).
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
     },
 }
 
@@ -389,6 +416,15 @@ pub fn execute(cli: Cli) -> Result<i32> {
         Command::Reprocess { ids } => reprocess(&config, &ids),
         Command::Recover { source } => recover(&config, &source),
         Command::Backup { file } => backup(&config, &file),
+        Command::Store {
+            command:
+                StoreCommand::Copy {
+                    to,
+                    password_env,
+                    password_file,
+                    ca_file,
+                },
+        } => store_copy(&config, &to, password_env, password_file, ca_file),
         Command::Oauth {
             command: OauthCommand::Login { source },
         } => oauth_login(&config, &source),
@@ -1262,6 +1298,79 @@ fn backup(config: &Config, file: &Path) -> Result<i32> {
             eprintln!(
                 "error: backup {}: {}",
                 escape::text(&file.display().to_string()),
+                escape::text(&e.to_string())
+            );
+            Ok(1)
+        }
+    }
+}
+
+/// `eingang store copy`: exit 2 when refused (no SQLite store, a bad URL or password, the
+/// store in use, a target that is not empty), 1 when the copy failed (nothing was written).
+fn store_copy(
+    config: &Config,
+    to: &str,
+    password_env: Option<String>,
+    password_file: Option<String>,
+    ca_file: Option<PathBuf>,
+) -> Result<i32> {
+    let refuse = |why: &str| {
+        eprintln!("error: store copy: {}", escape::text(why));
+        Ok(2)
+    };
+    let Location::File(path) = &config.store else {
+        return refuse(
+            "the config's store is PostgreSQL already; store copy reads a SQLite store ([store] path)",
+        );
+    };
+    if !path.exists() {
+        return refuse(&format!("no store at {}", path.display()));
+    }
+    let password = match (&password_env, &password_file) {
+        (None, None) => None,
+        _ => match crate::config::read_secret(
+            "password",
+            &password_env,
+            &password_file,
+            &None,
+            &|p: &str| PathBuf::from(p),
+        ) {
+            Ok(secret) => Some(secret),
+            Err(e) => return refuse(&e),
+        },
+    };
+    let target = match Target::new(to, password, ca_file.as_deref()) {
+        Ok(target) => target,
+        Err(e) => return refuse(&format!("--to: {e}")),
+    };
+    let _lock = match StoreLock::take(&config.store, "store-copy") {
+        Ok(lock) => lock,
+        Err(lock::Error::Held(holder)) => {
+            return refuse(&format!(
+                "{holder} works {}: stop it first, so that nothing changes during the copy",
+                path.display()
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let store = Store::open(path).with_context(|| format!("{}", path.display()))?;
+    match store.copy_into(&target) {
+        Ok(tables) => {
+            for copied in &tables {
+                println!("{}: {} rows", copied.table, copied.rows);
+            }
+            println!(
+                "copied {} into {}: {} tables; point [store] url at it to use it",
+                escape::text(&path.display().to_string()),
+                target.shown(),
+                tables.len()
+            );
+            Ok(0)
+        }
+        Err(e) if e.is_refusal() => refuse(&e.to_string()),
+        Err(e) => {
+            eprintln!(
+                "error: store copy: {}: nothing was written",
                 escape::text(&e.to_string())
             );
             Ok(1)
