@@ -214,7 +214,13 @@ fn a_filled_store_arrives_cell_for_cell_and_takes_new_rows_under_fresh_ids() {
     let json = |out: &std::process::Output| -> serde_json::Value {
         serde_json::from_slice(&out.stdout).expect("status JSON")
     };
-    assert_eq!(json(&status_after), json(&status_before));
+    let mut shared = json(&status_after);
+    let daemons = shared
+        .as_object_mut()
+        .and_then(|o| o.remove("daemons"))
+        .expect("a shared store lists its daemons");
+    assert_eq!(daemons, serde_json::json!([]), "none runs yet");
+    assert_eq!(shared, json(&status_before));
     let export_after = ws.run(&["--config", &config, "export", "--jsonl"]);
     assert_eq!(stdout(&export_after), stdout(&export_before));
 
