@@ -16,6 +16,14 @@
 //! Connectors run side by side in one task: a receiver that hangs holds up only its own
 //! connector, for at most its `timeout` per attempt. The worker never changes a document or
 //! moves an item.
+//!
+//! On a store that several daemons share, every daemon runs this worker over the same rows:
+//! a round first claims its documents (store/handoff.rs `claim_handoffs`), so each document
+//! goes out from one daemon. The claim holds for `CLAIM` (longer for a slow receiver); the
+//! round makes no attempt it could not finish within it, and its results end the claim. The
+//! claims of a daemon that died run out (at once where another process on its machine looks:
+//! it sees that the claimer ended); then another sends its documents, under the same
+//! `webhook-id`.
 
 pub mod config;
 mod dir;
@@ -40,7 +48,7 @@ use crate::fault;
 use crate::source::CheckLine;
 use crate::stop::Stop;
 use crate::store::handoff::{Attempt, Due, Registration};
-use crate::store::outbox::stamp;
+use crate::store::outbox::{Claim, stamp};
 use crate::store::{self, Store};
 
 /// How often an idle connector looks for due documents.
@@ -54,6 +62,15 @@ const UNDISPOSED_GRACE: Duration = Duration::from_secs(10 * 60);
 /// receiver that is down is not hammered with every due document in turn.
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_CAP: Duration = Duration::from_secs(300);
+/// How long a round's claim on its documents holds (longer for a receiver whose `timeout`
+/// needs it): as long as a daemon that died elsewhere holds them up.
+const CLAIM: Duration = Duration::from_secs(120);
+/// What a claim leaves beyond the last attempt it allows: the store's write of the results
+/// (each statement gives up after a minute), and clocks of machines a little apart.
+const CLAIM_MARGIN: Duration = Duration::from_secs(60);
+/// One file written into a dir connector's folder, at most, as a claim reckons it. Were it
+/// slower, the next claimer's write finds the file in place (`dir::write_new`).
+const DIR_ATTEMPT: Duration = Duration::from_secs(30);
 
 /// The registrations the store needs: every connector's name and kinds.
 pub fn registrations(config: &Config) -> Vec<Registration> {
@@ -87,6 +104,8 @@ pub struct Handoff {
 struct Connector {
     config: ConnectorConfig,
     target: Target,
+    /// Who claims the documents this worker hands off (`lock::daemon_name`).
+    claimer: String,
 }
 
 enum Target {
@@ -111,6 +130,7 @@ impl Handoff {
                 Ok(Connector {
                     config: c.clone(),
                     target,
+                    claimer: crate::lock::daemon_name(),
                 })
             })
             .collect::<Result<_, String>>()?;
@@ -169,6 +189,14 @@ impl Connector {
         &self.config.name
     }
 
+    /// The longest one attempt takes.
+    fn attempt_limit(&self) -> Duration {
+        match &self.config.kind {
+            ConnectorKind::Webhook(w) => w.timeout,
+            ConnectorKind::Dir(_) => DIR_ATTEMPT,
+        }
+    }
+
     async fn run(&self, store: &Arc<Store>, stop: Stop) {
         let mut backoff = BACKOFF_START;
         loop {
@@ -213,10 +241,24 @@ impl Connector {
         let now = Utc::now();
         let cutoff = stamp(now - chrono::TimeDelta::from_std(UNDISPOSED_GRACE).unwrap_or_default());
         let name = self.name().to_owned();
+        // One attempt and the write of its result; the claim holds at least that beyond the
+        // reading and rendering of the documents.
+        let attempt = self.attempt_limit() + CLAIM_MARGIN;
+        let claim = CLAIM.max(attempt + CLAIM_MARGIN);
+        let claim_ends = Instant::now() + claim;
         let due = {
-            let name = name.clone();
+            let (name, by) = (name.clone(), self.claimer.clone());
+            let until = stamp(now + chrono::TimeDelta::from_std(claim).unwrap_or_default());
             store
-                .call(move |s| s.due_handoffs(&name, &stamp(now), &cutoff, BATCH))
+                .call(move |s| {
+                    // What a process killed here had claimed is due again now.
+                    s.release_abandoned_handoffs(&name)?;
+                    let claim = Claim {
+                        by: &by,
+                        until: &until,
+                    };
+                    s.claim_handoffs(&name, &stamp(now), &cutoff, BATCH, claim)
+                })
                 .await?
         };
         if due.is_empty() {
@@ -255,7 +297,8 @@ impl Connector {
         let mut failure = None;
         let mut delivered = 0;
         for (d, content) in &prepared {
-            if failure.is_some() || stop() {
+            // An attempt that might outlast the claim waits for the next round's claim.
+            if failure.is_some() || stop() || Instant::now() + attempt > claim_ends {
                 results.push((d.document_id, Attempt::NotMade));
                 continue;
             }

@@ -10,8 +10,16 @@
 //! attempt. A notice is therefore sent twice only in the window SMTP itself leaves open
 //! (RFC 1047): the server took it, and eingang died, or lost the reply, before it recorded
 //! that. The repeat then carries the same Message-ID and Date, so people and mail stores that
-//! drop duplicate Message-IDs recognize it. One process delivers a store's notices at a time,
-//! as one daemon owns a source.
+//! drop duplicate Message-IDs recognize it.
+//!
+//! On a store that several daemons share, every daemon's notifier looks at the one outbox:
+//! each notice is claimed for its attempt (store/outbox.rs `claim_notice`, together with the
+//! attempt's record), so one daemon sends it; the claim holds longer than the attempt can take
+//! (`smtp::send_limit`) and ends when the attempt fails; the claim of a daemon that died runs
+//! out (at once where another process on its machine looks: it sees that the claimer ended),
+//! for another to send the notice, with the same Message-ID. A burst gets one summary, and an
+//! outage one down notice, whichever daemon writes it (each is decided in one write
+//! transaction, and the store has one writer at a time).
 //!
 //! This module never moves items and never decides a rejection; it only reads the ledger and
 //! records what became of each notice.
@@ -35,7 +43,7 @@ use crate::config::{Config, NotifyConfig};
 use crate::fault;
 use crate::source::CheckLine;
 use crate::stop::Stop;
-use crate::store::outbox::{Finished, Notice, NoticeKind, RejectedItem, stamp};
+use crate::store::outbox::{Claim, Finished, Notice, NoticeKind, RejectedItem, stamp};
 use crate::store::{self, Store};
 use smtp::{Mailer, Session};
 use text::{Attached, Details, Language};
@@ -60,6 +68,9 @@ const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_CAP: Duration = Duration::from_secs(120);
 /// How long after its start a notifier leaves alone the notices an earlier process attempted.
 const RESEND_HOLD: Duration = Duration::from_secs(10);
+/// A claim on a notice outlasts its attempt by this much: the store's writes around the
+/// attempt (each statement gives up after a minute), and clocks of machines a little apart.
+const CLAIM_MARGIN: Duration = Duration::from_secs(60);
 /// `down_after` when there is no `[notify]` (the outage is then only logged).
 const DEFAULT_DOWN_AFTER: Duration = Duration::from_secs(15 * 60);
 /// `burst` when there is no `[notify]`.
@@ -130,6 +141,8 @@ pub struct Notifier {
     down_after: Duration,
     burst: i64,
     smtp: Option<Smtp>,
+    /// Who claims the notices this notifier sends (`lock::daemon_name`).
+    claimer: String,
 }
 
 /// `Auto-Submitted: auto-generated` (RFC 3834 §5): auto-responders must not answer a notice,
@@ -229,6 +242,7 @@ impl Notifier {
             down_after: notify.map_or(DEFAULT_DOWN_AFTER, |n| n.down_after),
             burst: notify.map_or(DEFAULT_BURST, |n| i64::from(n.burst)),
             smtp,
+            claimer: crate::lock::daemon_name(),
         })
     }
 
@@ -332,7 +346,12 @@ impl Notifier {
         let cutoff = stamp(before(now, UNDISPOSED_GRACE));
         let ready = {
             let cutoff = cutoff.clone();
-            self.store(move |s| s.ready_notices(&cutoff)).await?
+            self.store(move |s| {
+                // What a process killed here had claimed is due again now.
+                s.release_abandoned_notices()?;
+                s.ready_notices(&cutoff)
+            })
+            .await?
         };
         let (folded, held) = self.fold_bursts(&ready, now).await?;
         let mut ready = if folded {
@@ -354,7 +373,8 @@ impl Notifier {
                 break;
             }
             match self.deliver_one(notice, &mut session).await {
-                Ok(()) => *done += 1,
+                Ok(true) => *done += 1,
+                Ok(false) => {}
                 Err(e @ (Error::Refused { .. } | Error::Compose { .. })) => {
                     // Others behind it still go; this one stays and is tried after the backoff.
                     tracing::error!(notice = notice.id, source = %notice.source, error = %e, "this notice cannot be sent; it stays in the outbox");
@@ -401,9 +421,11 @@ impl Notifier {
             return Ok((false, held));
         }
         let window_start = stamp(before(now, BURST_WINDOW));
-        let (recent, last) = self
-            .store(move |s| Ok((s.rejections_since(&window_start)?, s.last_summaries()?)))
-            .await?;
+        let (recent, last) = {
+            let window_start = window_start.clone();
+            self.store(move |s| Ok((s.rejections_since(&window_start)?, s.last_summaries()?)))
+                .await?
+        };
         let mut folded = false;
         let gathered = stamp(before(now, RECEIVER_GATHER));
         for (source, ids) in due {
@@ -431,10 +453,20 @@ impl Notifier {
                 continue;
             }
             let count = ids.len();
-            let name = source.clone();
-            let summary = self.store(move |s| s.summarize(&name, &ids)).await?;
-            tracing::info!(source = %source, summary, items = count, "burst of rejections: one summary notice");
-            folded = true;
+            let (name, window_start) = (source.clone(), window_start.clone());
+            match self
+                .store(move |s| s.summarize(&name, &ids, &window_start))
+                .await?
+            {
+                Some(summary) => {
+                    tracing::info!(source = %source, summary, items = count, "burst of rejections: one summary notice");
+                    folded = true;
+                }
+                // Another daemon of the store summed this burst up a moment ago.
+                None => {
+                    held.insert(source);
+                }
+            }
         }
         Ok((folded, held))
     }
@@ -447,19 +479,53 @@ impl Notifier {
         }
     }
 
-    /// Mails (or logs) one notice and takes it out of the outbox.
+    /// Claims one notice for an attempt, for as long as `limit` and the margin; `false` when
+    /// another process has it (or it went out meanwhile).
+    async fn claim(
+        &self,
+        id: i64,
+        message_id: Option<String>,
+        limit: Duration,
+    ) -> Result<bool, Error> {
+        let until = stamp(
+            Utc::now() + chrono::TimeDelta::from_std(limit + CLAIM_MARGIN).unwrap_or_default(),
+        );
+        let by = self.claimer.clone();
+        let claimed = self
+            .store(move |s| {
+                s.claim_notice(
+                    id,
+                    message_id.as_deref(),
+                    Claim {
+                        by: &by,
+                        until: &until,
+                    },
+                )
+            })
+            .await?;
+        if !claimed {
+            tracing::debug!(notice = id, "another process sends this notice");
+        }
+        Ok(claimed)
+    }
+
+    /// Mails (or logs) one notice and takes it out of the outbox; `false` when another process
+    /// claimed it first.
     async fn deliver_one(
         &self,
         notice: &Notice,
         session: &mut Option<Session>,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         let id = notice.id;
         let (mail, attachment) = self.content(notice).await?;
         let Some(smtp) = &self.smtp else {
+            if !self.claim(id, None, Duration::ZERO).await? {
+                return Ok(false);
+            }
             tracing::warn!(source = %notice.source, notice = id, subject = %mail.subject, "notice (no [notify] section: log only)");
-            return self
-                .store(move |s| s.finish_notice(id, Finished::Logged))
-                .await;
+            self.store(move |s| s.finish_notice(id, Finished::Logged))
+                .await?;
+            return Ok(true);
         };
         // A sign-in is the admins' to do, whichever group a source's notices go to; so is an
         // ERP connector (whose name is the notice's source).
@@ -486,16 +552,22 @@ impl Notifier {
             }
         };
         let open = session.insert(open);
+        if !self
+            .claim(id, Some(message_id.clone()), smtp::send_limit(to.len()))
+            .await?
+        {
+            return Ok(false);
+        }
         if notice.attempts > 0 {
             tracing::info!(notice = id, attempts = notice.attempts, %message_id, "sending a notice again with its Message-ID; an earlier attempt may have reached the server");
         }
-        {
-            let message_id = message_id.clone();
-            self.store(move |s| s.begin_attempt(id, &message_id))
-                .await?;
-        }
         if let Err(failed) = open.send(&smtp.from.email, &to, &bytes).await {
             *session = None;
+            // Unreleased, the claim runs out by itself; the failure to tell is the send's.
+            let by = self.claimer.clone();
+            if let Err(e) = self.store(move |s| s.release_notice(id, &by)).await {
+                tracing::warn!(notice = id, error = %e, "the notice stays claimed until its claim runs out");
+            }
             if failed.maybe_delivered {
                 tracing::warn!(notice = id, %message_id, "the server may have taken the notice before failing; a new try repeats its Message-ID");
             }
@@ -510,7 +582,7 @@ impl Notifier {
         self.store(move |s| s.finish_notice(id, Finished::Sent))
             .await?;
         tracing::info!(source = %notice.source, notice = id, kind = kind_name(&notice.kind), to = to.len(), "notice sent");
-        Ok(())
+        Ok(true)
     }
 
     /// The wording of a notice and, for a rejected item, its attachment.

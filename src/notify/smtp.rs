@@ -115,6 +115,15 @@ pub struct SendError {
     pub maybe_delivered: bool,
 }
 
+/// The longest `Session::send` to `recipients` recipients can take: MAIL FROM, one RCPT TO
+/// each and DATA within `COMMAND_TIMEOUT` each, the message within `DATA_TIMEOUT`.
+pub fn send_limit(recipients: usize) -> Duration {
+    let commands = u32::try_from(recipients.saturating_add(2)).unwrap_or(u32::MAX);
+    COMMAND_TIMEOUT
+        .saturating_mul(commands)
+        .saturating_add(DATA_TIMEOUT)
+}
+
 /// How to reach the SMTP server. Built once from the config; connects on demand.
 pub struct Mailer {
     host: String,
@@ -466,6 +475,7 @@ impl Session {
     }
 
     /// Sends one message to every recipient. After an error the session is spent: drop it.
+    /// It takes at most `send_limit(to.len())`.
     pub async fn send(
         &mut self,
         from: &Address,

@@ -15,7 +15,7 @@ use super::db::{Connection, OptionalExtension, TransactionBehavior, params};
 use chrono::Utc;
 use serde_json::Value;
 
-use super::outbox::stamp;
+use super::outbox::{Claim, claims_checked_at, has_ended, stamp};
 use super::{Error, Store, now};
 use crate::model::Operation;
 
@@ -142,36 +142,96 @@ impl Store {
         );
     }
 
-    /// The hand-offs of `connector` due at `now`, oldest document first, at most `limit`. A
-    /// hand-off waits for its item's move (so that `origin.archived` says where it lies), but
-    /// not beyond `undisposed_before`.
-    pub fn due_handoffs(
+    /// Claims the hand-offs of `connector` due at `now`, oldest document first, at most
+    /// `limit`, in one transaction: from now on until `claim.until` no other process takes
+    /// them (`finish_handoffs` ends the claim). A hand-off waits for its item's move (so that
+    /// `origin.archived` says where it lies), but not beyond `undisposed_before`; one that
+    /// another process claimed is left to it until its claim runs out.
+    pub fn claim_handoffs(
         &self,
         connector: &str,
         now: &str,
         undisposed_before: &str,
         limit: usize,
+        claim: Claim<'_>,
     ) -> Result<Vec<Due>, Error> {
         let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT h.document_id, h.event, h.attempts, h.body
-             FROM handoff h JOIN documents d ON d.id = h.document_id JOIN items i ON i.id = d.item_id
-             WHERE h.connector = ?1 AND h.state = 'pending' AND h.next_at <= ?2
-               AND (i.disposed_at IS NOT NULL OR h.created_at < ?3)
-             ORDER BY h.document_id LIMIT ?4",
-        )?;
-        let rows = stmt.query_map(
-            params![connector, now, undisposed_before, limit as i64],
-            |r| {
-                Ok(Due {
-                    document_id: r.get(0)?,
-                    event: r.get(1)?,
-                    attempts: r.get(2)?,
-                    body: r.get(3)?,
-                })
-            },
-        )?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // On PostgreSQL the rows are locked as they are chosen, and rows another transaction
+        // is claiming this moment are passed over, not waited for (SQLite has no row locks:
+        // its one writer at a time is the claim's guard there).
+        let lock = if tx.is_postgres() {
+            " FOR UPDATE OF h SKIP LOCKED"
+        } else {
+            ""
+        };
+        let due: Vec<Due> = {
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT h.document_id, h.event, h.attempts, h.body
+                 FROM handoff h JOIN documents d ON d.id = h.document_id
+                      JOIN items i ON i.id = d.item_id
+                 WHERE h.connector = ?1 AND h.state = 'pending' AND h.next_at <= ?2
+                   AND (h.claimed_until IS NULL OR h.claimed_until <= ?5)
+                   AND (i.disposed_at IS NOT NULL OR h.created_at < ?3)
+                 ORDER BY h.document_id LIMIT ?4{lock}"
+            ))?;
+            let rows = stmt.query_map(
+                params![
+                    connector,
+                    now,
+                    undisposed_before,
+                    limit as i64,
+                    claims_checked_at(&tx)
+                ],
+                |r| {
+                    Ok(Due {
+                        document_id: r.get(0)?,
+                        event: r.get(1)?,
+                        attempts: r.get(2)?,
+                        body: r.get(3)?,
+                    })
+                },
+            )?;
+            rows.collect::<Result<_, _>>()?
+        };
+        {
+            let mut mark = tx.prepare_cached(
+                "UPDATE handoff SET claimed_by = ?3, claimed_until = ?4
+                 WHERE connector = ?1 AND document_id = ?2",
+            )?;
+            for d in &due {
+                mark.execute(params![connector, d.document_id, claim.by, claim.until])?;
+            }
+        }
+        tx.commit()?;
+        Ok(due)
+    }
+
+    /// Ends the claims on `connector`'s hand-offs of processes of this machine that have ended
+    /// (a daemon killed during its round), so that their documents are due again now, not
+    /// when the claims run out. Nothing to do on SQLite (`claims_checked_at`).
+    pub fn release_abandoned_handoffs(&self, connector: &str) -> Result<(), Error> {
+        if self.shared().is_none() {
+            return Ok(());
+        }
+        let claimers: Vec<String> = {
+            let conn = self.lock();
+            let mut stmt = conn.prepare_cached(
+                "SELECT DISTINCT claimed_by FROM handoff
+                 WHERE connector = ?1 AND state = 'pending' AND claimed_until > ?2",
+            )?;
+            stmt.query_map(params![connector, now()], |r| r.get(0))?
+                .collect::<Result<_, _>>()?
+        };
+        for claimer in claimers.iter().filter(|c| has_ended(c)) {
+            tracing::info!(connector, %claimer, "the documents claimed by a process that has ended are due again");
+            self.lock().execute(
+                "UPDATE handoff SET claimed_until = NULL
+                 WHERE connector = ?1 AND state = 'pending' AND claimed_by = ?2",
+                params![connector, claimer],
+            )?;
+        }
+        Ok(())
     }
 
     /// The document as `export` prints it, plus `supersedes`: the id of the document it
@@ -222,10 +282,10 @@ impl Store {
         Ok(())
     }
 
-    /// Records what became of the attempts, in one transaction. A document that failed its
-    /// last attempt becomes dead and is told to the admins: it joins the connector's notice
-    /// written in the last 15 s, or starts a new one, mailed 20 s after it was written.
-    /// Returns the documents that died.
+    /// Records what became of the attempts, in one transaction, and ends their claims. A
+    /// document that failed its last attempt becomes dead and is told to the admins: it joins
+    /// the connector's notice written in the last 15 s, or starts a new one, mailed 20 s after
+    /// it was written. Returns the documents that died.
     pub fn finish_handoffs(
         &self,
         connector: &str,
@@ -239,7 +299,8 @@ impl Store {
             match attempt {
                 Attempt::Delivered => {
                     tx.prepare_cached(
-                        "UPDATE handoff SET state = 'delivered', delivered_at = ?3, last_error = NULL
+                        "UPDATE handoff SET state = 'delivered', delivered_at = ?3, last_error = NULL,
+                                            claimed_until = NULL
                          WHERE connector = ?1 AND document_id = ?2",
                     )?
                     .execute(params![connector, document_id, at])?;
@@ -249,7 +310,7 @@ impl Store {
                     retry_at: Some(retry_at),
                 } => {
                     tx.prepare_cached(
-                        "UPDATE handoff SET next_at = ?3, last_error = ?4
+                        "UPDATE handoff SET next_at = ?3, last_error = ?4, claimed_until = NULL
                          WHERE connector = ?1 AND document_id = ?2",
                     )?
                     .execute(params![
@@ -265,7 +326,8 @@ impl Store {
                 } => {
                     let notice = open_notice(&tx, connector, &at)?;
                     tx.prepare_cached(
-                        "UPDATE handoff SET state = 'dead', last_error = ?3, notice_id = ?4
+                        "UPDATE handoff SET state = 'dead', last_error = ?3, notice_id = ?4,
+                                            claimed_until = NULL
                          WHERE connector = ?1 AND document_id = ?2",
                     )?
                     .execute(params![
@@ -278,7 +340,8 @@ impl Store {
                 }
                 Attempt::NotMade => {
                     tx.prepare_cached(
-                        "UPDATE handoff SET attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END
+                        "UPDATE handoff SET attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END,
+                                            claimed_until = NULL
                          WHERE connector = ?1 AND document_id = ?2",
                     )?
                     .execute(params![connector, document_id])?;
@@ -455,6 +518,18 @@ mod tests {
         id
     }
 
+    /// A claim that has run out by the time anyone looks again, for the tests that are not
+    /// about claims: each look finds what is due.
+    const SPENT: Claim<'static> = Claim {
+        by: "test 1",
+        until: "0000",
+    };
+
+    /// The documents `connector` has due at `now`, claimed with `SPENT`.
+    fn due(store: &Store, connector: &str, now: &str) -> Vec<Due> {
+        store.claim_handoffs(connector, now, "", 10, SPENT).unwrap()
+    }
+
     fn register(store: &Store) {
         store.set_connectors(&[
             Registration {
@@ -474,17 +549,15 @@ mod tests {
         register(&store);
         let note = stored(&store, "delivery_note", "LS-1");
         let order = stored(&store, "order", "PO-1");
-        let due = |c: &str| -> Vec<i64> {
-            store
-                .due_handoffs(c, "9999", "", 10)
-                .unwrap()
+        let ids = |c: &str| -> Vec<i64> {
+            due(&store, c, "9999")
                 .iter()
                 .map(|d| d.document_id)
                 .collect()
         };
-        assert_eq!(due("erp"), [note, order]);
-        assert_eq!(due("orders"), [order]);
-        assert_eq!(store.due_handoffs("erp", "0000", "", 10).unwrap(), []);
+        assert_eq!(ids("erp"), [note, order]);
+        assert_eq!(ids("orders"), [order]);
+        assert_eq!(due(&store, "erp", "0000"), []);
     }
 
     #[test]
@@ -507,8 +580,7 @@ mod tests {
         register(&store);
         let later = stored(&store, "delivery_note", "LS-1");
         let ids = |s: &Store| -> Vec<i64> {
-            s.due_handoffs("erp", "9999", "", 10)
-                .unwrap()
+            due(s, "erp", "9999")
                 .iter()
                 .map(|d| d.document_id)
                 .collect()
@@ -534,7 +606,7 @@ mod tests {
             .begin_handoffs("erp", &[(a, Some("first")), (b, Some("b"))])
             .unwrap();
         store.begin_handoffs("erp", &[(a, Some("second"))]).unwrap();
-        let due = store.due_handoffs("erp", "9999", "", 10).unwrap();
+        let due = due(&store, "erp", "9999");
         assert_eq!(due[0].body.as_deref(), Some("first"));
         assert_eq!(due[0].attempts, 2);
         let last = |why: &str| Attempt::Failed {
@@ -597,14 +669,204 @@ mod tests {
         store
             .finish_handoffs("erp", &[(a, Attempt::NotMade)])
             .unwrap();
-        assert_eq!(
-            store.due_handoffs("erp", "9999", "", 10).unwrap()[0].attempts,
-            0
-        );
+        assert_eq!(due(&store, "erp", "9999")[0].attempts, 0);
         store
             .finish_handoffs("erp", &[(a, Attempt::Delivered)])
             .unwrap();
         assert_eq!(store.handoff_counts().unwrap()[1].delivered, 0);
         assert_eq!(store.handoff_counts().unwrap()[0].delivered, 1);
+    }
+
+    /// Two handles on one PostgreSQL database, both with the connectors registered: two
+    /// daemons of a shared store.
+    fn two_daemons(test: &str) -> (Store, Store) {
+        let url = crate::store::test_postgres::Postgres::shared().fresh_database(test);
+        let location =
+            crate::store::Location::Postgres(crate::store::Target::new(&url, None, None).unwrap());
+        let (a, b) = (
+            Store::open_at(&location).unwrap(),
+            Store::open_at(&location).unwrap(),
+        );
+        register(&a);
+        register(&b);
+        (a, b)
+    }
+
+    fn minutes_from_now(minutes: i64) -> String {
+        stamp(Utc::now() + chrono::Duration::minutes(minutes))
+    }
+
+    /// Two daemons claim rounds of the same connector's documents from two threads until none
+    /// is left: each document is claimed by exactly one of them.
+    #[test]
+    fn two_daemons_racing_for_the_due_hand_offs_claim_each_once() {
+        let (a, b) = two_daemons("handoff_race");
+        let ids: Vec<i64> = (0..120)
+            .map(|i| stored(&a, "delivery_note", &format!("LS-{i}")))
+            .collect();
+        let until = minutes_from_now(5);
+        let start = std::sync::Barrier::new(2);
+        let claim_rounds = |store: &Store, by: &str| -> Vec<i64> {
+            start.wait();
+            let mut won = Vec::new();
+            loop {
+                let round = store
+                    .claim_handoffs(
+                        "erp",
+                        &stamp(Utc::now()),
+                        "",
+                        7,
+                        Claim { by, until: &until },
+                    )
+                    .unwrap();
+                if round.is_empty() {
+                    return won;
+                }
+                won.extend(round.iter().map(|d| d.document_id));
+            }
+        };
+        let (won_a, won_b) = std::thread::scope(|s| {
+            let one = s.spawn(|| claim_rounds(&a, "host-a 1"));
+            let two = s.spawn(|| claim_rounds(&b, "host-b 2"));
+            (one.join().unwrap(), two.join().unwrap())
+        });
+        assert!(
+            won_a.iter().all(|id| !won_b.contains(id)),
+            "claimed twice: {won_a:?} {won_b:?}"
+        );
+        let mut all = [won_a, won_b].concat();
+        all.sort();
+        assert_eq!(all, ids);
+    }
+
+    /// A daemon killed during its round never finishes it: its documents are no one else's
+    /// until the claim runs out; then the other daemon takes them, with the body fixed at the
+    /// first attempt, and its results end its claim.
+    #[test]
+    fn a_killed_claimers_hand_offs_are_taken_by_another_once_its_claim_ran_out() {
+        let (a, b) = two_daemons("handoff_expiry");
+        let doc = stored(&a, "delivery_note", "LS-1");
+        let soon = stamp(Utc::now() + chrono::Duration::seconds(1));
+        let round = a
+            .claim_handoffs(
+                "erp",
+                "9999",
+                "",
+                10,
+                Claim {
+                    by: "host-a 1",
+                    until: &soon,
+                },
+            )
+            .unwrap();
+        assert_eq!(round.len(), 1);
+        a.begin_handoffs("erp", &[(doc, Some("the first body"))])
+            .unwrap();
+        drop(a);
+        let later = minutes_from_now(5);
+        let b_claim = Claim {
+            by: "host-b 2",
+            until: &later,
+        };
+        let claim_b = || {
+            b.claim_handoffs("erp", &stamp(Utc::now()), "", 10, b_claim)
+                .unwrap()
+        };
+        assert_eq!(claim_b(), [], "still claimed");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let taken = loop {
+            let taken = claim_b();
+            if !taken.is_empty() || std::time::Instant::now() > deadline {
+                break taken;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        assert_eq!(taken.len(), 1, "taken once the claim ran out");
+        assert_eq!((taken[0].document_id, taken[0].attempts), (doc, 1));
+        assert_eq!(taken[0].body.as_deref(), Some("the first body"));
+        let retry = Attempt::Failed {
+            error: "HTTP 503".into(),
+            retry_at: Some(stamp(Utc::now())),
+        };
+        b.begin_handoffs("erp", &[(doc, None)]).unwrap();
+        b.finish_handoffs("erp", &[(doc, retry)]).unwrap();
+        assert_eq!(claim_b().len(), 1, "its results ended its claim");
+    }
+
+    /// The claims of a process of this machine that has ended (killed during its round) end
+    /// at the next look; those of a live process, or of one on another machine, stand.
+    #[test]
+    fn the_hand_offs_of_a_process_that_ended_are_due_again() {
+        let (a, b) = two_daemons("handoff_ended");
+        let ended = format!(
+            "{} {}",
+            crate::lock::host(),
+            crate::store::tests::ended_pid()
+        );
+        let alive = crate::lock::daemon_name();
+        let until = minutes_from_now(5);
+        let mut ids = Vec::new();
+        for (i, by) in [ended.as_str(), alive.as_str(), "elsewhere 4242"]
+            .iter()
+            .enumerate()
+        {
+            ids.push(stored(&a, "delivery_note", &format!("LS-{i}")));
+            let claimed = a
+                .claim_handoffs(
+                    "erp",
+                    &stamp(Utc::now()),
+                    "",
+                    1,
+                    Claim { by, until: &until },
+                )
+                .unwrap();
+            assert_eq!(claimed[0].document_id, ids[i]);
+        }
+        b.release_abandoned_handoffs("erp").unwrap();
+        let due: Vec<i64> = b
+            .claim_handoffs("erp", &stamp(Utc::now()), "", 10, SPENT)
+            .unwrap()
+            .iter()
+            .map(|d| d.document_id)
+            .collect();
+        assert_eq!(due, [ids[0]]);
+    }
+
+    /// On PostgreSQL a document whose row another transaction holds locked (a claim being
+    /// made this moment) is passed over, not waited for.
+    #[test]
+    fn a_row_being_claimed_elsewhere_is_passed_over_not_waited_for() {
+        let (a, b) = two_daemons("handoff_skip_locked");
+        let first = stored(&a, "delivery_note", "LS-1");
+        let second = stored(&a, "delivery_note", "LS-2");
+        let conn = a.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Deferred)
+            .unwrap();
+        let locked: i64 = tx
+            .query_row(
+                "SELECT document_id FROM handoff WHERE connector = 'erp' AND document_id = ?1
+                 FOR UPDATE",
+                [first],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(locked, first);
+        let started = std::time::Instant::now();
+        let claimed = b
+            .claim_handoffs(
+                "erp",
+                &stamp(Utc::now()),
+                "",
+                10,
+                Claim {
+                    by: "host-b 2",
+                    until: &minutes_from_now(5),
+                },
+            )
+            .unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        let ids: Vec<i64> = claimed.iter().map(|d| d.document_id).collect();
+        assert_eq!(ids, [second]);
     }
 }

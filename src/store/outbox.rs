@@ -170,7 +170,70 @@ pub fn stamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// The time a claim is checked against: now, on a store that several processes share. On
+/// SQLite, the end of time: one process works a SQLite store at a time (its lock), so a claim
+/// found there was made by a process that is gone (killed during its attempt), and the
+/// process after it sends at once.
+pub(super) fn claims_checked_at(conn: &Connection) -> String {
+    if conn.is_postgres() {
+        now()
+    } else {
+        super::DUE_NOW.to_owned()
+    }
+}
+
+/// A claim on a notice or a hand-off before it is sent: who claims it (host and process id,
+/// `lock::daemon_name`) and until when (as `stamp` writes it). Until then no other process
+/// sends it, whichever daemon of a shared store looks at it; after that any may, so a
+/// claimer that died (or froze) holds it up no longer than that. `until` lies beyond the
+/// longest its attempt can take.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    /// The claimer.
+    pub by: &'a str,
+    /// When the claim runs out.
+    pub until: &'a str,
+}
+
+/// Whether `claimer` (host and process id, as a claim names it) is a process of this machine
+/// that has ended: killed during its attempt. A claimer on another machine is never taken for
+/// ended (its claim runs out instead), nor is one whose process id is in use again.
+pub(super) fn has_ended(claimer: &str) -> bool {
+    let Some((host, pid)) = claimer.rsplit_once(' ') else {
+        return false;
+    };
+    host == crate::lock::host()
+        && pid.parse::<u32>().is_ok()
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
 impl Store {
+    /// Ends the claims on notices of processes of this machine that have ended (a daemon
+    /// killed during an attempt), so that their notices are due again now, not when the
+    /// claims run out. Nothing to do on SQLite (`claims_checked_at`).
+    pub fn release_abandoned_notices(&self) -> Result<(), Error> {
+        if self.shared().is_none() {
+            return Ok(());
+        }
+        let claimers: Vec<String> = {
+            let conn = self.lock();
+            let mut stmt = conn.prepare_cached(
+                "SELECT DISTINCT claimed_by FROM outbox
+                 WHERE state = 'pending' AND claimed_until > ?1",
+            )?;
+            stmt.query_map([now()], |r| r.get(0))?
+                .collect::<Result<_, _>>()?
+        };
+        for claimer in claimers.iter().filter(|c| has_ended(c)) {
+            tracing::info!(%claimer, "the notices claimed by a process that has ended are due again");
+            self.lock().execute(
+                "UPDATE outbox SET claimed_until = NULL WHERE state = 'pending' AND claimed_by = ?1",
+                [claimer],
+            )?;
+        }
+        Ok(())
+    }
+
     /// The kept bytes of a rejected item, if they were small enough to keep.
     pub fn original(&self, item_id: i64) -> Result<Option<Vec<u8>>, Error> {
         self.lock()
@@ -185,17 +248,19 @@ impl Store {
     /// The notices due now, oldest first. A rejection is due once its item has been moved
     /// (so the mail can say where it lies), or once it was written before `undisposed_before`
     /// (the move keeps failing: people must hear of the item all the same). Members of a
-    /// summary are not due on their own.
+    /// summary are not due on their own, nor is a notice another process has claimed.
     pub fn ready_notices(&self, undisposed_before: &str) -> Result<Vec<Notice>, Error> {
         let conn = self.lock();
+        let at = claims_checked_at(&conn);
         let mut notices = Vec::new();
         let mut rejected = conn.prepare(&format!(
             "SELECT o.id, o.source, o.created_at, o.attempts, o.message_id, {ITEM_COLUMNS}
              FROM outbox o JOIN items i ON i.id = o.item_id
              WHERE o.state = 'pending' AND o.kind = 'rejected' AND o.summary_id IS NULL
+               AND (o.claimed_until IS NULL OR o.claimed_until <= ?2)
                AND (i.disposed_at IS NOT NULL OR o.created_at < ?1)"
         ))?;
-        for row in rejected.query_map([undisposed_before], |r| {
+        for row in rejected.query_map(params![undisposed_before, at], |r| {
             Ok(Notice {
                 id: r.get(0)?,
                 source: r.get(1)?,
@@ -211,11 +276,12 @@ impl Store {
             "SELECT id, source, created_at, attempts, message_id, kind, outage_since, last_error,
                     detail
              FROM outbox WHERE state = 'pending'
+               AND (claimed_until IS NULL OR claimed_until <= ?2)
                AND (kind IN ('summary', 'down', 'up', 'stray', 'reauth', 'unrecorded')
                     OR (kind = 'undelivered' AND created_at < ?1))",
         )?;
         let gathered = super::handoff::gathered_before();
-        let rows = others.query_map([gathered], |r| {
+        let rows = others.query_map(params![gathered, at], |r| {
             Ok((
                 Notice {
                     id: r.get(0)?,
@@ -296,14 +362,31 @@ impl Store {
 
     /// Writes one summary notice for `source` standing in for the pending rejections `ids`,
     /// in one transaction; returns its row id. Rows that went out meanwhile, or that were
-    /// attempted already (they may have reached people), are left alone.
-    pub fn summarize(&self, source: &str, ids: &[i64]) -> Result<i64, Error> {
+    /// attempted already (they may have reached people), are left alone. Writes nothing
+    /// (`None`) when the source has a summary written at or after `window_start` (another
+    /// daemon of a shared store summed this burst up first) or when none of `ids` is left to
+    /// stand in for: one summary per burst, never an empty one.
+    pub fn summarize(
+        &self,
+        source: &str,
+        ids: &[i64],
+        window_start: &str,
+    ) -> Result<Option<i64>, Error> {
         let conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let recent: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM outbox WHERE source = ?1 AND kind = 'summary' AND created_at >= ?2",
+            params![source, window_start],
+            |r| r.get(0),
+        )?;
+        if recent > 0 {
+            return Ok(None);
+        }
         let summary = tx.insert(
             "INSERT INTO outbox (source, kind, created_at) VALUES (?1, 'summary', ?2)",
             params![source, now()],
         )?;
+        let mut linked = 0;
         {
             let mut link = tx.prepare_cached(
                 "UPDATE outbox SET summary_id = ?1
@@ -311,26 +394,59 @@ impl Store {
                    AND attempts = 0",
             )?;
             for id in ids {
-                link.execute(params![summary, id])?;
+                linked += link.execute(params![summary, id])?;
             }
         }
+        if linked == 0 {
+            return Ok(None);
+        }
         tx.commit()?;
-        Ok(summary)
+        Ok(Some(summary))
     }
 
-    /// Records an attempt before the mail is handed to the server: one more attempt, its time,
-    /// and the Message-ID (kept from the first attempt on). Committed durably first, so that a
-    /// crash after the server took the mail leaves a row that says so may have happened.
-    pub fn begin_attempt(&self, id: i64, message_id: &str) -> Result<(), Error> {
+    /// Claims a notice for one attempt and records the attempt before the mail is handed to
+    /// the server: one more attempt, its time, and the Message-ID (kept from the first
+    /// attempt on). Committed durably first, so that a crash after the server took the mail
+    /// leaves a row that says so may have happened. Returns `false`, recording nothing, when
+    /// the notice is not this caller's to send: another process's claim on it has not run out,
+    /// it went out meanwhile, or a summary stands in for it now.
+    ///
+    /// One `UPDATE` decides, on both databases: SQLite has one writer at a time, and
+    /// PostgreSQL's `UPDATE` waits for a concurrent claim of the same row and then checks the
+    /// condition against the row that claim left, so two claimers never both find it free.
+    pub fn claim_notice(
+        &self,
+        id: i64,
+        message_id: Option<&str>,
+        claim: Claim<'_>,
+    ) -> Result<bool, Error> {
         let conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
+        let claimed = tx.execute(
             "UPDATE outbox SET attempts = attempts + 1, last_attempt_at = ?2,
-                               message_id = COALESCE(message_id, ?3)
-             WHERE id = ?1",
-            params![id, now(), message_id],
+                               message_id = COALESCE(message_id, ?3),
+                               claimed_by = ?4, claimed_until = ?5
+             WHERE id = ?1 AND state = 'pending' AND summary_id IS NULL
+               AND (claimed_until IS NULL OR claimed_until <= ?6)",
+            params![
+                id,
+                now(),
+                message_id,
+                claim.by,
+                claim.until,
+                claims_checked_at(&tx)
+            ],
         )?;
         tx.commit()?;
+        Ok(claimed == 1)
+    }
+
+    /// Ends `by`'s claim on a notice whose attempt failed: the next attempt is anyone's.
+    pub fn release_notice(&self, id: i64, by: &str) -> Result<(), Error> {
+        self.lock().execute(
+            "UPDATE outbox SET claimed_until = NULL WHERE id = ?1 AND claimed_by = ?2",
+            params![id, by],
+        )?;
         Ok(())
     }
 
@@ -448,6 +564,12 @@ fn members(conn: &Connection, summary: i64) -> Result<Vec<RejectedItem>, Error> 
 mod tests {
     use super::*;
 
+    /// A claim of this process's, for the tests of one claimer.
+    const CLAIM: Claim<'static> = Claim {
+        by: "host-a 1",
+        until: "9999-12-31T23:59:59.999Z",
+    };
+
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_at(&crate::store::test_location(dir.path())).unwrap();
@@ -542,7 +664,7 @@ mod tests {
         store
             .keep_originals(&[(1, b"bytes".as_slice())], &[])
             .unwrap();
-        let summary = store.summarize("drop", &ids).unwrap();
+        let summary = store.summarize("drop", &ids, "").unwrap().unwrap();
         let ready = store.ready_notices("").unwrap();
         assert_eq!(ready.len(), 1);
         let NoticeKind::Summary(members) = &ready[0].kind else {
@@ -550,8 +672,10 @@ mod tests {
         };
         assert_eq!(members.len(), 3);
         assert_eq!(members[2].archived.as_deref(), Some("fehler/f2.xml"));
-        store.begin_attempt(summary, "a@b").unwrap();
-        store.begin_attempt(summary, "other@b").unwrap();
+        assert!(store.claim_notice(summary, Some("a@b"), CLAIM).unwrap());
+        store.release_notice(summary, CLAIM.by).unwrap();
+        assert!(store.claim_notice(summary, Some("other@b"), CLAIM).unwrap());
+        store.release_notice(summary, CLAIM.by).unwrap();
         let again = store.ready_notices("").unwrap();
         assert_eq!(again[0].attempts, 2);
         assert_eq!(again[0].message_id.as_deref(), Some("a@b"));
@@ -568,10 +692,13 @@ mod tests {
         let (_dir, store) = store();
         let tried = rejected(&store, "drop", "a.xml");
         let fresh = rejected(&store, "drop", "b.xml");
-        store
-            .begin_attempt(tried, "eingang.x.1@example.com")
-            .unwrap();
-        store.summarize("drop", &[tried, fresh]).unwrap();
+        assert!(
+            store
+                .claim_notice(tried, Some("eingang.x.1@example.com"), CLAIM)
+                .unwrap()
+        );
+        store.release_notice(tried, CLAIM.by).unwrap();
+        store.summarize("drop", &[tried, fresh], "").unwrap();
         let ready = store.ready_notices("").unwrap();
         let ids: Vec<i64> = ready.iter().map(|n| n.id).collect();
         assert_eq!(ids, [tried, fresh + 1], "the attempted row and the summary");
@@ -597,5 +724,268 @@ mod tests {
         let (_b, two) = store();
         assert_eq!(one.store_id().unwrap().len(), 16);
         assert_ne!(one.store_id().unwrap(), two.store_id().unwrap());
+    }
+
+    /// Two handles on one database: two daemons of a shared store.
+    fn two_daemons(location: &crate::store::Location) -> (Store, Store) {
+        (
+            Store::open_at(location).unwrap(),
+            Store::open_at(location).unwrap(),
+        )
+    }
+
+    fn on_postgres(test: &str) -> crate::store::Location {
+        let url = crate::store::test_postgres::Postgres::shared().fresh_database(test);
+        crate::store::Location::Postgres(crate::store::Target::new(&url, None, None).unwrap())
+    }
+
+    /// Two daemons read the same ready notices, then claim them from two threads in opposite
+    /// orders: each notice is claimed by exactly one, and its attempt is recorded once.
+    #[test]
+    fn two_daemons_racing_for_the_ready_notices_claim_each_once() {
+        let (a, b) = two_daemons(&on_postgres("claim_race"));
+        let ids: Vec<i64> = (0..40)
+            .map(|i| rejected(&a, "drop", &format!("f{i}.xml")))
+            .collect();
+        let until = stamp(Utc::now() + chrono::Duration::minutes(5));
+        let start = std::sync::Barrier::new(2);
+        let claim_all = |store: &Store, by: &str, backwards: bool| -> Vec<i64> {
+            let mut ready = store.ready_notices("").unwrap();
+            assert_eq!(ready.len(), ids.len());
+            if backwards {
+                ready.reverse();
+            }
+            start.wait();
+            let claim = Claim { by, until: &until };
+            let mut won: Vec<i64> = ready
+                .iter()
+                .filter(|n| store.claim_notice(n.id, Some("m@x"), claim).unwrap())
+                .map(|n| n.id)
+                .collect();
+            won.sort();
+            won
+        };
+        let (won_a, won_b) = std::thread::scope(|s| {
+            let one = s.spawn(|| claim_all(&a, "host-a 1", false));
+            let two = s.spawn(|| claim_all(&b, "host-b 2", true));
+            (one.join().unwrap(), two.join().unwrap())
+        });
+        assert!(
+            won_a.iter().all(|id| !won_b.contains(id)),
+            "claimed twice: {won_a:?} {won_b:?}"
+        );
+        let mut all = [won_a.clone(), won_b].concat();
+        all.sort();
+        assert_eq!(all, ids, "every notice claimed");
+        let conn = a.lock();
+        for id in &ids {
+            let (attempts, by): (i64, String) = conn
+                .query_row(
+                    "SELECT attempts, claimed_by FROM outbox WHERE id = ?1",
+                    [id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .unwrap();
+            assert_eq!(attempts, 1, "notice {id}");
+            let winner = if won_a.contains(id) {
+                "host-a 1"
+            } else {
+                "host-b 2"
+            };
+            assert_eq!(by, winner, "notice {id}");
+        }
+    }
+
+    /// A daemon killed during its attempt never ends its claim: the notice is no one else's
+    /// until the claim runs out, then the other daemon takes it, with the first attempt's
+    /// Message-ID.
+    #[test]
+    fn a_killed_claimers_notice_is_taken_by_another_once_its_claim_ran_out() {
+        let (a, b) = two_daemons(&on_postgres("claim_expiry"));
+        let id = rejected(&a, "drop", "a.xml");
+        let soon = stamp(Utc::now() + chrono::Duration::seconds(1));
+        let first = "eingang.s.1@example.com";
+        assert!(
+            a.claim_notice(
+                id,
+                Some(first),
+                Claim {
+                    by: "host-a 1",
+                    until: &soon
+                }
+            )
+            .unwrap()
+        );
+        drop(a);
+        let later = stamp(Utc::now() + chrono::Duration::minutes(5));
+        let b_claim = Claim {
+            by: "host-b 2",
+            until: &later,
+        };
+        assert!(
+            b.ready_notices("").unwrap().is_empty(),
+            "claimed: not ready"
+        );
+        assert!(!b.claim_notice(id, Some("other@x"), b_claim).unwrap());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let ready = loop {
+            let ready = b.ready_notices("").unwrap();
+            if !ready.is_empty() || std::time::Instant::now() > deadline {
+                break ready;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        assert_eq!(ready.len(), 1, "ready again once the claim ran out");
+        assert_eq!((ready[0].id, ready[0].attempts), (id, 1));
+        assert_eq!(ready[0].message_id.as_deref(), Some(first));
+        assert!(b.claim_notice(id, Some("other@x"), b_claim).unwrap());
+        b.finish_notice(id, Finished::Sent).unwrap();
+        let (attempts, message_id, by): (i64, String, String) = b
+            .lock()
+            .query_row(
+                "SELECT attempts, message_id, claimed_by FROM outbox WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            (attempts, message_id.as_str(), by.as_str()),
+            (2, first, "host-b 2")
+        );
+        assert!(!b.claim_notice(id, None, b_claim).unwrap(), "sent: gone");
+    }
+
+    /// On SQLite one process works the store at a time: a claim found there is of a process
+    /// that died during its attempt, and the next process sends the notice at once, with the
+    /// first attempt's Message-ID.
+    #[test]
+    fn on_sqlite_the_next_process_sends_what_a_killed_one_had_claimed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("eingang.db");
+        let killed = Store::open(&path).unwrap();
+        let id = rejected(&killed, "drop", "a.xml");
+        assert!(killed.claim_notice(id, Some("first@x"), CLAIM).unwrap());
+        drop(killed);
+        let next = Store::open(&path).unwrap();
+        let ready = next.ready_notices("").unwrap();
+        assert_eq!((ready[0].id, ready[0].attempts), (id, 1));
+        let claim = Claim {
+            by: "host-a 2",
+            until: CLAIM.until,
+        };
+        assert!(next.claim_notice(id, Some("second@x"), claim).unwrap());
+        assert_eq!(
+            next.ready_notices("").unwrap()[0].message_id.as_deref(),
+            Some("first@x")
+        );
+    }
+
+    /// The claims of a process of this machine that has ended (killed during its attempt)
+    /// end at the next look; those of a live process, or of one on another machine, stand.
+    #[test]
+    fn the_claims_of_a_process_that_ended_end_those_of_others_stand() {
+        let (a, b) = two_daemons(&on_postgres("claim_abandoned"));
+        let ended = format!(
+            "{} {}",
+            crate::lock::host(),
+            crate::store::tests::ended_pid()
+        );
+        let alive = crate::lock::daemon_name();
+        let until = stamp(Utc::now() + chrono::Duration::minutes(5));
+        let mut ids = Vec::new();
+        for (i, by) in [ended.as_str(), alive.as_str(), "elsewhere 4242"]
+            .iter()
+            .enumerate()
+        {
+            let id = rejected(&a, "drop", &format!("f{i}.xml"));
+            let claim = Claim { by, until: &until };
+            assert!(a.claim_notice(id, Some("m@x"), claim).unwrap());
+            ids.push(id);
+        }
+        assert!(b.ready_notices("").unwrap().is_empty());
+        b.release_abandoned_notices().unwrap();
+        let ready: Vec<i64> = b.ready_notices("").unwrap().iter().map(|n| n.id).collect();
+        assert_eq!(ready, [ids[0]]);
+    }
+
+    /// A failed attempt ends its claim: the next attempt is anyone's.
+    #[test]
+    fn a_released_notice_is_ready_for_the_other_daemon_at_once() {
+        let (a, b) = two_daemons(&on_postgres("claim_release"));
+        let id = rejected(&a, "drop", "a.xml");
+        assert!(a.claim_notice(id, Some("m@x"), CLAIM).unwrap());
+        b.release_notice(id, "host-b 2").unwrap();
+        assert!(
+            b.ready_notices("").unwrap().is_empty(),
+            "only the claimer ends its claim"
+        );
+        a.release_notice(id, CLAIM.by).unwrap();
+        let ready = b.ready_notices("").unwrap();
+        assert_eq!((ready[0].id, ready[0].attempts), (id, 1));
+    }
+
+    /// Both daemons see the same burst and sum it up at the same moment: one summary, with
+    /// every member; the other writes none (no empty second summary).
+    #[test]
+    fn two_daemons_summing_up_one_burst_write_one_summary() {
+        let (a, b) = two_daemons(&on_postgres("summary_race"));
+        let ids: Vec<i64> = (0..12)
+            .map(|i| rejected(&a, "drop", &format!("f{i}.xml")))
+            .collect();
+        let window_start = stamp(Utc::now() - chrono::Duration::minutes(5));
+        let start = std::sync::Barrier::new(2);
+        let sum_up = |store: &Store| {
+            start.wait();
+            store.summarize("drop", &ids, &window_start).unwrap()
+        };
+        let (one, two) = std::thread::scope(|s| {
+            let one = s.spawn(|| sum_up(&a));
+            let two = s.spawn(|| sum_up(&b));
+            (one.join().unwrap(), two.join().unwrap())
+        });
+        let written: Vec<i64> = [one, two].into_iter().flatten().collect();
+        assert_eq!(written.len(), 1, "{one:?} {two:?}");
+        assert_eq!(kinds(&a).iter().filter(|k| *k == "summary").count(), 1);
+        let ready = b.ready_notices("").unwrap();
+        assert_eq!(ready.len(), 1);
+        assert!(matches!(&ready[0].kind, NoticeKind::Summary(m) if m.len() == ids.len()));
+        assert_eq!(
+            a.summarize("drop", &ids, &window_start).unwrap(),
+            None,
+            "one summary per window"
+        );
+    }
+
+    /// Every daemon's notifier watches every source's health: an outage still gets one down
+    /// notice, however many of them look at once.
+    #[test]
+    fn two_daemons_watching_one_outage_write_one_down_notice() {
+        let (a, b) = two_daemons(&on_postgres("health_race"));
+        let t0 = Utc::now();
+        fail(&a, "drop", t0);
+        let start = std::sync::Barrier::new(2);
+        let watch = |store: &Store| {
+            start.wait();
+            for minutes in 2..12 {
+                store
+                    .update_health(
+                        "drop",
+                        Duration::from_secs(60),
+                        t0 + chrono::Duration::minutes(minutes),
+                    )
+                    .unwrap();
+            }
+        };
+        std::thread::scope(|s| {
+            s.spawn(|| watch(&a));
+            s.spawn(|| watch(&b));
+        });
+        assert_eq!(kinds(&a), ["down"]);
+        b.record_pass("drop", Ok(())).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| watch(&a));
+            s.spawn(|| watch(&b));
+        });
+        assert_eq!(kinds(&a), ["down", "up"]);
     }
 }

@@ -222,6 +222,14 @@ const MIGRATIONS: &[&str] = &[
         owner TEXT NOT NULL,
         epoch INTEGER NOT NULL
     );",
+    // 16: a notice and a hand-off are claimed by one process before it sends them, on a store
+    // that several daemons share (store/outbox.rs `claim_notice`, store/handoff.rs
+    // `claim_handoffs`): who claimed it (host and process id), and until when the claim holds
+    // (longer than its attempt can take; a claimer that died loses it then).
+    "ALTER TABLE outbox ADD COLUMN claimed_by TEXT;
+    ALTER TABLE outbox ADD COLUMN claimed_until TEXT;
+    ALTER TABLE handoff ADD COLUMN claimed_by TEXT;
+    ALTER TABLE handoff ADD COLUMN claimed_until TEXT;",
 ];
 
 /// The steps PostgreSQL takes in words of its own, by the version they lead to.

@@ -24,6 +24,13 @@ fn message(bytes: &str, source: &str) -> Item {
     )
 }
 
+/// A process id that no process has now: a child that ran and was reaped.
+pub(super) fn ended_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    child.wait().unwrap();
+    child.id()
+}
+
 pub(super) fn file(bytes: &str, source: &str) -> Item {
     Item::new(
         bytes.as_bytes().to_vec(),
