@@ -7,7 +7,7 @@
 mod support;
 
 use std::collections::HashMap;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use support::postgres::Postgres;
@@ -28,16 +28,6 @@ impl Drop for Daemons {
             stop_quietly(child);
         }
     }
-}
-
-fn daemon(ws: &Workspace, name: &str) -> Child {
-    let log = std::fs::File::create(ws.path(&format!("{name}.log"))).unwrap();
-    ws.command(&["run"], &[])
-        .env("EINGANG_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn eingang run")
 }
 
 /// `BRANCHES` drop folders and one source whose inbox is missing (it stays down), on a fresh
@@ -81,7 +71,10 @@ fn two_daemons_on_one_store_send_each_notice_and_each_document_once() {
     let smtp = SmtpServer::start();
     let receiver = Receiver::start(Mode::Accept, 0);
     let ws = shared_store(&smtp, &receiver);
-    let _daemons = Daemons(vec![daemon(&ws, "a"), daemon(&ws, "b")]);
+    let _daemons = Daemons(vec![
+        ws.spawn_logged(&["run"], "a.log"),
+        ws.spawn_logged(&["run"], "b.log"),
+    ]);
     for n in 1..=BRANCHES {
         for i in 0..BROKEN_PER_BRANCH {
             ws.drop_file(&format!("in-{n}"), &format!("kaputt-{i}.xml"), b"<broken");

@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use support::postgres::{Postgres, query};
@@ -290,13 +289,7 @@ fn a_second_copy_into_the_filled_database_is_refused_and_changes_nothing() {
 fn a_store_worked_by_a_daemon_is_not_copied() {
     let ws = Workspace::sqlite("");
     let url = Postgres::shared().fresh_database("copy_busy");
-    let log = std::fs::File::create(ws.path("run.log")).unwrap();
-    let mut daemon = ws
-        .command(&["run"], &[])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut daemon = ws.spawn_logged(&["run"], "run.log");
     assert!(
         wait_until(Duration::from_secs(10), || {
             ws.store_holder()

@@ -15,7 +15,7 @@ use super::db::{Connection, OptionalExtension, TransactionBehavior, params};
 use chrono::Utc;
 use serde_json::Value;
 
-use super::outbox::{Claim, claims_checked_at, has_ended, stamp};
+use super::outbox::{Claim, claims_checked_at, stamp};
 use super::{Error, Store, now};
 use crate::model::Operation;
 
@@ -211,27 +211,13 @@ impl Store {
     /// (a daemon killed during its round), so that their documents are due again now, not
     /// when the claims run out. Nothing to do on SQLite (`claims_checked_at`).
     pub fn release_abandoned_handoffs(&self, connector: &str) -> Result<(), Error> {
-        if self.shared().is_none() {
-            return Ok(());
-        }
-        let claimers: Vec<String> = {
-            let conn = self.lock();
-            let mut stmt = conn.prepare_cached(
-                "SELECT DISTINCT claimed_by FROM handoff
-                 WHERE connector = ?1 AND state = 'pending' AND claimed_until > ?2",
-            )?;
-            stmt.query_map(params![connector, now()], |r| r.get(0))?
-                .collect::<Result<_, _>>()?
-        };
-        for claimer in claimers.iter().filter(|c| has_ended(c)) {
-            tracing::info!(connector, %claimer, "the documents claimed by a process that has ended are due again");
-            self.lock().execute(
-                "UPDATE handoff SET claimed_until = NULL
-                 WHERE connector = ?1 AND state = 'pending' AND claimed_by = ?2",
-                params![connector, claimer],
-            )?;
-        }
-        Ok(())
+        self.release_ended_claims(
+            "SELECT DISTINCT claimed_by FROM handoff
+             WHERE connector = ?1 AND state = 'pending' AND claimed_until > ?2",
+            "UPDATE handoff SET claimed_until = NULL
+             WHERE connector = ?1 AND state = 'pending' AND claimed_by = ?2",
+            &[connector],
+        )
     }
 
     /// The document as `export` prints it, plus `supersedes`: the id of the document it
@@ -696,6 +682,13 @@ mod tests {
         stamp(Utc::now() + chrono::Duration::minutes(minutes))
     }
 
+    /// What `by` claims of `erp`'s documents due now, at most `limit`, until `until`.
+    fn claim(store: &Store, by: &str, until: &str, limit: usize) -> Vec<Due> {
+        store
+            .claim_handoffs("erp", &stamp(Utc::now()), "", limit, Claim { by, until })
+            .unwrap()
+    }
+
     /// Two daemons claim rounds of the same connector's documents from two threads until none
     /// is left: each document is claimed by exactly one of them.
     #[test]
@@ -710,15 +703,7 @@ mod tests {
             start.wait();
             let mut won = Vec::new();
             loop {
-                let round = store
-                    .claim_handoffs(
-                        "erp",
-                        &stamp(Utc::now()),
-                        "",
-                        7,
-                        Claim { by, until: &until },
-                    )
-                    .unwrap();
+                let round = claim(store, by, &until, 7);
                 if round.is_empty() {
                     return won;
                 }
@@ -747,31 +732,12 @@ mod tests {
         let (a, b) = two_daemons("handoff_expiry");
         let doc = stored(&a, "delivery_note", "LS-1");
         let soon = stamp(Utc::now() + chrono::Duration::seconds(1));
-        let round = a
-            .claim_handoffs(
-                "erp",
-                "9999",
-                "",
-                10,
-                Claim {
-                    by: "host-a 1",
-                    until: &soon,
-                },
-            )
-            .unwrap();
-        assert_eq!(round.len(), 1);
+        assert_eq!(claim(&a, "host-a 1", &soon, 10).len(), 1);
         a.begin_handoffs("erp", &[(doc, Some("the first body"))])
             .unwrap();
         drop(a);
         let later = minutes_from_now(5);
-        let b_claim = Claim {
-            by: "host-b 2",
-            until: &later,
-        };
-        let claim_b = || {
-            b.claim_handoffs("erp", &stamp(Utc::now()), "", 10, b_claim)
-                .unwrap()
-        };
+        let claim_b = || claim(&b, "host-b 2", &later, 10);
         assert_eq!(claim_b(), [], "still claimed");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let taken = loop {
@@ -811,21 +777,10 @@ mod tests {
             .enumerate()
         {
             ids.push(stored(&a, "delivery_note", &format!("LS-{i}")));
-            let claimed = a
-                .claim_handoffs(
-                    "erp",
-                    &stamp(Utc::now()),
-                    "",
-                    1,
-                    Claim { by, until: &until },
-                )
-                .unwrap();
-            assert_eq!(claimed[0].document_id, ids[i]);
+            assert_eq!(claim(&a, by, &until, 1)[0].document_id, ids[i]);
         }
         b.release_abandoned_handoffs("erp").unwrap();
-        let due: Vec<i64> = b
-            .claim_handoffs("erp", &stamp(Utc::now()), "", 10, SPENT)
-            .unwrap()
+        let due: Vec<i64> = due(&b, "erp", &stamp(Utc::now()))
             .iter()
             .map(|d| d.document_id)
             .collect();
@@ -853,18 +808,7 @@ mod tests {
             .unwrap();
         assert_eq!(locked, first);
         let started = std::time::Instant::now();
-        let claimed = b
-            .claim_handoffs(
-                "erp",
-                &stamp(Utc::now()),
-                "",
-                10,
-                Claim {
-                    by: "host-b 2",
-                    until: &minutes_from_now(5),
-                },
-            )
-            .unwrap();
+        let claimed = claim(&b, "host-b 2", &minutes_from_now(5), 10);
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
         let ids: Vec<i64> = claimed.iter().map(|d| d.document_id).collect();
         assert_eq!(ids, [second]);

@@ -208,30 +208,50 @@ pub(super) fn has_ended(claimer: &str) -> bool {
 }
 
 impl Store {
+    /// Ends the claims that processes of this machine which have ended (killed during their
+    /// attempt) hold on some pending rows, so that those rows are due again now, not when the
+    /// claims run out: `claimers` lists who holds claims (`key`, then the time now, as its
+    /// parameters), `release` ends one claimer's (`key`, then the claimer). Nothing to do on
+    /// SQLite (`claims_checked_at`).
+    pub(super) fn release_ended_claims(
+        &self,
+        claimers: &str,
+        release: &str,
+        key: &[&str],
+    ) -> Result<(), Error> {
+        fn refs(values: &[String]) -> Vec<&dyn rusqlite::ToSql> {
+            values.iter().map(|v| v as &dyn rusqlite::ToSql).collect()
+        }
+        if self.shared().is_none() {
+            return Ok(());
+        }
+        let with = |last: String| -> Vec<String> {
+            key.iter().map(|k| (*k).to_owned()).chain([last]).collect()
+        };
+        let found: Vec<String> = {
+            let conn = self.lock();
+            let values = with(now());
+            let mut stmt = conn.prepare_cached(claimers)?;
+            stmt.query_map(refs(&values).as_slice(), |r| r.get(0))?
+                .collect::<Result<_, _>>()?
+        };
+        for claimer in found.into_iter().filter(|c| has_ended(c)) {
+            tracing::info!(%claimer, ?key, "what a process that has ended had claimed is due again");
+            let values = with(claimer);
+            self.lock().execute(release, refs(&values).as_slice())?;
+        }
+        Ok(())
+    }
+
     /// Ends the claims on notices of processes of this machine that have ended (a daemon
     /// killed during an attempt), so that their notices are due again now, not when the
     /// claims run out. Nothing to do on SQLite (`claims_checked_at`).
     pub fn release_abandoned_notices(&self) -> Result<(), Error> {
-        if self.shared().is_none() {
-            return Ok(());
-        }
-        let claimers: Vec<String> = {
-            let conn = self.lock();
-            let mut stmt = conn.prepare_cached(
-                "SELECT DISTINCT claimed_by FROM outbox
-                 WHERE state = 'pending' AND claimed_until > ?1",
-            )?;
-            stmt.query_map([now()], |r| r.get(0))?
-                .collect::<Result<_, _>>()?
-        };
-        for claimer in claimers.iter().filter(|c| has_ended(c)) {
-            tracing::info!(%claimer, "the notices claimed by a process that has ended are due again");
-            self.lock().execute(
-                "UPDATE outbox SET claimed_until = NULL WHERE state = 'pending' AND claimed_by = ?1",
-                [claimer],
-            )?;
-        }
-        Ok(())
+        self.release_ended_claims(
+            "SELECT DISTINCT claimed_by FROM outbox WHERE state = 'pending' AND claimed_until > ?1",
+            "UPDATE outbox SET claimed_until = NULL WHERE state = 'pending' AND claimed_by = ?1",
+            &[],
+        )
     }
 
     /// The kept bytes of a rejected item, if they were small enough to keep.
@@ -594,6 +614,13 @@ mod tests {
             .unwrap()
     }
 
+    /// `count` rejections of the source `drop`, by their outbox ids.
+    fn rejections(store: &Store, count: usize) -> Vec<i64> {
+        (0..count)
+            .map(|i| rejected(store, "drop", &format!("f{i}.xml")))
+            .collect()
+    }
+
     fn fail(store: &Store, source: &str, since: DateTime<Utc>) {
         store
             .lock()
@@ -658,9 +685,7 @@ mod tests {
     #[test]
     fn a_summary_stands_in_for_its_members_until_sent() {
         let (_dir, store) = store();
-        let ids: Vec<i64> = (0..3)
-            .map(|i| rejected(&store, "drop", &format!("f{i}.xml")))
-            .collect();
+        let ids = rejections(&store, 3);
         store
             .keep_originals(&[(1, b"bytes".as_slice())], &[])
             .unwrap();
@@ -744,9 +769,7 @@ mod tests {
     #[test]
     fn two_daemons_racing_for_the_ready_notices_claim_each_once() {
         let (a, b) = two_daemons(&on_postgres("claim_race"));
-        let ids: Vec<i64> = (0..40)
-            .map(|i| rejected(&a, "drop", &format!("f{i}.xml")))
-            .collect();
+        let ids = rejections(&a, 40);
         let until = stamp(Utc::now() + chrono::Duration::minutes(5));
         let start = std::sync::Barrier::new(2);
         let claim_all = |store: &Store, by: &str, backwards: bool| -> Vec<i64> {
@@ -929,9 +952,7 @@ mod tests {
     #[test]
     fn two_daemons_summing_up_one_burst_write_one_summary() {
         let (a, b) = two_daemons(&on_postgres("summary_race"));
-        let ids: Vec<i64> = (0..12)
-            .map(|i| rejected(&a, "drop", &format!("f{i}.xml")))
-            .collect();
+        let ids = rejections(&a, 12);
         let window_start = stamp(Utc::now() - chrono::Duration::minutes(5));
         let start = std::sync::Barrier::new(2);
         let sum_up = |store: &Store| {

@@ -126,6 +126,17 @@ impl Workspace {
         cmd
     }
 
+    /// Starts `eingang <args>` (a daemon) with its stderr in the workspace file `log` (a
+    /// pipe nobody reads would stall it).
+    pub fn spawn_logged(&self, args: &[&str], log: &str) -> Child {
+        let log = std::fs::File::create(self.path(log)).expect("create the log");
+        self.command(args, &[])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn eingang")
+    }
+
     pub fn spawn(&self, args: &[&str]) -> Child {
         self.command(args, &[])
             .stdout(Stdio::piped())
