@@ -29,7 +29,11 @@ impl Site {
     /// A drop source `drop` that passes at start and when asked, the page on loopback, and
     /// `extra` appended to the config.
     fn start(extra: &str, env: &[(&str, &str)]) -> Site {
-        let ws = Workspace::new("");
+        Site::start_on(Workspace::new(""), extra, env)
+    }
+
+    /// `start` in the workspace `ws`.
+    fn start_on(ws: Workspace, extra: &str, env: &[(&str, &str)]) -> Site {
         let hash = ws.hash_of(PASSWORD);
         let port = free_port();
         let config = std::fs::read_to_string(ws.path("eingang.toml")).unwrap();
@@ -847,5 +851,30 @@ fn the_sources_page_shows_each_connector_with_pending_delivered_and_dead() {
         page.contains("<dd class=\"delivered\">1</dd>")
             && page.contains("<dd class=\"dead\">0</dd>"),
         "{page}"
+    );
+}
+
+/// On a shared store the sources page lists the daemons working it, with the sources each
+/// works, and says of a source which daemon works it.
+#[test]
+fn the_sources_page_lists_the_daemons_of_a_shared_store() {
+    let site = Site::start_on(Workspace::postgres("web_daemons", ""), "", &[]);
+    let cookie = site.login();
+    let me = format!(" {}<", site.daemon.id());
+    let mut page = String::new();
+    let listed = wait_until(Duration::from_secs(20), || {
+        page = site.get("/quellen", &[("cookie", &cookie)]).unwrap().text();
+        page.contains("class=\"daemons\"") && page.contains(&me)
+    });
+    assert!(listed, "the daemon is listed: {page}");
+    let table = &page[page.find("class=\"daemons\"").unwrap()..];
+    let table = &table[..table.find("</table>").unwrap()];
+    assert!(
+        table.contains("class=\"daemon here\""),
+        "this daemon is marked: {table}"
+    );
+    assert!(
+        table.contains(": drop<"),
+        "with the source it works: {table}"
     );
 }

@@ -67,6 +67,16 @@ impl Workspace {
         Workspace::with_store(ws, extra)
     }
 
+    /// `new` on a fresh database of the harness's PostgreSQL whatever `EINGANG_TEST_STORE`
+    /// says: for what only a shared store has.
+    pub fn postgres(test: &str, extra: &str) -> Workspace {
+        let ws = Workspace {
+            dir: tempfile::tempdir().expect("temp dir"),
+            store_url: Some(postgres::Postgres::shared().fresh_database(test)),
+        };
+        Workspace::with_store(ws, extra)
+    }
+
     fn with_store(ws: Workspace, extra: &str) -> Workspace {
         let dns = if extra.contains("[dns]") {
             String::new()
