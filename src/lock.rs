@@ -250,7 +250,12 @@ pub fn running_daemon(store: &Path) -> Option<u32> {
     let text = std::fs::read_to_string(StoreLock::path_for(store)).ok()?;
     let mut words = text.split_whitespace();
     let pid: u32 = words.next()?.parse().ok()?;
-    (words.next() == Some("run") && Path::new(&format!("/proc/{pid}")).exists()).then_some(pid)
+    (words.next() == Some("run") && is_running(pid)).then_some(pid)
+}
+
+/// Whether a process of this machine with this id runs.
+pub fn is_running(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Reads who holds a lock from the file; a holder that has not written itself in yet (it

@@ -7,28 +7,16 @@
 mod support;
 
 use std::collections::HashMap;
-use std::process::Child;
 use std::time::Duration;
 
 use support::postgres::Postgres;
 use support::smtp::SmtpServer;
 use support::webhook::{Mode, Receiver, SECRET};
-use support::{Workspace, dns_section, opentrans, stop_quietly};
+use support::{Daemons, Workspace, dns_section, opentrans};
 
 const BRANCHES: usize = 4;
 const BROKEN_PER_BRANCH: usize = 4;
 const NOTES_PER_BRANCH: usize = 3;
-
-/// Stops the daemons however the test ends.
-struct Daemons(Vec<Child>);
-
-impl Drop for Daemons {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            stop_quietly(child);
-        }
-    }
-}
 
 /// `BRANCHES` drop folders and one source whose inbox is missing (it stays down), on a fresh
 /// database; notices to `smtp` (each rejection its own mail: no burst summary), documents to

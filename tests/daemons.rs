@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use support::postgres::Postgres;
-use support::{Workspace, dns_section, opentrans, stop_quietly, wait_until};
+use support::{Daemons, Workspace, dns_section, opentrans, wait_until};
 
 /// What the issue asks: a dead daemon's sources are worked again within this.
 const TAKEOVER: Duration = Duration::from_secs(30);
@@ -173,18 +173,6 @@ fn is_frozen(child: &Child) -> bool {
                 .map(|(_, rest)| rest.trim().starts_with('T'))
         })
         .unwrap_or(false)
-}
-
-/// Stops the daemons however the test ends.
-struct Daemons(Vec<Child>);
-
-impl Drop for Daemons {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            signal(child, libc::SIGCONT);
-            stop_quietly(child);
-        }
-    }
 }
 
 /// A takes every source before B starts; then they share them, half each, and status names

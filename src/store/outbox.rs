@@ -202,9 +202,7 @@ pub(super) fn has_ended(claimer: &str) -> bool {
     let Some((host, pid)) = claimer.rsplit_once(' ') else {
         return false;
     };
-    host == crate::lock::host()
-        && pid.parse::<u32>().is_ok()
-        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    host == crate::lock::host() && pid.parse().is_ok_and(|pid| !crate::lock::is_running(pid))
 }
 
 impl Store {

@@ -352,6 +352,22 @@ pub fn stop(child: &mut Child) -> std::process::ExitStatus {
     panic!("eingang run did not stop within 10 s of SIGTERM");
 }
 
+/// Daemons a test runs, stopped however the test ends: each is woken (SIGCONT, should the
+/// test have frozen it), then `stop_quietly`.
+pub struct Daemons(pub Vec<Child>);
+
+impl Drop for Daemons {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            // SAFETY: kill(2) with a pid we spawned.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGCONT);
+            }
+            stop_quietly(child);
+        }
+    }
+}
+
 /// Stops a daemon a test left running (a `Drop`): SIGTERM, up to 10 s, then SIGKILL. Never
 /// panics, so a failing test's own message is the one shown.
 pub fn stop_quietly(child: &mut Child) {
